@@ -1,0 +1,34 @@
+// Input validation shared by the CPU and CUDA kernels, so both devices reject
+// bad input with the same message, naming the op and the argument.
+#pragma once
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+namespace star {
+
+// Shapes, dtypes and devices of keypoint_pool(feat, kpts, sigma, eps).
+void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double sigma, double eps);
+
+// Shapes, dtypes, devices of guided_gem_pool(x, weight, p, eps); on CPU also
+// that every exponent is finite and non-zero (reading p on CUDA would sync).
+void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps);
+
+// Shapes, dtypes, devices of keypoint_graph_attention; on CPU also that the
+// CSR is well formed (rowptr starts at 0, is non-decreasing and ends at E,
+// col in [0, V)). On CUDA the kernels ignore out-of-range sources instead of
+// reading out of bounds; validate templates once on the host
+// (star_ext.validate_csr) to get the error there.
+void check_keypoint_graph_attention(
+    const at::Tensor& h,
+    const at::Tensor& a_src,
+    const at::Tensor& a_dst,
+    const at::Tensor& rowptr,
+    const at::Tensor& col,
+    const std::optional<at::Tensor>& edge_keep);
+
+// grad_out must have the shape of the op's output.
+void check_grad_out(const char* op, const at::Tensor& grad_out, at::IntArrayRef expected, const at::Tensor& like);
+
+}  // namespace star

@@ -1,0 +1,204 @@
+"""Public functions of the fused ops, their fake (meta) kernels and autograd.
+
+Each function runs ``torch.ops.star.<op>`` when the extension is loaded and
+the pure-PyTorch reference otherwise. The backward of each op is a separate
+registered op, wired up with ``torch.library.register_autograd`` (first-order
+gradients only).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import reference
+from ._loader import HAS_C
+
+
+def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:
+    """Skeleton-guided spatial pooling (SPEC §2.1).
+
+    Args:
+        feat: feature maps [N, C, H, W].
+        kpts: keypoints [N, K, 3] as (x, y, conf), x and y normalised to [0, 1]
+            of the frame, conf in [0, 1]. Same dtype and device as ``feat``.
+        sigma: width of the Gaussian around each keypoint, in normalised units.
+        eps: added to the Gaussian's sum over the cells.
+
+    Returns:
+        [N, K, C]: ``conf * sum_hw g * feat / (sum_hw g + eps)`` per keypoint,
+        differentiable w.r.t. ``feat`` and ``kpts``.
+    """
+    if HAS_C:
+        return torch.ops.star.keypoint_pool(feat, kpts, float(sigma), float(eps))
+    return reference.keypoint_pool(feat, kpts, sigma, eps)
+
+
+def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-channel weighted mixture of generalized means over time (SPEC §2.2).
+
+    Args:
+        x: frame features [B, T, C] (clamped to ``eps`` from below).
+        weight: mixture weights [B, P, C], e.g. a softmax over P.
+        p: exponents [P], finite and non-zero.
+
+    Returns:
+        [B, C]: ``sum_i weight[:, i] * (mean_t x ** p[i]) ** (1 / p[i])``,
+        differentiable w.r.t. ``x``, ``weight`` and ``p``.
+    """
+    if HAS_C:
+        return torch.ops.star.guided_gem_pool(x, weight, p, float(eps))
+    return reference.guided_gem_pool(x, weight, p, eps)
+
+
+def keypoint_graph_attention(
+    h: torch.Tensor,
+    a_src: torch.Tensor,
+    a_dst: torch.Tensor,
+    rowptr: torch.Tensor,
+    col: torch.Tensor,
+    negative_slope: float = 0.2,
+    edge_keep: Optional[torch.Tensor] = None,
+    keep_scale: float = 1.0,
+) -> torch.Tensor:
+    """GAT message passing over a CSR graph template shared by the batch (SPEC §2.3).
+
+    Args:
+        h: projected node features [B, V, heads, D].
+        a_src, a_dst: attention logits of each node as source and destination [B, V, heads].
+        rowptr, col: the template as CSR over destinations (int64 or int32):
+            the sources of the edges into node i are ``col[rowptr[i]:rowptr[i+1]]``.
+        negative_slope: of the LeakyReLU applied to ``a_dst[i] + a_src[j]``.
+        edge_keep: optional attention-dropout mask [B, E, heads] (bool or uint8).
+        keep_scale: factor of the kept attention weights, usually 1 / (1 - p).
+
+    Returns:
+        [B, V, heads, D], differentiable w.r.t. ``h``, ``a_src`` and ``a_dst``.
+    """
+    if HAS_C:
+        return torch.ops.star.keypoint_graph_attention(
+            h, a_src, a_dst, rowptr, col, float(negative_slope), edge_keep, float(keep_scale)
+        )
+    return reference.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale)
+
+
+def validate_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int) -> None:
+    """Raise ValueError unless (rowptr, col) is a well-formed CSR over ``num_nodes`` nodes.
+
+    The CPU kernels check this on every call; on CUDA that would need a host
+    synchronisation, so validate a template once here before using it there.
+    """
+    if rowptr.dim() != 1 or rowptr.numel() != num_nodes + 1:
+        raise ValueError(f"rowptr must be 1-D with {num_nodes + 1} entries, got shape {tuple(rowptr.shape)}")
+    if col.dim() != 1:
+        raise ValueError(f"col must be 1-D, got shape {tuple(col.shape)}")
+    r = rowptr.detach().to("cpu", torch.int64)
+    c = col.detach().to("cpu", torch.int64)
+    if int(r[0]) != 0:
+        raise ValueError(f"rowptr[0] must be 0, got {int(r[0])}")
+    steps = r[1:] - r[:-1]
+    if bool((steps < 0).any()):
+        i = int(torch.nonzero(steps < 0)[0])
+        raise ValueError(f"rowptr must be non-decreasing, but rowptr[{i + 1}] = {int(r[i + 1])} < rowptr[{i}] = {int(r[i])}")
+    if int(r[-1]) != c.numel():
+        raise ValueError(f"rowptr[-1] must equal the number of edges col.numel() = {c.numel()}, got {int(r[-1])}")
+    bad = (c < 0) | (c >= num_nodes)
+    if bool(bad.any()):
+        e = int(torch.nonzero(bad)[0])
+        raise ValueError(f"col[{e}] = {int(c[e])} is not a node index in [0, {num_nodes})")
+
+
+def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(like) if needed else like.new_empty((0,))
+
+
+def _register() -> None:
+    """Fake kernels and autograd of the compiled ops (only when _C is loaded)."""
+
+    @torch.library.register_fake("star::keypoint_pool")
+    def _(feat, kpts, sigma, eps):
+        torch._check(feat.dim() == 4, lambda: "keypoint_pool: feat must be a 4-D tensor [N, C, H, W]")
+        torch._check(kpts.dim() == 3, lambda: "keypoint_pool: kpts must be a 3-D tensor [N, K, 3]")
+        return feat.new_empty((feat.shape[0], kpts.shape[1], feat.shape[1]))
+
+    @torch.library.register_fake("star::keypoint_pool_backward")
+    def _(grad_out, feat, kpts, sigma, eps, output_mask):
+        return _empty_unless(output_mask[0], feat), _empty_unless(output_mask[1], kpts)
+
+    def keypoint_pool_setup(ctx, inputs, output):
+        feat, kpts, sigma, eps = inputs
+        ctx.save_for_backward(feat, kpts)
+        ctx.sigma, ctx.eps = sigma, eps
+
+    def keypoint_pool_backward(ctx, grad_out):
+        feat, kpts = ctx.saved_tensors
+        need = [bool(n) for n in ctx.needs_input_grad[:2]]
+        grad_feat, grad_kpts = torch.ops.star.keypoint_pool_backward(grad_out, feat, kpts, ctx.sigma, ctx.eps, need)
+        return (grad_feat if need[0] else None, grad_kpts if need[1] else None, None, None)
+
+    torch.library.register_autograd(
+        "star::keypoint_pool", keypoint_pool_backward, setup_context=keypoint_pool_setup
+    )
+
+    @torch.library.register_fake("star::guided_gem_pool")
+    def _(x, weight, p, eps):
+        torch._check(x.dim() == 3, lambda: "guided_gem_pool: x must be a 3-D tensor [B, T, C]")
+        return x.new_empty((x.shape[0], x.shape[2]))
+
+    @torch.library.register_fake("star::guided_gem_pool_backward")
+    def _(grad_out, x, weight, p, eps, output_mask):
+        return (
+            _empty_unless(output_mask[0], x),
+            _empty_unless(output_mask[1], weight),
+            _empty_unless(output_mask[2], p),
+        )
+
+    def guided_gem_pool_setup(ctx, inputs, output):
+        x, weight, p, eps = inputs
+        ctx.save_for_backward(x, weight, p)
+        ctx.eps = eps
+
+    def guided_gem_pool_backward(ctx, grad_out):
+        x, weight, p = ctx.saved_tensors
+        need = [bool(n) for n in ctx.needs_input_grad[:3]]
+        grads = torch.ops.star.guided_gem_pool_backward(grad_out, x, weight, p, ctx.eps, need)
+        return (*(g if n else None for g, n in zip(grads, need)), None)
+
+    torch.library.register_autograd(
+        "star::guided_gem_pool", guided_gem_pool_backward, setup_context=guided_gem_pool_setup
+    )
+
+    @torch.library.register_fake("star::keypoint_graph_attention")
+    def _(h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale):
+        torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
+        return torch.empty_like(h)
+
+    @torch.library.register_fake("star::keypoint_graph_attention_backward")
+    def _(grad_out, h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale, output_mask):
+        return (
+            _empty_unless(output_mask[0], h),
+            _empty_unless(output_mask[1], a_src),
+            _empty_unless(output_mask[2], a_dst),
+        )
+
+    def graph_attention_setup(ctx, inputs, output):
+        h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale = inputs
+        ctx.save_for_backward(h, a_src, a_dst, rowptr, col, edge_keep)
+        ctx.negative_slope, ctx.keep_scale = negative_slope, keep_scale
+
+    def graph_attention_backward(ctx, grad_out):
+        h, a_src, a_dst, rowptr, col, edge_keep = ctx.saved_tensors
+        need = [bool(n) for n in ctx.needs_input_grad[:3]]
+        grads = torch.ops.star.keypoint_graph_attention_backward(
+            grad_out, h, a_src, a_dst, rowptr, col, ctx.negative_slope, edge_keep, ctx.keep_scale, need
+        )
+        return (*(g if n else None for g, n in zip(grads, need)), None, None, None, None, None)
+
+    torch.library.register_autograd(
+        "star::keypoint_graph_attention", graph_attention_backward, setup_context=graph_attention_setup
+    )
+
+
+if HAS_C:
+    _register()

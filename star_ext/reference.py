@@ -1,0 +1,85 @@
+"""Pure-PyTorch references of the fused ops.
+
+They are the test oracle of the C++/CUDA kernels and the fallback when the
+compiled extension is missing. Each has the signature of its op in
+``star_ext.ops`` and is written for clarity, not speed: intermediate tensors
+the kernels never build (the Gaussian maps of ``keypoint_pool``, the per-edge
+messages of ``keypoint_graph_attention``) are materialized here.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .graph import csr_destinations
+
+
+def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:
+    """Gaussian-weighted part features around each keypoint, scaled by its confidence.
+
+    feat [N, C, H, W], kpts [N, K, 3] = (x, y, conf) with x, y in [0, 1] -> out [N, K, C].
+    """
+    n, c, h, w = feat.shape
+    u = (torch.arange(w, device=feat.device, dtype=feat.dtype) + 0.5) / w
+    v = (torch.arange(h, device=feat.device, dtype=feat.dtype) + 0.5) / h
+    x, y, conf = kpts.to(feat.dtype).unbind(-1)
+    dist2 = (u.view(1, 1, 1, w) - x[..., None, None]) ** 2 + (v.view(1, 1, h, 1) - y[..., None, None]) ** 2
+    g = torch.exp(-dist2 / (2.0 * sigma * sigma))  # [N, K, H, W]
+    num = torch.einsum("nkhw,nchw->nkc", g, feat)
+    den = g.sum(dim=(2, 3)) + eps
+    return conf[..., None] * num / den[..., None]
+
+
+def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-channel mixture of generalized means over time.
+
+    x [B, T, C], weight [B, P, C], p [P] -> out [B, C] with
+    out = sum_i weight[:, i] * (mean_t clamp(x, eps) ** p[i]) ** (1 / p[i]).
+    Computed in log space, (logsumexp_t(p log x) - log T) / p, so large p and x
+    do not overflow.
+    """
+    t = x.shape[1]
+    log_x = torch.log(torch.clamp(x, min=eps))  # [B, T, C]
+    p = p.to(x.dtype)
+    scaled = p.view(1, -1, 1, 1) * log_x.unsqueeze(1)  # [B, P, T, C]
+    log_mean = torch.logsumexp(scaled, dim=2) - torch.log(x.new_tensor(float(t)))
+    z = torch.exp(log_mean / p.view(1, -1, 1))  # [B, P, C]
+    return (weight * z).sum(dim=1)
+
+
+def keypoint_graph_attention(
+    h: torch.Tensor,
+    a_src: torch.Tensor,
+    a_dst: torch.Tensor,
+    rowptr: torch.Tensor,
+    col: torch.Tensor,
+    negative_slope: float = 0.2,
+    edge_keep: Optional[torch.Tensor] = None,
+    keep_scale: float = 1.0,
+) -> torch.Tensor:
+    """GAT message passing over one CSR graph template shared by the batch.
+
+    h [B, V, Hd, D], a_src / a_dst [B, V, Hd], rowptr [V+1] and col [E] a CSR
+    over destination nodes -> out [B, V, Hd, D]. Edge e goes from node col[e]
+    to the destination row that holds it. Destinations without edges get 0.
+    """
+    b, v, heads, d = h.shape
+    rowptr = rowptr.to(device=h.device, dtype=torch.long)
+    col = col.to(device=h.device, dtype=torch.long)
+    dst = csr_destinations(rowptr)
+
+    e = F.leaky_relu(a_dst[:, dst] + a_src[:, col], negative_slope)  # [B, E, Hd]
+    # Softmax per destination: subtract the per-destination max for stability.
+    e_max = torch.full((b, v, heads), float("-inf"), device=h.device, dtype=e.dtype)
+    e_max = e_max.scatter_reduce(1, dst.view(1, -1, 1).expand_as(e), e, reduce="amax", include_self=True)
+    ex = torch.exp(e - e_max[:, dst])
+    denom = torch.zeros((b, v, heads), device=h.device, dtype=e.dtype).index_add(1, dst, ex)
+    alpha = ex / denom[:, dst]
+    if edge_keep is not None:
+        alpha = alpha * edge_keep.to(alpha.dtype) * keep_scale
+
+    messages = alpha.unsqueeze(-1) * h[:, col]  # [B, E, Hd, D]
+    return torch.zeros_like(h).index_add(1, dst, messages)
