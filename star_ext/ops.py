@@ -113,11 +113,17 @@ def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(like) if needed else like.new_empty((0,))
 
 
+def _with_defaults(name: str, inputs: tuple) -> tuple:
+    """The op's inputs with the schema defaults of arguments the caller left out."""
+    arguments = getattr(torch.ops.star, name).default._schema.arguments
+    return (*inputs, *(arg.default_value for arg in arguments[len(inputs):]))
+
+
 def _register() -> None:
     """Fake kernels and autograd of the compiled ops (only when _C is loaded)."""
 
     @torch.library.register_fake("star::keypoint_pool")
-    def _(feat, kpts, sigma, eps):
+    def _(feat, kpts, sigma, eps=1e-6):
         torch._check(feat.dim() == 4, lambda: "keypoint_pool: feat must be a 4-D tensor [N, C, H, W]")
         torch._check(kpts.dim() == 3, lambda: "keypoint_pool: kpts must be a 3-D tensor [N, K, 3]")
         return feat.new_empty((feat.shape[0], kpts.shape[1], feat.shape[1]))
@@ -127,7 +133,7 @@ def _register() -> None:
         return _empty_unless(output_mask[0], feat), _empty_unless(output_mask[1], kpts)
 
     def keypoint_pool_setup(ctx, inputs, output):
-        feat, kpts, sigma, eps = inputs
+        feat, kpts, sigma, eps = _with_defaults("keypoint_pool", inputs)
         ctx.save_for_backward(feat, kpts)
         ctx.sigma, ctx.eps = sigma, eps
 
@@ -142,7 +148,7 @@ def _register() -> None:
     )
 
     @torch.library.register_fake("star::guided_gem_pool")
-    def _(x, weight, p, eps):
+    def _(x, weight, p, eps=1e-6):
         torch._check(x.dim() == 3, lambda: "guided_gem_pool: x must be a 3-D tensor [B, T, C]")
         return x.new_empty((x.shape[0], x.shape[2]))
 
@@ -155,7 +161,7 @@ def _register() -> None:
         )
 
     def guided_gem_pool_setup(ctx, inputs, output):
-        x, weight, p, eps = inputs
+        x, weight, p, eps = _with_defaults("guided_gem_pool", inputs)
         ctx.save_for_backward(x, weight, p)
         ctx.eps = eps
 
@@ -170,7 +176,7 @@ def _register() -> None:
     )
 
     @torch.library.register_fake("star::keypoint_graph_attention")
-    def _(h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale):
+    def _(h, a_src, a_dst, rowptr, col, negative_slope=0.2, edge_keep=None, keep_scale=1.0):
         torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
         return torch.empty_like(h)
 
@@ -183,7 +189,9 @@ def _register() -> None:
         )
 
     def graph_attention_setup(ctx, inputs, output):
-        h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale = inputs
+        h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale = _with_defaults(
+            "keypoint_graph_attention", inputs
+        )
         ctx.save_for_backward(h, a_src, a_dst, rowptr, col, edge_keep)
         ctx.negative_slope, ctx.keep_scale = negative_slope, keep_scale
 

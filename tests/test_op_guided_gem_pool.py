@@ -1,0 +1,188 @@
+"""guided_gem_pool: kernels vs the reference, stability, gradients, torch.library checks, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import star_ext
+from star_ext import reference
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, as64, grads, leaf
+
+op = torch.ops.star.guided_gem_pool
+STAR_P = (0.7, 1.0, 3.0, 5.0, 7.0)
+
+
+def make_inputs(b, t, c, p=STAR_P, dtype=torch.float64, device="cpu", seed=0, low=0.05, high=3.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = low + (high - low) * torch.rand(b, t, c, generator=gen, dtype=torch.float64)
+    weight = torch.softmax(torch.randn(b, len(p), c, generator=gen, dtype=torch.float64), dim=1)
+    exps = torch.tensor(p, dtype=torch.float64)
+    return x.to(device, dtype), weight.to(device, dtype), exps.to(device, dtype)
+
+
+def gem(x, p):
+    """Plain generalized mean in float64, the textbook formula."""
+    return (x.double().clamp(min=1e-6) ** p).mean(dim=1) ** (1.0 / p)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 12, 33), (1, 1, 1), (2, 5, 7), (4, 2, 2049)])
+def test_matches_reference_forward_and_backward(device, dtype, shape):
+    x, weight, p = (leaf(t) for t in make_inputs(*shape, dtype=dtype, device=device))
+    out = op(x, weight, p, 1e-6)
+    x64, w64, p64 = as64(x), as64(weight), as64(p)
+    expected = reference.guided_gem_pool(x64, w64, p64, 1e-6)
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    for g, e in zip(grads(out, [x, weight, p]), grads(expected, [x64, w64, p64])):
+        torch.testing.assert_close(g.double(), e, **TOLERANCES[dtype])
+
+
+def test_reference_is_the_textbook_formula():
+    x, weight, p = make_inputs(2, 6, 5)
+    expected = sum(weight[:, i] * gem(x, float(p[i])) for i in range(len(p)))
+    torch.testing.assert_close(reference.guided_gem_pool(x, weight, p), expected)
+    torch.testing.assert_close(op(x, weight, p, 1e-6), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stable_for_large_exponents_and_values_in_float32(device):
+    # x up to 1e3 with p = 10: x ** p = 1e30 per frame, near float32's limit once summed naively.
+    x, weight, _ = make_inputs(2, 12, 64, dtype=torch.float64, device=device, low=0.0, high=1e3)
+    p = torch.tensor([0.5, 1.0, 4.0, 10.0, 12.0], dtype=torch.float64, device=device)
+    x32, w32, p32 = (leaf(t.float()) for t in (x, weight, p))
+    out = op(x32, w32, p32, 1e-6)
+    expected = sum(weight[:, i] * gem(x, float(p[i])) for i in range(len(p)))
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-3)
+    out.sum().backward()
+    for g in (x32.grad, w32.grad, p32.grad):
+        assert torch.isfinite(g).all()
+    ref32 = reference.guided_gem_pool(x.float(), weight.float(), p.float())
+    torch.testing.assert_close(ref32.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_values_below_eps_are_clamped_and_get_no_gradient():
+    x, weight, p = make_inputs(2, 4, 3)
+    x[0, 1, :] = -2.0
+    x[1, 2, 0] = 0.0
+    x = leaf(x)
+    out = op(x, weight, p, 1e-3)
+    torch.testing.assert_close(out, reference.guided_gem_pool(x.detach(), weight, p, 1e-3))
+    out.sum().backward()
+    assert torch.all(x.grad[0, 1] == 0) and x.grad[1, 2, 0] == 0
+    assert torch.all(x.grad[0, 0] != 0)
+
+
+def test_negative_exponent_matches_reference():
+    x, weight, p = make_inputs(2, 5, 4, p=(-1.0, 2.0))
+    x, weight, p = leaf(x), leaf(weight), leaf(p)
+    out = op(x, weight, p, 1e-6)
+    x64, w64, p64 = leaf(x), leaf(weight), leaf(p)
+    expected = reference.guided_gem_pool(x64, w64, p64)
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(grads(out, [x, weight, p]), grads(expected, [x64, w64, p64])):
+        torch.testing.assert_close(g, e)
+
+
+def test_exponents_in_another_dtype_get_gradients_in_their_dtype():
+    x, weight, p = make_inputs(2, 5, 4, dtype=torch.float32)
+    p = leaf(p.double())
+    out = op(x, weight, p, 1e-6)
+    (grad_p,) = torch.autograd.grad(out.sum(), [p])
+    assert grad_p.dtype == torch.float64
+    p_ref = leaf(p)
+    expected = torch.autograd.grad(reference.guided_gem_pool(x.double(), weight.double(), p_ref).sum(), [p_ref])[0]
+    torch.testing.assert_close(grad_p, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_and_empty(device):
+    x, weight, p = make_inputs(3, 6, 5, device=device)
+    x_nc = x.transpose(1, 2).contiguous().transpose(1, 2)
+    w_nc = weight.transpose(0, 2).contiguous().transpose(0, 2)
+    torch.testing.assert_close(op(x_nc, w_nc, p, 1e-6), reference.guided_gem_pool(x, weight, p))
+    x0, w0, p0 = (leaf(t) for t in make_inputs(0, 6, 5, device=device))
+    out = op(x0, w0, p0, 1e-6)
+    assert out.shape == (0, 5)
+    out.sum().backward()
+    assert p0.grad is not None and torch.all(p0.grad == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck(device):
+    x, weight, p = make_inputs(2, 4, 3, p=(0.7, 1.0, 3.0), device=device)
+    assert torch.autograd.gradcheck(lambda a, b, c: op(a, b, c, 1e-6), (leaf(x), leaf(weight), leaf(p)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32, device=device)
+    torch.library.opcheck(op, (leaf(x), leaf(weight), leaf(p), 1e-6))
+    torch.library.opcheck(op, (x, weight, p))
+
+
+def test_torch_compile_fullgraph():
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def pooled(a, w, e):
+        return star_ext.guided_gem_pool(torch.relu(a), torch.softmax(w, dim=1), e).sum()
+
+    x1, x2 = leaf(x), leaf(x)
+    compiled, eager = pooled(x1, weight, p), star_ext.guided_gem_pool(torch.relu(x2), torch.softmax(weight, 1), p).sum()
+    torch.testing.assert_close(compiled, eager)
+    compiled.backward()
+    eager.backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision(device, dtype):
+    x, weight, p = make_inputs(3, 12, 17, device=device)
+    out = op(x.to(dtype), weight.to(dtype), p.float(), 1e-6)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), reference.guided_gem_pool(x, weight, p), **TOLERANCES[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(0, 3), t=st.integers(1, 13), c=st.integers(1, 9),
+    p=st.lists(st.floats(0.3, 9.0), min_size=0, max_size=5), seed=st.integers(0, 2**16),
+)
+def test_fuzz_against_reference(b, t, c, p, seed):
+    x, weight, exps = (leaf(v) for v in make_inputs(b, t, c, p=tuple(p), seed=seed))
+    out = op(x, weight, exps, 1e-6)
+    x64, w64, p64 = leaf(x), leaf(weight), leaf(exps)
+    expected = reference.guided_gem_pool(x64, w64, p64)
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(grads(out, [x, weight, exps]), grads(expected, [x64, w64, p64])):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, p_values, eps, error, message",
+    [
+        ((2, 12), (2, 5, 12), STAR_P, 1e-6, RuntimeError, r"x must be a 3-D tensor \[B, T, C\]"),
+        ((2, 4, 8), (2, 5, 7), STAR_P, 1e-6, RuntimeError, r"weight must have shape \[B, P, C\]"),
+        ((2, 4, 8), (2, 4, 8), STAR_P, 1e-6, RuntimeError, r"weight has 4 exponent slots but p has 5"),
+        ((2, 0, 8), (2, 5, 8), STAR_P, 1e-6, RuntimeError, r"x must hold at least one frame"),
+        ((2, 4, 8), (2, 2, 8), (1.0, 0.0), 1e-6, ValueError, r"p\[1\] = 0 must be finite and non-zero"),
+        ((2, 4, 8), (2, 2, 8), (1.0, float("inf")), 1e-6, ValueError, r"p\[1\] = inf"),
+        ((2, 4, 8), (2, 5, 8), STAR_P, 0.0, ValueError, r"eps must be a positive finite number"),
+    ],
+)
+def test_bad_input_names_the_argument(x_shape, w_shape, p_values, eps, error, message):
+    with pytest.raises(error, match=message):
+        op(torch.ones(x_shape), torch.ones(w_shape), torch.tensor(p_values), eps)
+
+
+def test_bad_dtypes_name_the_argument():
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="weight must have the dtype of x"):
+        op(x, weight.double(), p, 1e-6)
+    with pytest.raises(RuntimeError, match="p must be a floating-point tensor"):
+        op(x, weight, torch.tensor([1, 2, 3, 4, 5]), 1e-6)
