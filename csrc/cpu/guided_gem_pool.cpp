@@ -1,10 +1,12 @@
 // guided_gem_pool on CPU.
 //
-// One pass per (b, c) column: the T logarithms are taken once and shared by
-// the P exponents, and each generalized mean is evaluated in log space,
-//   log z_i = (max_t + log sum_t exp(p_i log x_t - max_t) - log T) / p_i,
-// so neither x^p nor the [B, P, T, C] intermediates of the reference exist.
-// The backward pass recomputes the same quantities instead of storing them.
+// Works on blocks of contiguous channels of one sample: the T logarithms of a
+// block are taken once and shared by the P exponents, and every loop runs over
+// the channels of the block so it vectorizes (with the inline vexp/vlog). Each
+// generalized mean is evaluated in log space,
+//   log z_i = (shift + log sum_t exp(p_i log x_t - shift) - log T) / p_i,
+// with shift = max_t p_i log x_t, so neither x^p nor the [B, P, T, C]
+// intermediates of the reference exist. The backward pass recomputes them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,13 +18,15 @@
 #include <torch/library.h>
 
 #include "../validation.h"
+#include "vector_math.h"
 
 namespace star {
 namespace {
 
-// Columns per block of the backward pass; grad_p is summed per block and the
-// blocks in a fixed order, so it does not depend on the number of threads.
-constexpr int64_t kBlock = 1024;
+// Channels per block. Blocks are also the unit of the grad_p reduction, which
+// is summed per block and then over blocks in a fixed order, so it does not
+// depend on the number of threads.
+constexpr int64_t kCols = 64;
 
 template <typename acc_t>
 std::vector<acc_t> exponents(const at::Tensor& p) {
@@ -31,24 +35,59 @@ std::vector<acc_t> exponents(const at::Tensor& p) {
   return std::vector<acc_t>(v, v + pd.numel());
 }
 
-// Per column: log x_t (x clamped to eps), and their min and max.
+// log of x (clamped to eps) for a block of `n` channels: log_x[t * kCols + l],
+// and per channel the min and max over t.
 template <typename scalar_t, typename acc_t>
-void column_logs(const scalar_t* x, int64_t T, int64_t stride, acc_t eps, acc_t* log_x, acc_t& lo, acc_t& hi) {
-  lo = std::numeric_limits<acc_t>::infinity();
-  hi = -lo;
-  for (int64_t t = 0; t < T; ++t) {
-    const acc_t v = std::max(static_cast<acc_t>(x[t * stride]), eps);
-    log_x[t] = std::log(v);
-    lo = std::min(lo, log_x[t]);
-    hi = std::max(hi, log_x[t]);
-  }
-}
+struct BlockLogs {
+  std::vector<acc_t> log_x;
+  acc_t lo[kCols], hi[kCols];
 
-// The shift that keeps every p * log x_t - shift <= 0.
-template <typename acc_t>
-acc_t lse_shift(acc_t p, acc_t lo, acc_t hi) {
-  return p > 0 ? p * hi : p * lo;
-}
+  explicit BlockLogs(int64_t T) : log_x(T * kCols) {}
+
+  void load(const scalar_t* x, int64_t T, int64_t C, int64_t n, acc_t eps) {
+    for (int64_t l = 0; l < n; ++l) {
+      lo[l] = std::numeric_limits<acc_t>::max();
+      hi[l] = std::numeric_limits<acc_t>::lowest();
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      acc_t* row = log_x.data() + t * kCols;
+      const scalar_t* xt = x + t * C;
+      for (int64_t l = 0; l < n; ++l) {
+        const acc_t v = static_cast<acc_t>(xt[l]);
+        row[l] = vlog(v > eps ? v : eps);
+        lo[l] = row[l] < lo[l] ? row[l] : lo[l];
+        hi[l] = row[l] > hi[l] ? row[l] : hi[l];
+      }
+    }
+  }
+
+  // log z for exponent p over the block; with `terms`, also keeps
+  // exp(p log x_t - shift) per t and returns their sums in `sum`.
+  void log_mean(int64_t T, int64_t n, acc_t p, acc_t log_t, acc_t* log_z, acc_t* sum, acc_t* terms) const {
+    // The largest p log x_t is p * max for p > 0, p * min for p < 0.
+    const acc_t* extreme = p > 0 ? hi : lo;
+    acc_t shift[kCols];
+    for (int64_t l = 0; l < n; ++l) {
+      shift[l] = p * extreme[l];
+      sum[l] = 0;
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const acc_t* row = log_x.data() + t * kCols;
+      acc_t* term = terms ? terms + t * kCols : nullptr;
+      for (int64_t l = 0; l < n; ++l) {
+        const acc_t e = vexp(p * row[l] - shift[l]);
+        sum[l] += e;
+        if (term) {
+          term[l] = e;
+        }
+      }
+    }
+    const acc_t inv_p = acc_t(1) / p;
+    for (int64_t l = 0; l < n; ++l) {
+      log_z[l] = (shift[l] + vlog(sum[l]) - log_t) * inv_p;
+    }
+  }
+};
 
 template <typename scalar_t>
 void gem_forward_kernel(
@@ -56,30 +95,33 @@ void gem_forward_kernel(
     int64_t C, double eps, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t P = static_cast<int64_t>(p.size());
+  const int64_t blocks_per_row = (C + kCols - 1) / kCols;
   const acc_t log_t = std::log(static_cast<acc_t>(T));
-  at::parallel_for(0, B * C, 256, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> log_x(T);
-    for (int64_t j = begin; j < end; ++j) {
-      const int64_t b = j / C, c = j % C;
-      acc_t lo, hi;
-      column_logs<scalar_t, acc_t>(x + b * T * C + c, T, C, static_cast<acc_t>(eps), log_x.data(), lo, hi);
-      acc_t acc = 0;
+  at::parallel_for(0, B * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
+    BlockLogs<scalar_t, acc_t> logs(T);
+    acc_t acc[kCols], log_z[kCols], sum[kCols];
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t b = block / blocks_per_row, c0 = (block % blocks_per_row) * kCols;
+      const int64_t n = std::min(kCols, C - c0);
+      logs.load(x + b * T * C + c0, T, C, n, static_cast<acc_t>(eps));
+      std::fill(acc, acc + n, acc_t(0));
       for (int64_t i = 0; i < P; ++i) {
-        const acc_t shift = lse_shift(p[i], lo, hi);
-        acc_t s = 0;
-        for (int64_t t = 0; t < T; ++t) {
-          s += std::exp(p[i] * log_x[t] - shift);
+        logs.log_mean(T, n, p[i], log_t, log_z, sum, nullptr);
+        const scalar_t* w = weight + (b * P + i) * C + c0;
+        for (int64_t l = 0; l < n; ++l) {
+          acc[l] += static_cast<acc_t>(w[l]) * vexp(log_z[l]);
         }
-        const acc_t log_z = (shift + std::log(s) - log_t) / p[i];
-        acc += static_cast<acc_t>(weight[(b * P + i) * C + c]) * std::exp(log_z);
       }
-      out[j] = static_cast<scalar_t>(acc);
+      for (int64_t l = 0; l < n; ++l) {
+        out[b * C + c0 + l] = static_cast<scalar_t>(acc[l]);
+      }
     }
   });
 }
 
-// dz_i/dx_t = z_i * softmax_t(p_i log x)_t / x_t (zero where x was clamped),
-// dz_i/dp_i = z_i / p_i * (sum_t softmax_t * log x_t - log z_i).
+// With a_t = softmax_t(p_i log x):
+//   dz_i/dx_t = z_i * a_t / x_t (zero where x was clamped),
+//   dz_i/dp_i = z_i / p_i * (sum_t a_t log x_t - log z_i).
 template <typename scalar_t>
 void gem_backward_kernel(
     const scalar_t* grad_out, const scalar_t* x, const scalar_t* weight,
@@ -87,53 +129,64 @@ void gem_backward_kernel(
     scalar_t* grad_weight, at::opmath_type<scalar_t>* grad_p_blocks) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t P = static_cast<int64_t>(p.size());
+  const int64_t blocks_per_row = (C + kCols - 1) / kCols;
   const acc_t log_t = std::log(static_cast<acc_t>(T));
   const acc_t eps_a = static_cast<acc_t>(eps);
-  const int64_t num_blocks = (B * C + kBlock - 1) / kBlock;
-  at::parallel_for(0, num_blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-    std::vector<acc_t> log_x(T), inv_x(T), soft(T), gx(T);
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      acc_t* gp = grad_p_blocks ? grad_p_blocks + block * P : nullptr;
-      const int64_t stop = std::min(B * C, (block + 1) * kBlock);
-      for (int64_t j = block * kBlock; j < stop; ++j) {
-        const int64_t b = j / C, c = j % C;
-        const scalar_t* xc = x + b * T * C + c;
-        acc_t lo, hi;
-        column_logs<scalar_t, acc_t>(xc, T, C, eps_a, log_x.data(), lo, hi);
-        for (int64_t t = 0; t < T; ++t) {
-          inv_x[t] = std::exp(-log_x[t]);
-        }
-        std::fill(gx.begin(), gx.end(), acc_t(0));
-        const acc_t go = grad_out[j];
-        for (int64_t i = 0; i < P; ++i) {
-          const acc_t shift = lse_shift(p[i], lo, hi);
-          acc_t s = 0;
-          for (int64_t t = 0; t < T; ++t) {
-            soft[t] = std::exp(p[i] * log_x[t] - shift);
-            s += soft[t];
-          }
-          const acc_t log_z = (shift + std::log(s) - log_t) / p[i];
-          const acc_t z = std::exp(log_z);
-          const int64_t wi = (b * P + i) * C + c;
+  at::parallel_for(0, B * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
+    BlockLogs<scalar_t, acc_t> logs(T);
+    std::vector<acc_t> terms(T * kCols), inv_x(T * kCols), gx(T * kCols);
+    acc_t log_z[kCols], sum[kCols], gz[kCols], mean_log[kCols], go[kCols];
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t b = block / blocks_per_row, c0 = (block % blocks_per_row) * kCols;
+      const int64_t n = std::min(kCols, C - c0);
+      const scalar_t* xb = x + b * T * C + c0;
+      logs.load(xb, T, C, n, eps_a);
+      for (int64_t j = 0; j < T * kCols; ++j) {
+        inv_x[j] = vexp(-logs.log_x[j]);
+        gx[j] = 0;
+      }
+      for (int64_t l = 0; l < n; ++l) {
+        go[l] = static_cast<acc_t>(grad_out[b * C + c0 + l]);
+      }
+      for (int64_t i = 0; i < P; ++i) {
+        logs.log_mean(T, n, p[i], log_t, log_z, sum, terms.data());
+        const int64_t wi = (b * P + i) * C + c0;
+        for (int64_t l = 0; l < n; ++l) {
+          const acc_t z = vexp(log_z[l]);
           if (grad_weight) {
-            grad_weight[wi] = static_cast<scalar_t>(go * z);
+            grad_weight[wi + l] = static_cast<scalar_t>(go[l] * z);
           }
-          const acc_t gz = go * static_cast<acc_t>(weight[wi]) * z;
-          acc_t mean_log = 0;
-          for (int64_t t = 0; t < T; ++t) {
-            const acc_t w = soft[t] / s;
-            gx[t] += gz * w * inv_x[t];
-            mean_log += w * log_x[t];
-          }
-          if (gp) {
-            gp[i] += gz / p[i] * (mean_log - log_z);
+          // d out / d z_i scaled by z_i / sum, so gz * term_t = dout/dz * z * a_t.
+          gz[l] = go[l] * static_cast<acc_t>(weight[wi + l]) * z / sum[l];
+          mean_log[l] = 0;
+        }
+        for (int64_t t = 0; t < T; ++t) {
+          const acc_t* term = terms.data() + t * kCols;
+          const acc_t* row = logs.log_x.data() + t * kCols;
+          acc_t* g = gx.data() + t * kCols;
+          const acc_t* ix = inv_x.data() + t * kCols;
+          for (int64_t l = 0; l < n; ++l) {
+            g[l] += gz[l] * term[l] * ix[l];
+            mean_log[l] += term[l] * row[l];
           }
         }
-        if (grad_x) {
-          for (int64_t t = 0; t < T; ++t) {
+        if (grad_p_blocks) {
+          // dz/dp = z / p * (mean_log / sum - log z); gz already holds dout/dz * z / sum.
+          acc_t total = 0;
+          for (int64_t l = 0; l < n; ++l) {
+            total += gz[l] * (mean_log[l] - log_z[l] * sum[l]);
+          }
+          grad_p_blocks[block * P + i] += total / p[i];
+        }
+      }
+      if (grad_x) {
+        for (int64_t t = 0; t < T; ++t) {
+          const scalar_t* xt = xb + t * C;
+          scalar_t* out = grad_x + b * T * C + t * C + c0;
+          const acc_t* g = gx.data() + t * kCols;
+          for (int64_t l = 0; l < n; ++l) {
             // clamp(x, min=eps) passes the gradient where x >= eps
-            const bool passes = static_cast<acc_t>(xc[t * C]) >= eps_a;
-            grad_x[b * T * C + t * C + c] = static_cast<scalar_t>(passes ? gx[t] : acc_t(0));
+            out[l] = static_cast<scalar_t>(static_cast<acc_t>(xt[l]) >= eps_a ? g[l] : acc_t(0));
           }
         }
       }
@@ -169,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
   auto grad_p = output_mask[2] ? at::zeros_like(p) : at::empty({0}, p.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_gem_pool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t num_blocks = (B * C + kBlock - 1) / kBlock;
+    const int64_t num_blocks = B * ((C + kCols - 1) / kCols);
     std::vector<acc_t> grad_p_blocks(output_mask[2] ? num_blocks * P : 0, acc_t(0));
     gem_backward_kernel<scalar_t>(
         grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), exponents<acc_t>(p), B,
