@@ -90,3 +90,11 @@ def test_build_for_another_torch_is_one_clear_error(tmp_path):
     res = _run("import star_ext_unbuilt", path)
     assert res.returncode != 0
     assert "ExtensionMismatchError: star_ext._C was built with torch 1.0.0" in res.stderr
+
+
+def test_cuda_build_registers_cuda_kernels():
+    info = star_ext.build_info()
+    if not info["built_with"]["with_cuda"]:
+        pytest.skip("extension built without CUDA kernels (CPU-only torch or no toolkit)")
+    for name in OPS:
+        assert info["kernels"][name]["cuda"], f"{name} has no CUDA kernel in a CUDA build"
