@@ -6,3 +6,10 @@ module that parses command-line arguments.
 """
 
 __version__ = "0.1.0"
+
+
+def build_model(cfg):
+    """Build the STAR network from a ``star.models.ModelConfig`` or a mapping (see ``star.models``)."""
+    from .models import build_model as _build_model
+
+    return _build_model(cfg)

@@ -1,0 +1,46 @@
+"""Weights and settings of the STAR loss terms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..models.config import dataclass_from_dict
+
+
+@dataclass
+class LossConfig:
+    """L = w_id CE(z) + w_tri Triplet(z) + w_frame [CE(f) + CE(f_dis)] + w_def L_def
+    + w_pose CE(s) + w_sc L_sc (SPEC §3.4).
+
+    A weight of 0 switches its term off (it is not computed). The defaults are
+    full STAR; the baseline and "+frame level" rows set ``pose_weight`` and
+    ``consistency_weight`` to 0 (their models have no guide vector), "+sequence
+    level" sets ``consistency_weight`` to 0. ``label_smoothing`` applies to
+    every cross-entropy term.
+    """
+
+    id_weight: float = 1.0
+    label_smoothing: float = 0.0
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    frame_id_weight: float = 1.0
+    defence_weight: float = 1.0
+    pose_weight: float = 1.0
+    consistency_weight: float = 1.0
+    consistency_tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if name.endswith("_weight") and value < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {value}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.consistency_tau <= 0:
+            raise ValueError(f"loss.consistency_tau must be > 0, got {self.consistency_tau}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":
+        """Build from a mapping; unknown keys raise ``ValueError`` listing the valid ones."""
+        return dataclass_from_dict(cls, data)

@@ -1,0 +1,55 @@
+"""STAR model: two-stream backbone, frame-level correction, keypoint graph, guided pooling.
+
+``build_model(cfg)`` is the entry point; ``cfg`` is a :class:`ModelConfig` or
+a mapping of the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .backbone import TwoStreamResNet
+from .config import (
+    BackboneConfig,
+    FrameCorrectionConfig,
+    ModelConfig,
+    PoolingConfig,
+    SequenceGuidanceConfig,
+    StyleConfig,
+)
+from .graph_attention import KeypointGraphAttention
+from .pretrained import LoadReport, init_pretrained, load_backbone_weights
+from .star import STAR, StarOutput
+
+
+def build_model(cfg: ModelConfig | Mapping[str, Any]) -> STAR:
+    """A STAR network for ``cfg``, its backbone initialised from ``cfg.backbone.pretrained``.
+
+    A mapping is converted with ``ModelConfig.from_dict`` (unknown keys raise
+    ``ValueError``). Pretrained weights missing -> one warning and random init,
+    or ``FileNotFoundError`` with ``backbone.require_pretrained``.
+    """
+    if not isinstance(cfg, ModelConfig):
+        cfg = ModelConfig.from_dict(cfg)
+    model = STAR(cfg)
+    init_pretrained(model.backbone, cfg.backbone.pretrained, cfg.backbone.require_pretrained)
+    return model
+
+
+__all__ = [
+    "build_model",
+    "STAR",
+    "StarOutput",
+    "ModelConfig",
+    "BackboneConfig",
+    "StyleConfig",
+    "FrameCorrectionConfig",
+    "SequenceGuidanceConfig",
+    "PoolingConfig",
+    "KeypointGraphAttention",
+    "TwoStreamResNet",
+    "LoadReport",
+    "init_pretrained",
+    "load_backbone_weights",
+]

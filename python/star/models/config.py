@@ -1,0 +1,210 @@
+"""Configuration of the STAR model as nested dataclasses.
+
+``ModelConfig.from_dict`` turns a plain mapping (a parsed YAML section) into
+the dataclasses and rejects unknown keys, naming the valid ones, so a typo in
+a config file fails at once instead of silently using a default.
+
+The defaults are full STAR as in the paper (ResNet-50, T = 12, frame-level
+correction and sequence-level guidance on). The ablation rows switch modules
+off: baseline = ``frame_correction.enabled=False`` and
+``sequence.enabled=False``; "+frame level" keeps only the frame correction on;
+"+sequence level" is both on; "+visual nodes" adds ``sequence.visual_nodes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Feature dimension C of layer4 for each supported torchvision backbone.
+BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+# ``BackboneConfig.pretrained`` value meaning "torchvision's ImageNet file in the torch hub cache".
+IMAGENET = "imagenet"
+
+D = TypeVar("D")
+
+
+def dataclass_from_dict(cls: type[D], data: Mapping[str, Any] | D, where: str = "") -> D:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields.
+
+    Lists become tuples for tuple-typed fields. An unknown key raises a
+    ``ValueError`` that names the key, where it is, and the valid keys.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(
+            f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)} for {cls.__name__}; "
+            f"valid keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            value = dataclass_from_dict(hint, value, path)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class BackboneConfig:
+    """Two-stream torchvision ResNet.
+
+    ``pretrained``: ``"imagenet"`` (torchvision's ImageNet file in the torch hub
+    cache, if present), a path to a state dict, or ``None`` (random init, no
+    warning). A missing file warns once and falls back to random init unless
+    ``require_pretrained``.
+    """
+
+    name: str = "resnet50"
+    pretrained: Optional[str] = IMAGENET
+    require_pretrained: bool = False
+    last_stride: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
+        _check(self.last_stride in (1, 2), f"backbone.last_stride must be 1 or 2, got {self.last_stride}")
+        _check(
+            not (self.require_pretrained and self.pretrained is None),
+            "backbone.require_pretrained is set but backbone.pretrained is None",
+        )
+
+
+@dataclass
+class StyleConfig:
+    """Training-only style perturbations (SPEC §3.1).
+
+    ``augmentation``: scale infrared frames by one factor and visible channels
+    by one factor each, then permute the visible channels (per tracklet).
+    ``disturbance``: the SAADG AdaIN branch giving ``f_dis``. ``mean``/``std``
+    are the input normalisation, undone to perturb the raw intensities.
+    """
+
+    augmentation: bool = True
+    disturbance: bool = True
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale_range
+        _check(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        _check(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
+        _check(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
+
+
+@dataclass
+class FrameCorrectionConfig:
+    """Frame level (SPEC §3.2): bone-geometry BiLSTM and two-way cross-attention."""
+
+    enabled: bool = True
+    bone_embed_dim: int = 64
+    num_heads: int = 4
+    attention_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
+        _check(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
+        _check(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
+
+
+@dataclass
+class SequenceGuidanceConfig:
+    """Sequence level (SPEC §3.3): keypoint graph, guide vector, guided pooling.
+
+    The options below ``enabled`` only matter when it is on. ``dropout`` is the
+    feature dropout after the first graph layer, ``attention_dropout`` the
+    GAT attention-coefficient dropout of both layers. ``sigma`` is the width
+    of ``keypoint_pool``'s Gaussian (normalised frame units) for visual nodes.
+    """
+
+    enabled: bool = True
+    pose_classifier: bool = True
+    visual_nodes: bool = False
+    visual_dim: int = 16
+    sigma: float = 0.1
+    hidden_dim: int = 16
+    hidden_heads: int = 2
+    out_dim: int = 12
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
+            _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
+        _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
+        _check(0 <= self.dropout < 1, f"sequence.dropout must be in [0, 1), got {self.dropout}")
+        _check(
+            0 <= self.attention_dropout < 1,
+            f"sequence.attention_dropout must be in [0, 1), got {self.attention_dropout}",
+        )
+
+
+@dataclass
+class PoolingConfig:
+    """Exponents of the guided multi-order GeM pooling (used with sequence guidance).
+
+    Without sequence guidance the frames are averaged (the baseline's pooling).
+    """
+
+    exponents: tuple[float, ...] = (0.7, 1.0, 3.0, 5.0, 7.0)
+    learnable: bool = False
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _check(len(self.exponents) >= 1, "pooling.exponents must not be empty")
+        _check(
+            all(math.isfinite(p) and p > 0 for p in self.exponents),
+            f"pooling.exponents must be finite and positive, got {self.exponents}",
+        )
+        _check(self.eps > 0, f"pooling.eps must be > 0, got {self.eps}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything ``build_model`` needs. ``num_classes`` = training identities."""
+
+    num_classes: int
+    seq_len: int = 12
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
+    frame_correction: FrameCorrectionConfig = field(default_factory=FrameCorrectionConfig)
+    sequence: SequenceGuidanceConfig = field(default_factory=SequenceGuidanceConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    use_fused_ops: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
+        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a (nested) mapping; unknown keys raise ``ValueError`` listing the valid ones."""
+        return dataclass_from_dict(cls, data)
+
+    @property
+    def feature_dim(self) -> int:
+        """C: the frame/sequence feature dimension of the chosen backbone."""
+        return BACKBONE_DIMS[self.backbone.name]

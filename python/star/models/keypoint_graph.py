@@ -1,0 +1,70 @@
+"""Joint-based skeleton code g: graph attention over the spatio-temporal keypoint graph."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import star_ext
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SequenceGuidanceConfig
+from .graph_attention import KeypointGraphAttention
+from .ops import select_ops
+
+NODE_COORDS = 3  # (x, y, conf) per keypoint
+
+
+class KeypointGraphEncoder(nn.Module):
+    """Keypoints of a T-frame tracklet -> g [B, out_dim] (SPEC §3.3, steps 1-3).
+
+    Graph: ``star_ext.skeleton_graph(T)`` (V = 17 T nodes, the bones in every
+    frame, each joint linked to itself in the next frame, self loops). Node
+    features (x, y, conf), optionally concatenated with the joint's visual part
+    feature ``keypoint_pool(layer4, kpts)`` projected to ``visual_dim``. Two
+    GAT layers: -> hidden_dim x hidden_heads (concat), ELU, dropout; ->
+    out_dim x 1 head, ELU. Then the V x out_dim node codes are flattened and
+    projected, so T is fixed at construction.
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        out_dim: int,
+        feature_dim: int,
+        cfg: SequenceGuidanceConfig,
+        use_fused_ops: bool = True,
+    ):
+        super().__init__()
+        self.num_frames = num_frames
+        self.sigma = cfg.sigma
+        self.ops = select_ops(use_fused_ops)
+        rowptr, col = star_ext.skeleton_graph(num_frames)
+        num_nodes = num_frames * star_ext.NUM_COCO_KEYPOINTS
+        star_ext.validate_csr(rowptr, col, num_nodes)
+        # Non-persistent buffers: they follow .to(device) but stay out of checkpoints (rebuilt from T).
+        self.register_buffer("rowptr", rowptr, persistent=False)
+        self.register_buffer("col", col, persistent=False)
+        self.visual_proj = nn.Linear(feature_dim, cfg.visual_dim) if cfg.visual_nodes else None
+        in_dim = NODE_COORDS + (cfg.visual_dim if cfg.visual_nodes else 0)
+        gat = dict(dropout=cfg.attention_dropout, use_fused_ops=use_fused_ops)
+        self.gat1 = KeypointGraphAttention(in_dim, cfg.hidden_dim, heads=cfg.hidden_heads, concat=True, **gat)
+        self.gat2 = KeypointGraphAttention(cfg.hidden_dim * cfg.hidden_heads, cfg.out_dim, heads=1, concat=False, **gat)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.readout = nn.Linear(num_nodes * cfg.out_dim, out_dim)
+
+    def forward(self, keypoints: torch.Tensor, feature_maps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """keypoints [B, T, 17, 3]; feature_maps [B*T, C, h, w] (needed with visual nodes) -> g [B, out_dim]."""
+        b, t, k, _ = keypoints.shape
+        nodes = keypoints.reshape(b, t * k, NODE_COORDS).to(self.readout.weight.dtype)
+        if self.visual_proj is not None:
+            if feature_maps is None:
+                raise ValueError("KeypointGraphEncoder: visual nodes need the layer4 feature maps")
+            kpts = keypoints.reshape(b * t, k, NODE_COORDS).to(feature_maps.dtype)
+            parts = self.ops.keypoint_pool(feature_maps, kpts, self.sigma)  # [B*T, 17, C]
+            visual = self.visual_proj(parts).reshape(b, t * k, -1)
+            nodes = torch.cat([nodes.to(visual.dtype), visual], dim=-1)
+        x = self.dropout(F.elu(self.gat1(nodes, self.rowptr, self.col)))
+        x = F.elu(self.gat2(x, self.rowptr, self.col))
+        return self.readout(x.flatten(1))

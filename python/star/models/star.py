@@ -1,0 +1,167 @@
+"""The STAR network: two-stream backbone, frame-level correction, sequence-level guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import star_ext
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import TwoStreamResNet
+from .config import ModelConfig
+from .frame_correction import FrameCorrection
+from .heads import BNNeck
+from .sequence_guidance import SequenceGuidance
+from .skeleton_sequence import SkeletonSequenceEncoder
+from .style import StyleAugmentation, adain, partner_frames, style_partners
+
+NUM_JOINTS = star_ext.NUM_COCO_KEYPOINTS
+
+
+@dataclass
+class StarOutput:
+    """What a training forward returns: everything the losses need.
+
+    Shapes: B tracklets, T frames, C feature dim, K identities. Fields of
+    switched-off parts are None.
+    """
+
+    z: torch.Tensor  # [B, C] pooled sequence feature before the BN neck (triplet loss)
+    logits: torch.Tensor  # [B, K] identity logits of BN(z)
+    frame_logits: torch.Tensor  # [B, T, K] frame-level logits of the clean frames
+    f: torch.Tensor  # [B, T, C] clean frame features GAP(layer4)
+    frame_logits_dis: Optional[torch.Tensor] = None  # [B, T, K] of the style-disturbed frames
+    f_dis: Optional[torch.Tensor] = None  # [B, T, C] style-disturbed frame features
+    h_t: Optional[torch.Tensor] = None  # [B, C] edge-based skeleton code (last BiLSTM states)
+    g: Optional[torch.Tensor] = None  # [B, C] joint-based skeleton code (keypoint graph)
+    s: Optional[torch.Tensor] = None  # [B, 2C] guide vector BN([h_T; g])
+    pose_logits: Optional[torch.Tensor] = None  # [B, K] pose-ID logits of s
+
+
+class STAR(nn.Module):
+    """Skeleton-guided spatial-temporal feature learning for video VI-ReID.
+
+    ``forward(frames [B, T, 3, H, W], keypoints [B, T, 17, 3], modality [B])``
+    with modality 0 = infrared, 1 = visible. Training mode returns a
+    :class:`StarOutput`; eval mode the L2-normalised embedding BN(z), [B, C].
+
+    Modules (None when switched off by the config): ``backbone``,
+    ``style_augmentation``, ``skeleton_encoder`` (bone geometry + BiLSTM, used by
+    both skeleton levels), ``frame_correction``, ``sequence_guidance``; the
+    heads ``head`` (sequence BN neck) and ``frame_head`` (shared by clean and
+    disturbed frames). Without sequence guidance the frames are averaged over
+    time (the baseline's temporal pooling).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = TwoStreamResNet(cfg.backbone.name, cfg.backbone.last_stride)
+        dim = self.feature_dim = self.backbone.feature_dim
+        style = cfg.style
+        self.style_augmentation = (
+            StyleAugmentation(style.scale_range, style.mean, style.std) if style.augmentation else None
+        )
+        self.style_disturbance = style.disturbance
+        fc, seq = cfg.frame_correction, cfg.sequence
+        self.skeleton_encoder = (
+            SkeletonSequenceEncoder(star_ext.COCO_BONES, dim // 2, fc.bone_embed_dim)
+            if fc.enabled or seq.enabled
+            else None
+        )
+        self.frame_correction = FrameCorrection(dim, fc.num_heads, fc.attention_dropout) if fc.enabled else None
+        self.sequence_guidance = (
+            SequenceGuidance(dim, cfg.num_classes, cfg.seq_len, seq, cfg.pooling, cfg.use_fused_ops)
+            if seq.enabled
+            else None
+        )
+        self.head = BNNeck(dim, cfg.num_classes)
+        self.frame_head = BNNeck(dim, cfg.num_classes)
+
+    def check_inputs(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Validate shapes and flags; returns the modality as a bool tensor (True = visible)."""
+        if not torch.is_tensor(frames) or frames.dim() != 5 or frames.shape[2] != 3:
+            shape = tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__
+            raise ValueError(f"STAR: frames must be a tensor [B, T, 3, H, W], got {shape}")
+        if not frames.is_floating_point():
+            raise ValueError(f"STAR: frames must be floating point (normalised), got {frames.dtype}")
+        b, t = frames.shape[:2]
+        if not torch.is_tensor(keypoints) or keypoints.dim() != 4 or keypoints.shape[2:] != (NUM_JOINTS, 3):
+            shape = tuple(keypoints.shape) if torch.is_tensor(keypoints) else type(keypoints).__name__
+            raise ValueError(f"STAR: keypoints must be a tensor [B, T, {NUM_JOINTS}, 3] (x, y, conf), got {shape}")
+        if keypoints.shape[:2] != (b, t):
+            raise ValueError(
+                f"STAR: keypoints have B, T = {tuple(keypoints.shape[:2])} but frames have B, T = {(b, t)}"
+            )
+        modality = torch.as_tensor(modality, device=frames.device)
+        if modality.shape != (b,):
+            raise ValueError(
+                f"STAR: modality must have shape [B] = [{b}] (one flag per tracklet), got {tuple(modality.shape)}"
+            )
+        if modality.dtype != torch.bool:
+            if modality.is_floating_point() or not bool(((modality == 0) | (modality == 1)).all()):
+                raise ValueError(
+                    "STAR: modality flags must be 0 (infrared) or 1 (visible) in a bool or integer tensor, "
+                    f"got {modality.unique().tolist()} ({modality.dtype})"
+                )
+            modality = modality == 1
+        if self.sequence_guidance is not None and t != self.cfg.seq_len:
+            raise ValueError(
+                f"STAR: the keypoint graph is built for seq_len = {self.cfg.seq_len} frames, got T = {t}; "
+                "sample T = seq_len frames per tracklet or set seq_len"
+            )
+        return modality
+
+    def _backbone(
+        self, x: torch.Tensor, visible: torch.Tensor, num_frames: int
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Frames [N, 3, H, W] -> layer4 maps of the clean frames and, when disturbing, of the disturbed ones."""
+        net = self.backbone
+        frame_visible = visible.repeat_interleave(num_frames)
+        x = net.layer2(net.layer1(net.stem(x, frame_visible)))
+        if not (self.training and self.style_disturbance):
+            return net.layer4(net.layer3(x)), None
+        # SAADG: same-modality AdaIN after layer2, cross-modality AdaIN after layer3. The clean
+        # and disturbed branches run as one batch through the shared stages.
+        same = partner_frames(style_partners(visible, same_modality=True), num_frames)
+        x = net.layer3(torch.cat([x, adain(x, x[same])]))
+        clean, disturbed = x.chunk(2)
+        cross = partner_frames(style_partners(visible, same_modality=False), num_frames)
+        x = net.layer4(torch.cat([clean, adain(disturbed, clean[cross])]))
+        clean, disturbed = x.chunk(2)
+        return clean, disturbed
+
+    def forward(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor):
+        """Training: :class:`StarOutput`; eval: L2-normalised BN(z) [B, C]. See the class docstring."""
+        visible = self.check_inputs(frames, keypoints, modality)
+        b, t, _, height, width = frames.shape
+        if self.training and self.style_augmentation is not None:
+            frames = self.style_augmentation(frames, visible)
+        maps, maps_dis = self._backbone(frames.flatten(0, 1), visible, t)
+        f = maps.mean(dim=(2, 3)).view(b, t, -1)  # after ReLU: >= 0
+
+        h_seq = h_t = None
+        if self.skeleton_encoder is not None:
+            h_seq, h_t = self.skeleton_encoder(keypoints, aspect=width / height)
+        corrected = self.frame_correction(f, h_seq) if self.frame_correction is not None else f
+        if self.sequence_guidance is not None:
+            z, g, s, pose_logits = self.sequence_guidance(corrected, keypoints, h_t, maps)
+        else:
+            z, g, s, pose_logits = corrected.mean(dim=1), None, None, None
+
+        embedding, logits = self.head(z)
+        if not self.training:
+            return F.normalize(embedding, dim=1)
+        out = StarOutput(
+            z=z, logits=logits, frame_logits=self._frame_logits(f), f=f, h_t=h_t, g=g, s=s, pose_logits=pose_logits
+        )
+        if maps_dis is not None:
+            out.f_dis = maps_dis.mean(dim=(2, 3)).view(b, t, -1)
+            out.frame_logits_dis = self._frame_logits(out.f_dis)
+        return out
+
+    def _frame_logits(self, f: torch.Tensor) -> torch.Tensor:
+        return self.frame_head(f.flatten(0, 1))[1].view(*f.shape[:2], -1)
