@@ -1,5 +1,7 @@
 #include "validation.h"
 
+#include "graph_attention_inputs.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -149,6 +151,25 @@ void check_keypoint_graph_attention(
       check_csr_values<int32_t>(rowptr, col, h.size(1));
     }
   }
+}
+
+GraphAttentionInputs prepare_graph_attention(
+    const at::Tensor& h,
+    const at::Tensor& a_src,
+    const at::Tensor& a_dst,
+    const at::Tensor& rowptr,
+    const at::Tensor& col,
+    const std::optional<at::Tensor>& edge_keep) {
+  check_keypoint_graph_attention(h, a_src, a_dst, rowptr, col, edge_keep);
+  GraphAttentionInputs in{
+      h.contiguous(),
+      a_src.contiguous(),
+      a_dst.contiguous(),
+      rowptr.contiguous(),
+      col.contiguous(),
+      edge_keep.has_value() ? edge_keep->contiguous().view(at::kByte) : at::Tensor(),
+      GraphShape{h.size(0), h.size(1), h.size(2), h.size(3), col.size(0)}};
+  return in;
 }
 
 void check_grad_out(const char* op, const at::Tensor& grad_out, at::IntArrayRef expected, const at::Tensor& like) {

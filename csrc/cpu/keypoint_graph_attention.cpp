@@ -14,14 +14,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../graph_attention_inputs.h"
 #include "../validation.h"
 
 namespace star {
 namespace {
-
-struct GraphShape {
-  int64_t B, V, heads, D, E;
-};
 
 template <typename index_t>
 int64_t max_degree(const index_t* rowptr, int64_t V) {
@@ -156,26 +153,13 @@ void gat_backward_kernel(
   });
 }
 
-const uint8_t* keep_bytes(const std::optional<at::Tensor>& keep, at::Tensor& holder) {
-  if (!keep.has_value()) {
-    return nullptr;
-  }
-  holder = keep->contiguous().view(at::kByte);
-  return holder.data_ptr<uint8_t>();
-}
-
 at::Tensor keypoint_graph_attention_cpu(
     const at::Tensor& h_in, const at::Tensor& a_src_in, const at::Tensor& a_dst_in, const at::Tensor& rowptr_in,
     const at::Tensor& col_in, double negative_slope, const std::optional<at::Tensor>& edge_keep, double keep_scale) {
-  check_keypoint_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
-  const auto h = h_in.contiguous();
-  const auto a_src = a_src_in.contiguous();
-  const auto a_dst = a_dst_in.contiguous();
-  const auto rowptr = rowptr_in.contiguous();
-  const auto col = col_in.contiguous();
-  at::Tensor keep_holder;
-  const uint8_t* keep = keep_bytes(edge_keep, keep_holder);
-  const GraphShape s{h.size(0), h.size(1), h.size(2), h.size(3), col.size(0)};
+  const auto in = prepare_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
+  const at::Tensor &h = in.h, &a_src = in.a_src, &a_dst = in.a_dst, &rowptr = in.rowptr, &col = in.col;
+  const GraphShape& s = in.shape;
+  const uint8_t* keep = in.keep_data();
   auto out = at::empty_like(h);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "keypoint_graph_attention_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "keypoint_graph_attention_cpu_index", [&] {
@@ -192,17 +176,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
     const at::Tensor& grad_out_in, const at::Tensor& h_in, const at::Tensor& a_src_in, const at::Tensor& a_dst_in,
     const at::Tensor& rowptr_in, const at::Tensor& col_in, double negative_slope,
     const std::optional<at::Tensor>& edge_keep, double keep_scale, std::array<bool, 3> output_mask) {
-  check_keypoint_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
-  check_grad_out("keypoint_graph_attention_backward", grad_out_in, h_in.sizes(), h_in);
-  const auto h = h_in.contiguous();
-  const auto a_src = a_src_in.contiguous();
-  const auto a_dst = a_dst_in.contiguous();
-  const auto rowptr = rowptr_in.contiguous();
-  const auto col = col_in.contiguous();
+  const auto in = prepare_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
+  check_grad_out("keypoint_graph_attention_backward", grad_out_in, in.h.sizes(), in.h);
+  const at::Tensor &h = in.h, &a_src = in.a_src, &a_dst = in.a_dst, &rowptr = in.rowptr, &col = in.col;
+  const GraphShape& s = in.shape;
+  const uint8_t* keep = in.keep_data();
   const auto grad_out = grad_out_in.contiguous();
-  at::Tensor keep_holder;
-  const uint8_t* keep = keep_bytes(edge_keep, keep_holder);
-  const GraphShape s{h.size(0), h.size(1), h.size(2), h.size(3), col.size(0)};
   // Accumulate in the op-math type (float for half/bfloat16), cast at the end.
   const auto acc_type = at::toOpMathType(h.scalar_type());
   const auto acc_opts = h.options().dtype(acc_type);

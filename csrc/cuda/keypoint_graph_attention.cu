@@ -34,6 +34,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../graph_attention_inputs.h"
 #include "../validation.h"
 #include "common.cuh"
 
@@ -43,10 +44,6 @@ namespace {
 using cuda::grid_size;
 
 constexpr int kGatThreads = 256;
-
-struct GraphShape {
-  int64_t B, V, heads, D, E;
-};
 
 // Calls f(std::integral_constant<int, G>) with G the lanes per (b, node, head).
 template <typename F>
@@ -341,31 +338,18 @@ __global__ void __launch_bounds__(kGatThreads) gat_backward_src_kernel(
   }
 }
 
-const uint8_t* keep_bytes(const std::optional<at::Tensor>& keep, at::Tensor& holder) {
-  if (!keep.has_value()) {
-    return nullptr;
-  }
-  holder = keep->contiguous().view(at::kByte);
-  return holder.data_ptr<uint8_t>();
-}
-
 at::Tensor keypoint_graph_attention_cuda(
     const at::Tensor& h_in, const at::Tensor& a_src_in, const at::Tensor& a_dst_in, const at::Tensor& rowptr_in,
     const at::Tensor& col_in, double negative_slope, const std::optional<at::Tensor>& edge_keep, double keep_scale) {
-  check_keypoint_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
+  const auto in = prepare_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
   const c10::cuda::CUDAGuard guard(h_in.device());
-  const auto h = h_in.contiguous();
-  const auto a_src = a_src_in.contiguous();
-  const auto a_dst = a_dst_in.contiguous();
-  const auto rowptr = rowptr_in.contiguous();
-  const auto col = col_in.contiguous();
+  const at::Tensor &h = in.h, &a_src = in.a_src, &a_dst = in.a_dst, &rowptr = in.rowptr, &col = in.col;
+  const GraphShape& s = in.shape;
+  const uint8_t* keep = in.keep_data();
   auto out = at::empty_like(h);
   if (h.numel() == 0) {
     return out;
   }
-  at::Tensor keep_holder;
-  const uint8_t* keep = keep_bytes(edge_keep, keep_holder);
-  const GraphShape s{h.size(0), h.size(1), h.size(2), h.size(3), col.size(0)};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "keypoint_graph_attention_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -387,16 +371,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
     const at::Tensor& grad_out_in, const at::Tensor& h_in, const at::Tensor& a_src_in, const at::Tensor& a_dst_in,
     const at::Tensor& rowptr_in, const at::Tensor& col_in, double negative_slope,
     const std::optional<at::Tensor>& edge_keep, double keep_scale, std::array<bool, 3> output_mask) {
-  check_keypoint_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
-  check_grad_out("keypoint_graph_attention_backward", grad_out_in, h_in.sizes(), h_in);
+  const auto in = prepare_graph_attention(h_in, a_src_in, a_dst_in, rowptr_in, col_in, edge_keep);
+  check_grad_out("keypoint_graph_attention_backward", grad_out_in, in.h.sizes(), in.h);
   const c10::cuda::CUDAGuard guard(h_in.device());
-  const auto h = h_in.contiguous();
-  const auto a_src = a_src_in.contiguous();
-  const auto a_dst = a_dst_in.contiguous();
-  const auto rowptr = rowptr_in.contiguous();
-  const auto col = col_in.contiguous();
+  const at::Tensor &h = in.h, &a_src = in.a_src, &a_dst = in.a_dst, &rowptr = in.rowptr, &col = in.col;
+  const GraphShape& s = in.shape;
+  const uint8_t* keep = in.keep_data();
   const auto grad_out = grad_out_in.contiguous();
-  const GraphShape s{h.size(0), h.size(1), h.size(2), h.size(3), col.size(0)};
   auto grad_h = output_mask[0] ? at::empty_like(h) : at::empty({0}, h.options());
   auto grad_a_src = output_mask[1] ? at::empty_like(a_src) : at::empty({0}, h.options());
   auto grad_a_dst = output_mask[2] ? at::empty_like(a_dst) : at::empty({0}, h.options());
@@ -410,8 +391,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
     }
     return {grad_h, grad_a_src, grad_a_dst};
   }
-  at::Tensor keep_holder;
-  const uint8_t* keep = keep_bytes(edge_keep, keep_holder);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool need_ds = output_mask[1] || output_mask[2];
   const bool need_sources = output_mask[0] || output_mask[1];  // pass 2
