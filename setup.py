@@ -101,9 +101,17 @@ def _extra_cuda_includes() -> list[str]:
 def _extension():
     with_cuda = _want_cuda()
     sources = ["csrc/star.cpp", "csrc/validation.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
-    cxx_flags = ["-O3", "-DSTAR_PYTHON_MODULE"]
+    # -fopenmp: at::parallel_for is a header template that runs serially unless
+    # the including code is compiled with OpenMP (torch ships the same libgomp).
+    # -fno-trapping-math lets GCC turn the selects of cpu/vector_math.h into SIMD
+    # code (the kernels never rely on floating-point exceptions).
+    cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-DSTAR_PYTHON_MODULE"]
+    link_flags = ["-fopenmp"]
     if not with_cuda:
-        return CppExtension("star_ext._C", sources, extra_compile_args={"cxx": cxx_flags}), False
+        return (
+            CppExtension("star_ext._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags),
+            False,
+        )
 
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
@@ -117,6 +125,7 @@ def _extension():
             "cxx": cxx_flags + ["-DSTAR_WITH_CUDA"] + system_includes,
             "nvcc": ["-O3", "-lineinfo", "-DSTAR_PYTHON_MODULE", "-DSTAR_WITH_CUDA"] + system_includes,
         },
+        extra_link_args=link_flags,
     )
     return ext, True
 
