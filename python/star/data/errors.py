@@ -1,0 +1,38 @@
+"""Errors raised by ``star.data``.
+
+Every error names the file (and line, for text files) it is about, so a bad
+dataset fails once, clearly, before any long work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(RuntimeError):
+    """Base class of every dataset / keypoint-store error."""
+
+
+class DatasetLayoutError(DataError):
+    """The dataset root does not have the expected layout (a path is missing)."""
+
+    def __init__(self, missing: str | Path, expected_tree: str, what: str = "dataset"):
+        self.missing = str(missing)
+        super().__init__(
+            f"{what} layout not found: missing {self.missing}\nexpected layout:\n{expected_tree.rstrip()}"
+        )
+
+
+class DataFormatError(DataError):
+    """A line (or entry) of an annotation file cannot be parsed or is inconsistent."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class KeypointStoreError(DataError):
+    """The keypoint store is missing, malformed or not aligned with the dataset."""
+

@@ -1,0 +1,192 @@
+"""The synthetic VVI dataset (SPEC §4.3), written in the HITSZ-VCM merged layout.
+
+``generate_synthetic(out, SynthConfig(...))`` writes::
+
+    <out>/info/train_name.txt  track_train_info.txt  test_name.txt  track_test_info.txt  query_IDX.txt
+    <out>/<pid4>/<ir|rgb>/D<cam>/<frame>.jpg
+    <out>/keypoints/{train,test}.npy (+ .index.txt, meta.json)   aligned with the name files
+    <out>/synthetic.json                                          the generator settings
+
+Every byte except ``keypoints/meta.json`` (which records its creation time) is a
+function of the settings, the seed included. Train identities are 1..ids-test_ids,
+test identities the rest; every identity has ``tracklets`` tracklets per modality
+spread over the cameras so that each infrared query has visible positives from other
+cameras. ``query_IDX.txt`` lists the infrared test tracklets, the gallery the visible
+ones. A fraction of tracklets is shorter than 12 frames, as in the real data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .fileio import atomic_write
+from .keypoint_store import write_keypoints
+from .synthetic_render import Identity, camera_background, render_tracklet
+
+GENERATOR_VERSION = 1
+MARKER = "synthetic.json"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and look of the synthetic dataset (the defaults take seconds on 2 cores)."""
+
+    ids: int = 80
+    test_ids: int | None = None  # default: half of the identities
+    tracklets: int = 3  # per identity and modality
+    cameras: int = 3
+    min_frames: int = 12
+    max_frames: int = 24
+    short_fraction: float = 0.05  # tracklets of 6..11 frames, dropped by the HITSZ-VCM reader
+    height: int = 96
+    width: int = 48
+    group_size: int = 4  # identities sharing a clothing palette
+    jpeg_quality: int = 90
+    seed: int = 0
+
+    def validate(self) -> None:
+        n_test = self.num_test_ids
+        if self.ids < 2 or not 1 <= n_test < self.ids:
+            raise ValueError(f"need ids >= 2 and 1 <= test_ids < ids, got ids={self.ids}, test_ids={n_test}")
+        if self.ids > 9999:
+            raise ValueError("at most 9999 identities fit the 4-digit HITSZ-VCM pid")
+        if self.tracklets < 1 or self.cameras < 2:
+            raise ValueError("need tracklets >= 1 and cameras >= 2")
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if self.height < 16 or self.width < 8:
+            raise ValueError("frames must be at least 16 x 8 pixels")
+
+    @property
+    def num_test_ids(self) -> int:
+        return self.test_ids if self.test_ids is not None else self.ids // 2
+
+
+def _rng(cfg: SynthConfig, *key: int) -> np.random.Generator:
+    # Independent streams per purpose/identity/tracklet: changing one part never reshuffles the rest.
+    return np.random.default_rng([cfg.seed, GENERATOR_VERSION, *key])
+
+
+def _tracklet_length(cfg: SynthConfig, rng: np.random.Generator) -> int:
+    if rng.random() < cfg.short_fraction:
+        return int(rng.integers(max(1, cfg.min_frames // 2), cfg.min_frames)) if cfg.min_frames > 1 else 1
+    return int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+
+
+class _SplitWriter:
+    """Collects one split's name-file lines, track rows and keypoints while frames are written."""
+
+    def __init__(self, root: Path, cfg: SynthConfig):
+        self.root, self.cfg = root, cfg
+        self.names: list[str] = []
+        self.tracks: list[tuple[int, int, int, int, int]] = []
+        self.keypoints: list[np.ndarray] = []
+        self.next_frame: dict[tuple[int, int, int], int] = {}
+        self.next_tid: dict[tuple[int, int, int], int] = {}
+
+    def add(self, pid: int, code: int, cam: int, frames: list[np.ndarray], keypoints: np.ndarray, rng) -> None:
+        """Write a tracklet's frames (modality ``code``: 1 infrared, 2 visible) and record it."""
+        folder_key = (pid, code, cam)
+        folder = self.root / f"{pid:04d}" / ("ir" if code == 1 else "rgb") / f"D{cam}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tid = self.next_tid.get(folder_key, 0) + 1
+        frame_no = self.next_frame.get(folder_key, int(rng.integers(1, 6)))
+        start = len(self.names) + 1
+        for img in frames:
+            cv2.imwrite(str(folder / f"{frame_no}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            self.names.append(f"{pid:04d}M{code}D{cam}T{tid}F{frame_no}.jpg")
+            frame_no += int(rng.integers(1, 3))  # frame numbers are not contiguous in HITSZ-VCM either
+        self.next_tid[folder_key], self.next_frame[folder_key] = tid, frame_no
+        self.tracks.append((code, start, len(self.names), pid, cam))
+        self.keypoints.append(keypoints)
+
+    def finish(self, split: str) -> None:
+        info = self.root / "info"
+        _write_text(info / f"{split}_name.txt", self.names)
+        _write_text(info / f"track_{split}_info.txt", [f"{m} {s} {e} {p:04d} {c}" for m, s, e, p, c in self.tracks])
+        write_keypoints(
+            self.root / "keypoints",
+            split,
+            np.concatenate(self.keypoints),
+            self.names,
+            pose_model="synthetic ground truth with simulated detector noise",
+            input_size=(self.cfg.height, self.cfg.width),
+        )
+
+
+def _write_text(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write("".join(f"{ln}\n" for ln in lines)), mode="w")
+
+
+def _palettes(cfg: SynthConfig) -> dict[int, np.ndarray]:
+    """Per identity group: [2 (upper, lower), 3 options, 3 BGR] clothing colours."""
+    groups = range((cfg.ids + cfg.group_size - 1) // cfg.group_size)
+    return {g: _rng(cfg, 4, g).uniform(20, 235, size=(2, 3, 3)) for g in groups}
+
+
+def _write_dataset(root: Path, cfg: SynthConfig) -> None:
+    backgrounds = {
+        (cam, code): camera_background(_rng(cfg, 3, cam, code), cfg.height, cfg.width, infrared=code == 1)
+        for cam in range(1, cfg.cameras + 1)
+        for code in (1, 2)
+    }
+    palettes = _palettes(cfg)
+    n_train = cfg.ids - cfg.num_test_ids
+    for split, pids in (("train", range(1, n_train + 1)), ("test", range(n_train + 1, cfg.ids + 1))):
+        writer = _SplitWriter(root, cfg)
+        for pid in pids:
+            ident = Identity.sample(_rng(cfg, 1, pid))
+            cams = _rng(cfg, 2, pid).permutation(np.arange(1, cfg.cameras + 1)).tolist()
+            for code in (1, 2):
+                for k in range(cfg.tracklets):
+                    # Visible tracklet k uses the camera after infrared tracklet k's: positives across cameras.
+                    cam = cams[(k + (code == 2)) % cfg.cameras]
+                    rng = _rng(cfg, 5, pid, code, k)
+                    n = _tracklet_length(cfg, rng)
+                    frames, kps = render_tracklet(
+                        ident, code == 1, cam - 1, backgrounds[(cam, code)],
+                        palettes[(pid - 1) // cfg.group_size], n, cfg.height, cfg.width, rng,
+                    )
+                    writer.add(pid, code, cam, frames, kps, rng)
+        writer.finish(split)
+        if split == "test":
+            query = [str(i + 1) for i, track in enumerate(writer.tracks) if track[0] == 1]
+            _write_text(root / "info" / "query_IDX.txt", [" ".join(query)])  # one line, as in the release
+    _write_text(root / MARKER, [json.dumps({"generator_version": GENERATOR_VERSION, **asdict(cfg)}, indent=2)])
+
+
+def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, force: bool = False) -> Path:
+    """Write the synthetic dataset to ``out`` and return its path.
+
+    The dataset is built in a temporary sibling directory and renamed into place, so
+    ``out`` never holds a half-written dataset. An existing ``out`` must be empty, or a
+    previous synthetic dataset and ``force=True`` (it is then replaced).
+    """
+    config.validate()
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if any(out.iterdir()):
+            if not (force and (out / MARKER).is_file()):
+                hint = " (pass force=True / --force to replace it)" if (out / MARKER).is_file() else ""
+                raise FileExistsError(f"{out} is not empty{hint}")
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_dataset(tmp, config)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
