@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -28,6 +29,10 @@ namespace {
 // depend on the number of threads.
 constexpr int64_t kCols = 64;
 
+// The block functions are inlined into their x86-64-v3 clones below, so that
+// their loops are compiled with AVX2 there.
+#define STAR_ALWAYS_INLINE __attribute__((always_inline)) inline
+
 template <typename acc_t>
 std::vector<acc_t> exponents(const at::Tensor& p) {
   const auto pd = p.to(at::kDouble).contiguous();
@@ -44,7 +49,7 @@ struct BlockLogs {
 
   explicit BlockLogs(int64_t T) : log_x(T * kCols) {}
 
-  void load(const scalar_t* x, int64_t T, int64_t C, int64_t n, acc_t eps) {
+  STAR_ALWAYS_INLINE void load(const scalar_t* x, int64_t T, int64_t C, int64_t n, acc_t eps) {
     for (int64_t l = 0; l < n; ++l) {
       lo[l] = std::numeric_limits<acc_t>::max();
       hi[l] = std::numeric_limits<acc_t>::lowest();
@@ -63,7 +68,10 @@ struct BlockLogs {
 
   // log z for exponent p over the block; with `terms`, also keeps
   // exp(p log x_t - shift) per t and returns their sums in `sum`.
-  void log_mean(int64_t T, int64_t n, acc_t p, acc_t log_t, acc_t* log_z, acc_t* sum, acc_t* terms) const {
+  // (__restrict and one loop per case: otherwise GCC keeps these loops scalar.)
+  STAR_ALWAYS_INLINE void log_mean(
+      int64_t T, int64_t n, acc_t p, acc_t log_t, acc_t* __restrict log_z, acc_t* __restrict sum,
+      acc_t* __restrict terms) const {
     // The largest p log x_t is p * max for p > 0, p * min for p < 0.
     const acc_t* extreme = p > 0 ? hi : lo;
     acc_t shift[kCols];
@@ -72,13 +80,16 @@ struct BlockLogs {
       sum[l] = 0;
     }
     for (int64_t t = 0; t < T; ++t) {
-      const acc_t* row = log_x.data() + t * kCols;
-      acc_t* term = terms ? terms + t * kCols : nullptr;
-      for (int64_t l = 0; l < n; ++l) {
-        const acc_t e = vexp(p * row[l] - shift[l]);
-        sum[l] += e;
-        if (term) {
-          term[l] = e;
+      const acc_t* __restrict row = log_x.data() + t * kCols;
+      if (terms) {
+        acc_t* __restrict term = terms + t * kCols;
+        for (int64_t l = 0; l < n; ++l) {
+          term[l] = vexp(p * row[l] - shift[l]);
+          sum[l] += term[l];
+        }
+      } else {
+        for (int64_t l = 0; l < n; ++l) {
+          sum[l] += vexp(p * row[l] - shift[l]);
         }
       }
     }
@@ -89,121 +100,172 @@ struct BlockLogs {
   }
 };
 
+// One call's pointers and sizes. grad_* are null when not requested.
 template <typename scalar_t>
-void gem_forward_kernel(
-    const scalar_t* x, const scalar_t* weight, const std::vector<at::opmath_type<scalar_t>>& p, int64_t B, int64_t T,
-    int64_t C, double eps, scalar_t* out) {
+struct GemProblem {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t P = static_cast<int64_t>(p.size());
-  const int64_t blocks_per_row = (C + kCols - 1) / kCols;
-  const acc_t log_t = std::log(static_cast<acc_t>(T));
-  at::parallel_for(0, B * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
-    BlockLogs<scalar_t, acc_t> logs(T);
-    acc_t acc[kCols], log_z[kCols], sum[kCols];
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t b = block / blocks_per_row, c0 = (block % blocks_per_row) * kCols;
-      const int64_t n = std::min(kCols, C - c0);
-      logs.load(x + b * T * C + c0, T, C, n, static_cast<acc_t>(eps));
-      std::fill(acc, acc + n, acc_t(0));
-      for (int64_t i = 0; i < P; ++i) {
-        logs.log_mean(T, n, p[i], log_t, log_z, sum, nullptr);
-        const scalar_t* w = weight + (b * P + i) * C + c0;
-        for (int64_t l = 0; l < n; ++l) {
-          acc[l] += static_cast<acc_t>(w[l]) * vexp(log_z[l]);
-        }
-      }
-      for (int64_t l = 0; l < n; ++l) {
-        out[b * C + c0 + l] = static_cast<scalar_t>(acc[l]);
-      }
+  const scalar_t *x, *weight, *grad_out;
+  const acc_t* p;
+  int64_t P, T, C, blocks_per_row;
+  acc_t eps, log_t;
+  scalar_t *out, *grad_x, *grad_weight;
+  acc_t* grad_p_blocks;  // [num_blocks, P]
+};
+
+// Per-thread scratch of the block functions.
+template <typename scalar_t>
+struct GemWorkspace {
+  using acc_t = at::opmath_type<scalar_t>;
+  BlockLogs<scalar_t, acc_t> logs;
+  std::vector<acc_t> terms, inv_x, gx;
+
+  GemWorkspace(int64_t T, bool backward)
+      : logs(T), terms(backward ? T * kCols : 0), inv_x(backward ? T * kCols : 0), gx(backward ? T * kCols : 0) {}
+};
+
+template <typename scalar_t>
+STAR_ALWAYS_INLINE void forward_block(const GemProblem<scalar_t>& pb, GemWorkspace<scalar_t>& ws, int64_t block) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t acc[kCols], log_z[kCols], sum[kCols];
+  const int64_t b = block / pb.blocks_per_row, c0 = (block % pb.blocks_per_row) * kCols;
+  const int64_t n = std::min(kCols, pb.C - c0);
+  ws.logs.load(pb.x + b * pb.T * pb.C + c0, pb.T, pb.C, n, pb.eps);
+  std::fill(acc, acc + n, acc_t(0));
+  for (int64_t i = 0; i < pb.P; ++i) {
+    ws.logs.log_mean(pb.T, n, pb.p[i], pb.log_t, log_z, sum, nullptr);
+    const scalar_t* w = pb.weight + (b * pb.P + i) * pb.C + c0;
+    for (int64_t l = 0; l < n; ++l) {
+      acc[l] += static_cast<acc_t>(w[l]) * vexp(log_z[l]);
     }
-  });
+  }
+  for (int64_t l = 0; l < n; ++l) {
+    pb.out[b * pb.C + c0 + l] = static_cast<scalar_t>(acc[l]);
+  }
 }
 
 // With a_t = softmax_t(p_i log x):
 //   dz_i/dx_t = z_i * a_t / x_t (zero where x was clamped),
 //   dz_i/dp_i = z_i / p_i * (sum_t a_t log x_t - log z_i).
 template <typename scalar_t>
-void gem_backward_kernel(
-    const scalar_t* grad_out, const scalar_t* x, const scalar_t* weight,
-    const std::vector<at::opmath_type<scalar_t>>& p, int64_t B, int64_t T, int64_t C, double eps, scalar_t* grad_x,
-    scalar_t* grad_weight, at::opmath_type<scalar_t>* grad_p_blocks) {
+STAR_ALWAYS_INLINE void backward_block(const GemProblem<scalar_t>& pb, GemWorkspace<scalar_t>& ws, int64_t block) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t P = static_cast<int64_t>(p.size());
-  const int64_t blocks_per_row = (C + kCols - 1) / kCols;
-  const acc_t log_t = std::log(static_cast<acc_t>(T));
-  const acc_t eps_a = static_cast<acc_t>(eps);
-  at::parallel_for(0, B * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
-    BlockLogs<scalar_t, acc_t> logs(T);
-    std::vector<acc_t> terms(T * kCols), inv_x(T * kCols), gx(T * kCols);
-    acc_t log_z[kCols], sum[kCols], gz[kCols], mean_log[kCols], go[kCols];
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t b = block / blocks_per_row, c0 = (block % blocks_per_row) * kCols;
-      const int64_t n = std::min(kCols, C - c0);
-      const scalar_t* xb = x + b * T * C + c0;
-      logs.load(xb, T, C, n, eps_a);
-      for (int64_t j = 0; j < T * kCols; ++j) {
-        inv_x[j] = vexp(-logs.log_x[j]);
-        gx[j] = 0;
+  acc_t log_z[kCols], sum[kCols], gz[kCols], mean_log[kCols], go[kCols];
+  const int64_t T = pb.T, C = pb.C, P = pb.P;
+  const int64_t b = block / pb.blocks_per_row, c0 = (block % pb.blocks_per_row) * kCols;
+  const int64_t n = std::min(kCols, C - c0);
+  const scalar_t* xb = pb.x + b * T * C + c0;
+  ws.logs.load(xb, T, C, n, pb.eps);
+  for (int64_t j = 0; j < T * kCols; ++j) {
+    ws.inv_x[j] = vexp(-ws.logs.log_x[j]);
+    ws.gx[j] = 0;
+  }
+  for (int64_t l = 0; l < n; ++l) {
+    go[l] = static_cast<acc_t>(pb.grad_out[b * C + c0 + l]);
+  }
+  for (int64_t i = 0; i < P; ++i) {
+    ws.logs.log_mean(T, n, pb.p[i], pb.log_t, log_z, sum, ws.terms.data());
+    const int64_t wi = (b * P + i) * C + c0;
+    for (int64_t l = 0; l < n; ++l) {
+      const acc_t z = vexp(log_z[l]);
+      if (pb.grad_weight) {
+        pb.grad_weight[wi + l] = static_cast<scalar_t>(go[l] * z);
       }
+      // d out / d z_i scaled by z_i / sum, so gz * term_t = dout/dz * z * a_t.
+      gz[l] = go[l] * static_cast<acc_t>(pb.weight[wi + l]) * z / sum[l];
+      mean_log[l] = 0;
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const acc_t* __restrict term = ws.terms.data() + t * kCols;
+      const acc_t* __restrict row = ws.logs.log_x.data() + t * kCols;
+      acc_t* __restrict g = ws.gx.data() + t * kCols;
+      const acc_t* __restrict ix = ws.inv_x.data() + t * kCols;
       for (int64_t l = 0; l < n; ++l) {
-        go[l] = static_cast<acc_t>(grad_out[b * C + c0 + l]);
+        g[l] += gz[l] * term[l] * ix[l];
+        mean_log[l] += term[l] * row[l];
       }
-      for (int64_t i = 0; i < P; ++i) {
-        logs.log_mean(T, n, p[i], log_t, log_z, sum, terms.data());
-        const int64_t wi = (b * P + i) * C + c0;
-        for (int64_t l = 0; l < n; ++l) {
-          const acc_t z = vexp(log_z[l]);
-          if (grad_weight) {
-            grad_weight[wi + l] = static_cast<scalar_t>(go[l] * z);
-          }
-          // d out / d z_i scaled by z_i / sum, so gz * term_t = dout/dz * z * a_t.
-          gz[l] = go[l] * static_cast<acc_t>(weight[wi + l]) * z / sum[l];
-          mean_log[l] = 0;
-        }
-        for (int64_t t = 0; t < T; ++t) {
-          const acc_t* term = terms.data() + t * kCols;
-          const acc_t* row = logs.log_x.data() + t * kCols;
-          acc_t* g = gx.data() + t * kCols;
-          const acc_t* ix = inv_x.data() + t * kCols;
-          for (int64_t l = 0; l < n; ++l) {
-            g[l] += gz[l] * term[l] * ix[l];
-            mean_log[l] += term[l] * row[l];
-          }
-        }
-        if (grad_p_blocks) {
-          // dz/dp = z / p * (mean_log / sum - log z); gz already holds dout/dz * z / sum.
-          acc_t total = 0;
-          for (int64_t l = 0; l < n; ++l) {
-            total += gz[l] * (mean_log[l] - log_z[l] * sum[l]);
-          }
-          grad_p_blocks[block * P + i] += total / p[i];
-        }
+    }
+    if (pb.grad_p_blocks) {
+      // dz/dp = z / p * (mean_log / sum - log z); gz already holds dout/dz * z / sum.
+      acc_t total = 0;
+      for (int64_t l = 0; l < n; ++l) {
+        total += gz[l] * (mean_log[l] - log_z[l] * sum[l]);
       }
-      if (grad_x) {
-        for (int64_t t = 0; t < T; ++t) {
-          const scalar_t* xt = xb + t * C;
-          scalar_t* out = grad_x + b * T * C + t * C + c0;
-          const acc_t* g = gx.data() + t * kCols;
-          for (int64_t l = 0; l < n; ++l) {
-            // clamp(x, min=eps) passes the gradient where x >= eps
-            out[l] = static_cast<scalar_t>(static_cast<acc_t>(xt[l]) >= eps_a ? g[l] : acc_t(0));
-          }
-        }
+      pb.grad_p_blocks[block * P + i] += total / pb.p[i];
+    }
+  }
+  if (pb.grad_x) {
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* xt = xb + t * C;
+      scalar_t* out = pb.grad_x + b * T * C + t * C + c0;
+      const acc_t* g = ws.gx.data() + t * kCols;
+      for (int64_t l = 0; l < n; ++l) {
+        // clamp(x, min=eps) passes the gradient where x >= eps
+        out[l] = static_cast<scalar_t>(static_cast<acc_t>(xt[l]) >= pb.eps ? g[l] : acc_t(0));
+      }
+    }
+  }
+}
+
+// float32, the training dtype on CPU, also gets an AVX2/FMA (x86-64-v3) build
+// of the block functions, chosen when the library loads by what the CPU
+// supports; the baseline build serves other CPUs and dtypes.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define STAR_X86_64_V3_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define STAR_X86_64_V3_CLONES
+#endif
+
+STAR_X86_64_V3_CLONES void forward_block_f32(const GemProblem<float>& pb, GemWorkspace<float>& ws, int64_t block) {
+  forward_block<float>(pb, ws, block);
+}
+
+STAR_X86_64_V3_CLONES void backward_block_f32(const GemProblem<float>& pb, GemWorkspace<float>& ws, int64_t block) {
+  backward_block<float>(pb, ws, block);
+}
+
+template <typename scalar_t>
+void run_blocks(const GemProblem<scalar_t>& pb, int64_t B, bool backward) {
+  at::parallel_for(0, B * pb.blocks_per_row, 1, [&](int64_t begin, int64_t end) {
+    GemWorkspace<scalar_t> ws(pb.T, backward);
+    for (int64_t block = begin; block < end; ++block) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        backward ? backward_block_f32(pb, ws, block) : forward_block_f32(pb, ws, block);
+      } else {
+        backward ? backward_block<scalar_t>(pb, ws, block) : forward_block<scalar_t>(pb, ws, block);
       }
     }
   });
+}
+
+template <typename scalar_t>
+GemProblem<scalar_t> make_problem(
+    const at::Tensor& x, const at::Tensor& weight, const std::vector<at::opmath_type<scalar_t>>& p, double eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = x.size(1), C = x.size(2);
+  GemProblem<scalar_t> pb{};
+  pb.x = x.data_ptr<scalar_t>();
+  pb.weight = weight.data_ptr<scalar_t>();
+  pb.p = p.data();
+  pb.P = static_cast<int64_t>(p.size());
+  pb.T = T;
+  pb.C = C;
+  pb.blocks_per_row = (C + kCols - 1) / kCols;
+  pb.eps = static_cast<acc_t>(eps);
+  pb.log_t = std::log(static_cast<acc_t>(T));
+  return pb;
 }
 
 at::Tensor guided_gem_pool_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p, double eps) {
   check_guided_gem_pool(x_in, weight_in, p, eps);
   const auto x = x_in.contiguous();
   const auto weight = weight_in.contiguous();
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const int64_t B = x.size(0), C = x.size(2);
   auto out = at::empty({B, C}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_gem_pool_cpu", [&] {
-    gem_forward_kernel<scalar_t>(
-        x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), exponents<at::opmath_type<scalar_t>>(p), B, T, C, eps,
-        out.data_ptr<scalar_t>());
+    const auto exps = exponents<at::opmath_type<scalar_t>>(p);
+    auto pb = make_problem<scalar_t>(x, weight, exps, eps);
+    pb.out = out.data_ptr<scalar_t>();
+    run_blocks(pb, B, /*backward=*/false);
   });
   return out;
 }
@@ -216,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
   const auto x = x_in.contiguous();
   const auto weight = weight_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), P = p.size(0);
+  const int64_t B = x.size(0), C = x.size(2), P = p.size(0);
   auto grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
   auto grad_weight = output_mask[1] ? at::empty_like(weight) : at::empty({0}, weight.options());
   auto grad_p = output_mask[2] ? at::zeros_like(p) : at::empty({0}, p.options());
@@ -224,11 +286,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t num_blocks = B * ((C + kCols - 1) / kCols);
     std::vector<acc_t> grad_p_blocks(output_mask[2] ? num_blocks * P : 0, acc_t(0));
-    gem_backward_kernel<scalar_t>(
-        grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), exponents<acc_t>(p), B,
-        T, C, eps, output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
-        output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr,
-        output_mask[2] ? grad_p_blocks.data() : nullptr);
+    const auto exps = exponents<acc_t>(p);
+    auto pb = make_problem<scalar_t>(x, weight, exps, eps);
+    pb.grad_out = grad_out.data_ptr<scalar_t>();
+    pb.grad_x = output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr;
+    pb.grad_weight = output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr;
+    pb.grad_p_blocks = output_mask[2] ? grad_p_blocks.data() : nullptr;
+    run_blocks(pb, B, /*backward=*/true);
     if (output_mask[2]) {
       std::vector<double> total(P, 0.0);
       for (int64_t block = 0; block < num_blocks; ++block) {

@@ -13,7 +13,7 @@
 
 namespace star {
 
-inline float vexp(float x) {
+__attribute__((always_inline)) inline float vexp(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.
   const float xc = x < -87.5f ? -87.5f : (x > 88.5f ? 88.5f : x);
   // Round to nearest with the 1.5 * 2^23 trick (valid for |v| < 2^22, no SSE4.1 needed).
@@ -42,7 +42,7 @@ inline float vexp(float x) {
 }
 
 // Natural log of a positive finite float (callers clamp to eps > 0 first).
-inline float vlog(float x) {
+__attribute__((always_inline)) inline float vlog(float x) {
   // Subnormals are scaled by 2^23 into the normal range first.
   const bool tiny = x < 1.17549435e-38f;
   const float xn = tiny ? x * 8388608.0f : x;
