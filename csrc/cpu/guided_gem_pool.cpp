@@ -29,10 +29,6 @@ namespace {
 // depend on the number of threads.
 constexpr int64_t kCols = 64;
 
-// The block functions are inlined into their x86-64-v3 clones below, so that
-// their loops are compiled with AVX2 there.
-#define STAR_ALWAYS_INLINE __attribute__((always_inline)) inline
-
 template <typename acc_t>
 std::vector<acc_t> exponents(const at::Tensor& p) {
   const auto pd = p.to(at::kDouble).contiguous();
@@ -206,15 +202,9 @@ STAR_ALWAYS_INLINE void backward_block(const GemProblem<scalar_t>& pb, GemWorksp
   }
 }
 
-// float32, the training dtype on CPU, also gets an AVX2/FMA (x86-64-v3) build
-// of the block functions, chosen when the library loads by what the CPU
-// supports; the baseline build serves other CPUs and dtypes.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define STAR_X86_64_V3_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define STAR_X86_64_V3_CLONES
-#endif
-
+// float32, the training dtype on CPU, also gets an AVX2/FMA build of the
+// block functions (inlined into the clones); the baseline build serves other
+// CPUs and dtypes.
 STAR_X86_64_V3_CLONES void forward_block_f32(const GemProblem<float>& pb, GemWorkspace<float>& ws, int64_t block) {
   forward_block<float>(pb, ws, block);
 }

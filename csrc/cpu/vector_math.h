@@ -11,9 +11,21 @@
 #include <cmath>
 #include <cstdint>
 
+// Force inlining, so a function's loops are compiled with the target of the
+// x86-64-v3 clone that calls it.
+#define STAR_ALWAYS_INLINE __attribute__((always_inline)) inline
+
+// An AVX2/FMA (x86-64-v3) build of a function next to the baseline one, chosen
+// when the library loads by what the CPU supports.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define STAR_X86_64_V3_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define STAR_X86_64_V3_CLONES
+#endif
+
 namespace star {
 
-__attribute__((always_inline)) inline float vexp(float x) {
+STAR_ALWAYS_INLINE float vexp(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.
   const float xc = x < -87.5f ? -87.5f : (x > 88.5f ? 88.5f : x);
   // Round to nearest with the 1.5 * 2^23 trick (valid for |v| < 2^22, no SSE4.1 needed).
@@ -42,7 +54,7 @@ __attribute__((always_inline)) inline float vexp(float x) {
 }
 
 // Natural log of a positive finite float (callers clamp to eps > 0 first).
-__attribute__((always_inline)) inline float vlog(float x) {
+STAR_ALWAYS_INLINE float vlog(float x) {
   // Subnormals are scaled by 2^23 into the normal range first.
   const bool tiny = x < 1.17549435e-38f;
   const float xn = tiny ? x * 8388608.0f : x;
