@@ -1,0 +1,181 @@
+"""The run configuration: every setting of ``star train`` / ``star eval`` / ``star demo``.
+
+One ``RunConfig`` holds the data, model, loss, optimisation, training-loop and
+evaluation settings as nested dataclasses. YAML files map onto it section by
+section (``star.config.load_config`` adds ``_base_`` inheritance and
+``key=value`` overrides); unknown keys are errors listing the valid ones.
+
+The ``model`` section is a ``ModelConfig`` without ``num_classes``: that is the
+number of training identities, known only once the dataset is read, and is
+filled in by ``RunConfig.model_config(num_classes)``.
+
+Defaults are the STAR recipe of SPEC §6 on HITSZ-VCM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..losses.config import LossConfig
+from ..models.config import ModelConfig, _check, dataclass_from_dict
+
+DATASETS = ("hitsz-vcm", "bupt", "synthetic", "list")
+PROTOCOLS = ("auto", "hitsz-vcm", "bupt", "bupt-official-dropped")
+
+
+@dataclass
+class SyntheticDataConfig:
+    """Used when ``data.dataset`` is ``synthetic`` and ``data.root`` does not hold one yet:
+    the dataset is generated there first (the ``star.data.SynthConfig`` fields)."""
+
+    ids: int = 80
+    tracklets: int = 3
+    cameras: int = 3
+    min_frames: int = 12
+    max_frames: int = 24
+    height: int = 96
+    width: int = 48
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the tracklets and keypoints are and how batches are drawn (SPEC §4)."""
+
+    dataset: str = "hitsz-vcm"
+    root: str = "data/HITSZ-VCM"
+    keypoints: Optional[str] = None  # keypoint store directory; None = the dataset's default (<root>/keypoints)
+    height: int = 288
+    width: int = 144
+    num_ids: int = 8  # P identities per batch
+    num_per_modality: int = 2  # K tracklets of each modality per identity
+    num_workers: int = 4
+    batches_per_epoch: Optional[int] = None  # None = the sampler's natural epoch length
+    eval_batch_size: int = 32
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.dataset in DATASETS, f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        _check(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
+        _check(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
+        _check(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
+        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        _check(
+            self.batches_per_epoch is None or self.batches_per_epoch >= 1,
+            f"data.batches_per_epoch must be >= 1 or null, got {self.batches_per_epoch}",
+        )
+        _check(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with linear warm-up and step decay (SPEC §6). Epoch-based schedule."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    pretrained_lr_mult: float = 0.1  # lr factor of the ImageNet-initialised backbone layers
+    epochs: int = 200
+    warmup_epochs: int = 10
+    warmup_start_factor: float = 0.01
+    milestones: tuple[int, ...] = (60, 120)
+    gamma: float = 0.1
+    grad_clip: Optional[float] = None  # max total gradient norm; None = no clipping
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
+        _check(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")
+        _check(0 < self.warmup_start_factor <= 1, "optim.warmup_start_factor must be in (0, 1]")
+        _check(list(self.milestones) == sorted(self.milestones), f"optim.milestones must be increasing, got {self.milestones}")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
+        _check(self.pretrained_lr_mult >= 0, "optim.pretrained_lr_mult must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: precision, checkpoints, logs, evaluation cadence."""
+
+    device: str = "auto"  # auto = cuda when available, else cpu
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    eval_period: int = 10  # evaluate every N epochs and after the last one; 0 = only after the last
+    checkpoint_period: int = 1  # write last.pt every N epochs (always after the last one)
+    log_period: int = 20  # iterations between JSONL / TensorBoard records
+    tensorboard: bool = True
+    progress: bool = True  # tqdm progress bar
+    resume: bool = True  # continue from <output_dir>/last.pt when present
+
+    def __post_init__(self) -> None:
+        _check(self.eval_period >= 0, "train.eval_period must be >= 0")
+        _check(self.checkpoint_period >= 1, "train.checkpoint_period must be >= 1")
+        _check(self.log_period >= 1, "train.log_period must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol and outputs (SPEC §6)."""
+
+    protocol: str = "auto"  # auto: hitsz-vcm for hitsz-vcm/synthetic/list, bupt for bupt
+    same_modality: bool = False  # BUPTCampus: also IR->IR and RGB->RGB
+    rerank: bool = False
+    max_rank: int = 20
+    visrank_topk: int = 10
+    visrank_queries: int = 8  # rank-list pictures written after evaluation (0 = none)
+
+    def __post_init__(self) -> None:
+        _check(self.protocol in PROTOCOLS, f"eval.protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        _check(self.max_rank >= 1, "eval.max_rank must be >= 1")
+        _check(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
+
+
+def _model_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(ModelConfig)} - {"num_classes"}
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; see the module docstring."""
+
+    output_dir: str = "runs/star"
+    seed: int = 0
+    deterministic: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields except num_classes
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.model) - _model_fields())
+        _check(
+            not unknown,
+            f"unknown config key(s) {', '.join('model.' + k for k in unknown)}; "
+            f"valid keys: {', '.join(sorted(_model_fields()))}",
+        )
+        self.model_config(1)  # validate the model section now, not after the dataset is read
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        """The model section as a ``ModelConfig`` for ``num_classes`` training identities."""
+        return ModelConfig.from_dict({**self.model, "num_classes": num_classes})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Build from a nested mapping; unknown keys raise ``ValueError`` listing the valid ones."""
+        return dataclass_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML/JSON."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
