@@ -161,6 +161,7 @@ class BuildWithInfo(BuildExtension):
 setup(
     packages=["star_ext", *find_packages(where="python")],
     package_dir={"star_ext": "star_ext", "star": "python/star"},
+    package_data={"star.config": ["*.yaml"]},  # the demo's config (star demo)
     ext_modules=[_EXTENSION],
     cmdclass={"build_ext": BuildWithInfo.with_options(use_ninja=True)},
 )

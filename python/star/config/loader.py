@@ -372,13 +372,24 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
     module docstring for the file format. Raises ``FileNotFoundError`` for a
     missing file and ``ConfigError`` (a ``ValueError``) for everything else.
     """
+    if path is None:
+        return config_from_dict({}, overrides, source="the defaults")
+    tree, origins = _load_tree(Path(path), [], None)
+    return _resolve(tree, origins, overrides, str(path))
+
+
+def config_from_dict(
+    tree: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "a mapping"
+) -> RunConfig:
+    """Like ``load_config`` for an already parsed config tree (e.g. the one a checkpoint records)."""
+    tree, origins = _deep_merge({}, tree), {}
+    _record_origins(tree, source, origins)
+    return _resolve(tree, origins, overrides, source)
+
+
+def _resolve(tree: dict[str, Any], origins: dict[str, str], overrides: Sequence[str], described: str) -> RunConfig:
     if isinstance(overrides, str):
         overrides = [overrides]
-    if path is None:
-        tree, origins, described = {}, {}, "the defaults"
-    else:
-        tree, origins = _load_tree(Path(path), [], None)
-        described = str(path)
     for override in overrides:
         parts, value = parse_override(override)
         _apply_override(tree, parts, value)

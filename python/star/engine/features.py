@@ -1,0 +1,203 @@
+"""Tracklet embeddings: extraction with a model, and the ``.npz`` feature files (``star extract``).
+
+``extract_features`` runs a model in eval mode over tracklets in their given order
+(the deterministic test sampling of ``star.data.eval_loader``) and returns a
+:class:`Features`: one L2-normalised embedding per tracklet plus its labels.
+
+A feature file holds one or more named sets (e.g. ``query`` and ``gallery``) as
+``<name>_feats`` float32 [N, C], ``<name>_pids``, ``<name>_camids``,
+``<name>_modalities`` int64 [N], ``<name>_paths`` str [N]; ``splits`` lists the
+names and ``meta`` is a JSON string (package version plus whatever the caller adds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.fileio import atomic_write
+from ..data.keypoint_store import KeypointStore
+from ..data.loaders import eval_loader
+from ..data.tracklet import Tracklet
+from ..data.transforms import normalize_frames
+
+__all__ = ["Features", "extract_features", "save_npz", "load_npz"]
+
+SINGLE_NAME = "features"  # the set name used when save_npz gets one Features
+
+
+@dataclass
+class Features:
+    """Embeddings of N tracklets and their labels, row ``i`` = tracklet ``i``.
+
+    ``feats``: float32 [N, C] CPU tensor; ``pids``, ``camids``, ``modalities``
+    (0 infrared, 1 visible): int64 [N] arrays; ``paths``: the first frame path of
+    each tracklet (its identifier).
+    """
+
+    feats: torch.Tensor
+    pids: np.ndarray
+    camids: np.ndarray
+    modalities: np.ndarray
+    paths: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.feats)
+        for name in ("pids", "camids", "modalities", "paths"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Features.{name} has {len(getattr(self, name))} entries but feats has {n} rows")
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def subset(self, index) -> "Features":
+        """The rows ``index`` (a boolean mask or integer indices) as a new ``Features``."""
+        idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
+        return Features(
+            feats=self.feats[torch.from_numpy(idx)],
+            pids=self.pids[idx],
+            camids=self.camids[idx],
+            modalities=self.modalities[idx],
+            paths=[self.paths[i] for i in idx.tolist()],
+        )
+
+    @classmethod
+    def from_tracklets(cls, feats: torch.Tensor, tracklets: Sequence[Tracklet]) -> "Features":
+        """Features of ``tracklets`` (in order) with the given embeddings."""
+        return cls(
+            feats=feats,
+            pids=np.array([t.pid for t in tracklets], dtype=np.int64),
+            camids=np.array([t.camid for t in tracklets], dtype=np.int64),
+            modalities=np.array([t.modality for t in tracklets], dtype=np.int64),
+            paths=[t.paths[0] if len(t.paths) else t.tid for t in tracklets],
+        )
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def extract_features(
+    model: nn.Module,
+    tracklets: Sequence[Tracklet],
+    keypoints: Optional[KeypointStore],
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: bool = False,
+) -> Features:
+    """Embed every tracklet once, in order: ``model(frames, keypoints, modality)`` in eval mode.
+
+    Frames are sampled with the test rule (first frame of each of ``num_frames``
+    chunks), resized to ``height`` x ``width``, moved to ``device`` and normalised
+    there. Each tracklet goes through its own modality's stem (``modality`` is
+    passed per tracklet). ``amp`` enables float16 autocast on CUDA (ignored on
+    CPU). Runs under ``torch.no_grad`` (not ``inference_mode``: the returned
+    tensors stay usable in autograd code) and restores the model's train/eval
+    mode afterwards. The model is expected to be on ``device`` already.
+    """
+    device = torch.device(device)
+    tracklets = list(tracklets)
+    if not tracklets:
+        return Features.from_tracklets(torch.zeros(0, 0), tracklets)
+    loader = eval_loader(
+        tracklets,
+        keypoints,
+        num_frames=num_frames,
+        batch_size=batch_size,
+        height=height,
+        width=width,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    batches = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(loader, desc="features", unit="batch", leave=False)
+    was_training = model.training
+    model.eval()
+    chunks: list[torch.Tensor] = []
+    seen = 0
+    try:
+        with torch.no_grad(), _autocast(device, amp):
+            for batch in batches:
+                index = batch["index"]
+                if index[0].item() != seen:  # the loader must keep the tracklet order
+                    raise RuntimeError(f"extract_features: batch starts at tracklet {index[0].item()}, expected {seen}")
+                seen += len(index)
+                frames = normalize_frames(batch["frames"].to(device, non_blocking=True))
+                kpts = batch["keypoints"].to(device, non_blocking=True)
+                modality = batch["modality"].to(device, non_blocking=True)
+                emb = model(frames, kpts, modality)
+                if not torch.is_tensor(emb) or emb.dim() != 2 or emb.shape[0] != len(index):
+                    shape = tuple(emb.shape) if torch.is_tensor(emb) else type(emb).__name__
+                    raise RuntimeError(
+                        f"extract_features: the model must return [B, C] embeddings in eval mode, got {shape}"
+                    )
+                chunks.append(emb.detach().float().cpu())
+    finally:
+        model.train(was_training)
+    return Features.from_tracklets(torch.cat(chunks).contiguous(), tracklets)
+
+
+def save_npz(
+    features: Mapping[str, Features] | Features, path: str | Path, *, meta: Optional[Mapping[str, Any]] = None
+) -> Path:
+    """Write one ``Features`` (stored as set ``"features"``) or named sets to ``path`` (``.npz``).
+
+    The file is written under a temporary name and renamed, never left half-written.
+    ``meta`` (JSON-serialisable) is stored with the package version.
+    """
+    sets = {SINGLE_NAME: features} if isinstance(features, Features) else dict(features)
+    arrays: dict[str, np.ndarray] = {}
+    for name, f in sets.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"feature set names must be non-empty strings, got {name!r}")
+        arrays[f"{name}_feats"] = f.feats.detach().float().cpu().numpy()
+        arrays[f"{name}_pids"] = np.asarray(f.pids, dtype=np.int64)
+        arrays[f"{name}_camids"] = np.asarray(f.camids, dtype=np.int64)
+        arrays[f"{name}_modalities"] = np.asarray(f.modalities, dtype=np.int64)
+        arrays[f"{name}_paths"] = np.array([str(p) for p in f.paths], dtype=np.str_).reshape(len(f.paths))
+    from star import __version__
+
+    arrays["splits"] = np.array(list(sets), dtype=np.str_)
+    arrays["meta"] = np.array(json.dumps({"package_version": __version__, **dict(meta or {})}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def load_npz(path: str | Path, *, with_meta: bool = False):
+    """Read a file of ``save_npz``: ``{name: Features}`` (``"features"`` for a single set);
+    with ``with_meta``, ``(sets, meta dict)``."""
+    with np.load(path, allow_pickle=False) as z:
+        names = [str(s) for s in z["splits"]]
+        sets = {
+            name: Features(
+                feats=torch.from_numpy(np.ascontiguousarray(z[f"{name}_feats"], dtype=np.float32)),
+                pids=z[f"{name}_pids"].astype(np.int64),
+                camids=z[f"{name}_camids"].astype(np.int64),
+                modalities=z[f"{name}_modalities"].astype(np.int64),
+                paths=[str(p) for p in z[f"{name}_paths"]],
+            )
+            for name in names
+        }
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    return (sets, meta) if with_meta else sets
