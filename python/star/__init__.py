@@ -13,3 +13,17 @@ def build_model(cfg):
     from .models import build_model as _build_model
 
     return _build_model(cfg)
+
+
+def train(cfg):
+    """Train (or resume) the run described by a ``star.config.RunConfig`` (see ``star.engine.train``)."""
+    from .engine import train as _train
+
+    return _train(cfg)
+
+
+def evaluate(model, data, keypoints, cfg, **kwargs):
+    """Evaluate ``model`` on ``data``'s query/gallery under ``cfg`` (see ``star.engine.evaluate``)."""
+    from .engine import evaluate as _evaluate
+
+    return _evaluate(model, data, keypoints, cfg, **kwargs)

@@ -1,0 +1,118 @@
+"""Process-group helpers for training under ``torchrun`` (DDP).
+
+``torchrun --nproc_per_node N ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
+with ``WORLD_SIZE > 1`` the trainer calls :func:`init_distributed`, which joins the
+process group (NCCL on CUDA, Gloo on CPU). Every helper here also works in a single
+process, where it is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# Evaluation runs on rank 0 only while the other ranks wait in a barrier, so the
+# collective timeout must cover a full evaluation.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}") from None
+
+
+def init_distributed(device_type: str) -> tuple[DistInfo, bool]:
+    """Join the process group when ``WORLD_SIZE > 1`` (torchrun), else a single-process ``DistInfo``.
+
+    ``device_type`` ``"cuda"`` selects NCCL, anything else Gloo. Returns the info and
+    whether this call created the group: an already initialised group (e.g. created by
+    the caller) is reused and left for the caller to destroy.
+    """
+    world_size = env_world_size()
+    if world_size <= 1:
+        return DistInfo(), False
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise RuntimeError(
+            f"WORLD_SIZE={world_size} but {', '.join(missing)} not set: launch distributed training with "
+            "`torchrun --nproc_per_node N ...`"
+        )
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    created = not dist.is_initialized()
+    if created:
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        kwargs: dict[str, Any] = {}
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+            kwargs["device_id"] = torch.device("cuda", local_rank)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT, **kwargs
+        )
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), created
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled and is_dist():
+        dist.barrier()
+
+
+def all_gather_object(info: DistInfo, obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (``[obj]`` in a single process)."""
+    if not (info.enabled and is_dist()):
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(info: DistInfo, obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not (info.enabled and is_dist()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def any_true(info: DistInfo, flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    if not (info.enabled and is_dist()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def destroy(info: DistInfo, owned: bool) -> None:
+    """Leave the process group if this module created it."""
+    if owned and info.enabled and is_dist():
+        dist.destroy_process_group()

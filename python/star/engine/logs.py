@@ -1,0 +1,91 @@
+"""Training logs: ``log.jsonl`` records, TensorBoard scalars, memory and time formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+LOG_FILE = "log.jsonl"
+TB_DIR = "tb"
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v
+
+
+class JsonlLog:
+    """Appends one JSON object per line to ``path`` and flushes it (a killed run keeps what it logged)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(_json_value(record)) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl`` (a truncated last line, from a killed run, is skipped)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def open_tensorboard(log_dir: str | Path, purge_step: Optional[int] = None):
+    """A ``SummaryWriter`` for ``log_dir``, or None with one warning when tensorboard is not installed.
+
+    ``purge_step``: events at or after this step, left by an interrupted run, are discarded.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # tensorboard itself is an optional dependency
+        warnings.warn(f"TensorBoard logging skipped: tensorboard is not importable ({exc})", stacklevel=2)
+        return None
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+def process_rss_bytes() -> int:
+    """Resident set size of this process (current on Linux, peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated memory of ``device``; CPU: process RSS. In MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return process_rss_bytes() / 2**20
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -1,0 +1,508 @@
+"""star.engine.train: end-to-end run, checkpoints and resume, DDP, NaN guard, errors.
+
+Everything runs on a tiny synthetic dataset (32x16 frames, 4-frame tracklets,
+resnet18 without pretrained weights, a few iterations) with one torch thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from star.config import RunConfig
+from star.data import SynthConfig, generate_synthetic
+from star.data.errors import KeypointStoreError
+from star.engine import Trainer, TrainingDiverged, train
+from star.engine import trainer as trainer_module
+from star.engine.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    config_differences,
+    load_checkpoint,
+    preserved_rng,
+    restore_rng_state,
+    save_checkpoint,
+)
+from star.engine.logs import open_tensorboard, read_jsonl
+from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
+
+TESTS = Path(__file__).resolve().parent
+RUNNER = TESTS / "engine_train_runner.py"
+SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
+
+
+def deep_update(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config(root: Path, out: Path, **over) -> dict:
+    base = {
+        "output_dir": str(out),
+        "seed": 0,
+        "deterministic": True,
+        "data": {
+            "dataset": "synthetic", "root": str(root), "height": 32, "width": 16, "num_ids": 2,
+            "num_per_modality": 1, "num_workers": 0, "batches_per_epoch": 2, "eval_batch_size": 32,
+            "synthetic": SYNTH,
+        },
+        "model": {"seq_len": 4, "backbone": {"name": "resnet18", "pretrained": None}},
+        "optim": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "lr": 0.01},
+        "train": {"eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
+        "eval": {"visrank_queries": 0},
+    }
+    return deep_update(base, over)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engine") / "synthetic"
+    generate_synthetic(root, SynthConfig(**SYNTH))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def subprocess_env(**extra: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_root, tmp_path_factory):
+    """A 2-epoch run with pretrained backbone weights, grad clipping, TensorBoard, progress bar,
+    evaluation after each epoch."""
+    import torchvision
+
+    base = tmp_path_factory.mktemp("finished")
+    weights = base / "resnet18.pth"
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    cfg = RunConfig.from_dict(
+        config(
+            synth_root,
+            base / "run",
+            model={"backbone": {"pretrained": str(weights)}},
+            optim={"grad_clip": 10.0},
+            train={"eval_period": 1, "tensorboard": True, "progress": True},
+        )
+    )
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    return cfg, trainer, summary
+
+
+def test_end_to_end_run_writes_outputs(finished_run):
+    cfg, trainer, summary = finished_run
+    out = Path(cfg.output_dir)
+    assert summary["epoch"] == 2 and summary["step"] == 4
+    assert set(summary["modes"]) == {"IR->RGB", "RGB->IR"}
+    assert 0 <= summary["mAP"] <= 1
+    assert summary["mAP"] == pytest.approx(sum(m["mAP"] for m in summary["modes"].values()) / 2)
+    assert summary["best_mAP"] >= summary["mAP"] and summary["best_epoch"] in (1, 2)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for mode, m in summary["modes"].items():
+        assert metrics["modes"][mode]["mAP"] == pytest.approx(m["mAP"])
+
+    records = read_jsonl(out / "log.jsonl")
+    steps = [r for r in records if r["type"] == "train"]
+    assert [(r["epoch"], r["iter"], r["step"]) for r in steps] == [(1, 1, 1), (1, 2, 2), (2, 1, 3), (2, 2, 4)]
+    for key in ("lr", "lr_pretrained", "loss", "loss_id", "loss_triplet", "loss_consistency", "time_per_iter",
+                "memory_mb", "grad_norm"):
+        assert all(key in r for r in steps), key
+    assert all(math.isfinite(r["loss"]) for r in steps)
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["epoch"] for r in evals] == [1, 2] and evals[-1]["mAP"] == pytest.approx(summary["mAP"])
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    assert (out / "config.yaml").is_file() or (out / "config.json").is_file()
+
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and last["step"] == 4 and last["eval_pending"] is False
+    assert states_equal(last["model"], trainer.model.state_dict())
+    assert last["config"]["model"]["num_classes"] == trainer.num_classes
+    for key in ("optimizer", "scheduler", "scaler", "sampler", "rng", "loader_generator"):
+        assert key in last
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["metrics"]["mAP"] == pytest.approx(summary["best_mAP"])
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_pretrained_backbone_runs_at_reduced_lr(finished_run):
+    cfg, trainer, _ = finished_run
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert set(groups) == {"new", "pretrained"}
+    assert groups["pretrained"]["lr"] == pytest.approx(groups["new"]["lr"] * cfg.optim.pretrained_lr_mult)
+    names = trainer.pretrained_names
+    assert names and all(n.startswith("backbone.") for n in names)
+    assert any(".stem" in n or "conv1" in n for n in names)  # the stems get the torchvision conv1
+
+
+def test_rerun_of_finished_run_returns_its_metrics(finished_run, capsys):
+    cfg, _, summary = finished_run
+    out = Path(cfg.output_dir)
+    n_records = len(read_jsonl(out / "log.jsonl"))
+    again = train(cfg)
+    assert again == summary
+    assert "already finished" in capsys.readouterr().out
+    assert [r["type"] for r in read_jsonl(out / "log.jsonl")[n_records:]] == []
+
+
+def test_config_mismatch_with_checkpoint_is_a_clear_error(finished_run, synth_root, tmp_path):
+    cfg, _, _ = finished_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes((Path(cfg.output_dir) / "last.pt").read_bytes())
+    changed = config(synth_root, out, model={"sequence": {"hidden_dim": 8}}, optim={"grad_clip": 10.0})
+    changed["model"]["backbone"]["pretrained"] = cfg.model["backbone"]["pretrained"]
+    with pytest.raises(CheckpointError, match=r"model\.sequence\.hidden_dim: checkpoint 16, now 8") as info:
+        train(RunConfig.from_dict(changed))
+    assert "train.resume=false" in str(info.value)
+    assert not (out / "log.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _run(cfg: dict, result: Path, tmp: Path, **env: str) -> subprocess.Popen:
+    path = tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    log = open(result.with_suffix(".log"), "w")
+    return subprocess.Popen(
+        [sys.executable, str(RUNNER), str(path), str(result)],
+        env=subprocess_env(**env), stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+    )
+
+
+def _finish(proc: subprocess.Popen, result: Path, timeout: float = 240) -> str:
+    rc = proc.wait(timeout=timeout)
+    text = result.with_suffix(".log").read_text()
+    assert rc == 0, text[-4000:]
+    return text
+
+
+def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_path):
+    over = {"optim": {"epochs": 3}, "train": {"eval_period": 2}, "data": {"num_workers": 1}}
+    cfg_a = config(synth_root, tmp_path / "a", **over)
+    cfg_b = config(synth_root, tmp_path / "b", **over)
+    (tmp_path / "ta").mkdir()
+    (tmp_path / "tb").mkdir()
+
+    # Run B: paused (then SIGKILLed) in the loss of epoch 3, iteration 1 -- after the
+    # checkpoints of epochs 1 and 2 and the evaluation after epoch 2.
+    flag = tmp_path / "paused"
+    proc_b = _run(cfg_b, tmp_path / "res_b1", tmp_path / "tb", STAR_TEST_PAUSE_AT_CALL="5",
+                  STAR_TEST_PAUSE_FILE=str(flag))
+    proc_a = _run(cfg_a, tmp_path / "res_a", tmp_path / "ta")  # uninterrupted reference
+    deadline = time.monotonic() + 240
+    while not flag.exists():
+        assert proc_b.poll() is None, (tmp_path / "res_b1.log").read_text()[-4000:]
+        assert time.monotonic() < deadline, "the run never reached the pause point"
+        time.sleep(0.05)
+    proc_b.send_signal(signal.SIGKILL)
+    proc_b.wait(timeout=60)
+    killed = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert killed["epoch"] == 2 and killed["step"] == 4 and killed["eval_pending"] is False
+    assert killed["best"]["epoch"] == 2
+
+    text = _finish(_run(cfg_b, tmp_path / "res_b2", tmp_path / "tb"), tmp_path / "res_b2")
+    assert "resumed from" in text and "2/3 epochs done" in text
+    _finish(proc_a, tmp_path / "res_a")
+
+    summary_a = json.loads((tmp_path / "res_a" / "summary_rank0.json").read_text())
+    summary_b = json.loads((tmp_path / "res_b2" / "summary_rank0.json").read_text())
+    for s in (summary_a, summary_b):
+        s.pop("eval_time"), s.pop("output_dir")
+    assert summary_a == summary_b
+    assert summary_b["epoch"] == 3 and summary_b["step"] == 6
+    weights_a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    weights_b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert states_equal(weights_a, weights_b)
+    metrics_a = json.loads((tmp_path / "a" / "metrics.json").read_text())["modes"]
+    metrics_b = json.loads((tmp_path / "b" / "metrics.json").read_text())["modes"]
+    assert metrics_a == metrics_b
+    # the resumed epoch saw the same batches and random draws: identical losses
+    def losses(run: Path) -> list:
+        return [(r["step"], r["loss"]) for r in read_jsonl(run / "log.jsonl") if r["type"] == "train"]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path, monkeypatch):
+    import star.engine.evaluator as evaluator
+
+    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1}))
+    real = evaluator.evaluate
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluator, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1 and state["eval_pending"] is True
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    monkeypatch.setattr(evaluator, "evaluate", real)
+    summary = train(cfg)
+    assert summary["epoch"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["eval_pending"] is False
+    assert states_equal(state["model"], load_checkpoint(tmp_path / "run" / "best.pt")["model"])
+    assert len([r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]) == 2  # not retrained
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
+    # pose_weight 0 leaves the pose classifier without gradient: needs find_unused_parameters
+    cfg = config(synth_root, tmp_path / "run", optim={"epochs": 1}, data={"batches_per_epoch": 4},
+                 loss={"pose_weight": 0.0})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    result = tmp_path / "result"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+         str(RUNNER), str(path), str(result)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert "find_unused_parameters=True" in proc.stdout and "pose_logits" in proc.stdout
+    w0 = torch.load(result / "weights_rank0.pt", weights_only=True)
+    w1 = torch.load(result / "weights_rank1.pt", weights_only=True)
+    # BN running statistics are rank-local between DDP's buffer broadcasts; everything else must agree
+    same = lambda w: {k: v for k, v in w.items() if "running_" not in k}  # noqa: E731
+    assert states_equal(same(w0), same(w1))
+    s0 = json.loads((result / "summary_rank0.json").read_text())
+    s1 = json.loads((result / "summary_rank1.json").read_text())
+    assert s0 == s1 and s0["step"] == 2  # 4 batches per epoch shared by 2 ranks
+    records = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2]  # rank 0 logs alone
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert states_equal(ckpt["model"], w0)
+
+
+# ----------------------------------------------------------------------------- NaN guard
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_last_checkpoint(synth_root, tmp_path, monkeypatch):
+    real = trainer_module.StarLoss
+
+    class NanAtThirdCall(real):
+        calls = 0
+
+        def forward(self, outputs, pids):
+            loss, terms = super().forward(outputs, pids)
+            NanAtThirdCall.calls += 1
+            if NanAtThirdCall.calls == 3:  # epoch 2, iteration 1
+                loss = loss * float("nan")
+                terms = {**terms, "triplet": float("nan"), "total": float("nan")}
+            return loss, terms
+
+    saved = []
+    real_save = trainer_module.save_checkpoint
+
+    def recording_save(state, path):
+        out = real_save(state, path)
+        saved.append((Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+        return out
+
+    monkeypatch.setattr(trainer_module, "StarLoss", NanAtThirdCall)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", recording_save)
+    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 3}))
+    trainer = Trainer(cfg)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 1 .*triplet=nan") as info:
+        trainer.run()
+    err = info.value
+    assert (err.epoch, err.iteration, err.step) == (2, 1, 2)
+    assert math.isnan(err.terms["total"]) and err.checkpoint == tmp_path / "run" / "last.pt"
+    assert "intact" in str(err)
+
+    last = tmp_path / "run" / "last.pt"
+    assert saved == [("last.pt", hashlib.sha256(last.read_bytes()).hexdigest())]  # untouched since epoch 1
+    state = load_checkpoint(last)
+    assert state["epoch"] == 1 and state["step"] == 2
+    # no optimizer step was taken with the NaN loss: the parameters still equal the checkpoint's
+    # (only the BN running statistics saw the forward pass)
+    params = dict(trainer.model.named_parameters())
+    assert states_equal({k: v for k, v in state["model"].items() if k in params}, params)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_dataset_is_a_clear_error_before_any_output(tmp_path):
+    root = tmp_path / "no-such-dataset"
+    cfg = RunConfig.from_dict(config(root, tmp_path / "run", data={"dataset": "hitsz-vcm"}))
+    with pytest.raises(Exception, match=str(root)):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_keypoint_store_is_a_clear_error(synth_root, tmp_path):
+    missing = tmp_path / "kp"
+    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", data={"keypoints": str(missing)}))
+    with pytest.raises(KeypointStoreError, match=str(missing)):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(synth_root, tmp_path):
+    out = tmp_path / "file"
+    out.write_text("x")
+    with pytest.raises(NotADirectoryError, match="output_dir"):
+        train(RunConfig.from_dict(config(synth_root, out)))
+
+
+def test_required_pretrained_weights_missing(synth_root, tmp_path):
+    missing = tmp_path / "nope.pth"
+    cfg = config(synth_root, tmp_path / "run",
+                 model={"backbone": {"pretrained": str(missing), "require_pretrained": True}})
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        train(RunConfig.from_dict(cfg))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_device_without_cuda(synth_root, tmp_path):
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        train(RunConfig.from_dict(config(synth_root, tmp_path / "run", train={"device": "cuda"})))
+
+
+def test_synthetic_dataset_is_generated_when_root_is_empty(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_generate(root, synth_cfg):
+        calls.append((Path(root), synth_cfg))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer_module, "generate_synthetic", fake_generate)
+    root = tmp_path / "synth"
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(RunConfig.from_dict(config(root, tmp_path / "run")))
+    assert calls and calls[0][0] == root and calls[0][1].ids == SYNTH["ids"] and calls[0][1].height == 32
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    before = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_rng_state_round_trip_and_preserved_rng(tmp_path):
+    import random
+
+    import numpy as np
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    save_checkpoint({"model": {}, "rng": capture_rng_state()}, tmp_path / "s.pt")
+    loaded = load_checkpoint(tmp_path / "s.pt")["rng"]  # a weights_only load of plain data
+    expected = draws()
+    restore_rng_state(loaded)
+    with preserved_rng():
+        draws(), torch.randn(10), np.random.randn(10)
+    assert draws() == expected
+
+
+def test_config_differences_ignores_resumable_settings():
+    a = {"seed": 0, "output_dir": "x", "train": {"eval_period": 1}, "optim": {"epochs": 10, "lr": 0.1},
+         "model": {"seq_len": 12}}
+    b = {"seed": 0, "output_dir": "y", "train": {"eval_period": 5}, "optim": {"epochs": 20, "lr": 0.2},
+         "model": {"seq_len": 6}}
+    assert config_differences(a, b) == ["model.seq_len: checkpoint 12, now 6", "optim.lr: checkpoint 0.1, now 0.2"]
+
+
+def test_lr_schedule_warmup_and_milestones():
+    from star.config import OptimConfig
+
+    cfg = OptimConfig(lr=0.1, epochs=10, warmup_epochs=2, warmup_start_factor=0.01, milestones=(4, 7), gamma=0.1)
+    ipe = 5
+    assert lr_factor(0, ipe, cfg) == pytest.approx(0.01)
+    assert lr_factor(5, ipe, cfg) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(10, ipe, cfg) == pytest.approx(1.0)  # epoch 2 (0-based): warm-up over
+    assert lr_factor(19, ipe, cfg) == pytest.approx(1.0)
+    assert lr_factor(20, ipe, cfg) == pytest.approx(0.1)  # first iteration of epoch 4
+    assert lr_factor(35, ipe, cfg) == pytest.approx(0.01)
+    no_warmup = OptimConfig(warmup_epochs=0, milestones=())
+    assert lr_factor(0, ipe, no_warmup) == 1.0
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    groups = param_groups(model, cfg, {"0.weight", "0.bias"})
+    assert [g["name"] for g in groups] == ["new", "pretrained"]
+    assert groups[1]["lr"] == pytest.approx(0.1 * cfg.pretrained_lr_mult) and len(groups[1]["params"]) == 2
+    assert [g["name"] for g in param_groups(model, cfg)] == ["new"]
+    opt = build_optimizer(model, cfg, {"0.weight", "0.bias"})
+    sched = build_scheduler(opt, cfg, ipe)
+    lrs = []
+    for _ in range(21):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx([0.001, 0.0001]) and lrs[20] == pytest.approx([0.01, 0.001])
+    restored = build_scheduler(build_optimizer(model, cfg), cfg, ipe)
+    restored.load_state_dict(sched.state_dict())
+    assert restored.last_epoch == 21
+
+
+def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.warns(UserWarning, match="tensorboard is not importable"):
+        assert open_tensorboard(tmp_path / "tb") is None
