@@ -1,0 +1,657 @@
+"""Keypoint extraction over a whole dataset (SPEC §5): batched, sharded, resumable, multi-process.
+
+``extract_keypoints(data, out, model)`` runs RTMPose (:mod:`star.pose.runtime`, rtmlib's
+processing on onnxruntime) on every frame of ``data.frame_index`` and writes the keypoint
+store of :mod:`star.data.keypoint_store` at ``out``.
+
+How a run is organised (everything under ``<out>/.pose-work/``):
+
+- ``plan.json``: what is being computed -- sha256 of the pose (and detector) weights, the
+  input size, the shard size, the store dtype, and per split the number of frames and the
+  sha256 of its frame keys. A later run with other settings stops with an error instead of
+  mixing results (``force=True`` / ``--force`` discards the work directory).
+- ``shards/<split>-<NNNNNN>.npy``: float32 [n, 17, 3] store rows of ``shard_size``
+  consecutive frames of one split, each written to a temporary name, fsync'ed and renamed.
+  A rerun skips the shards that exist and recomputes the others (an interrupted shard
+  was never renamed into place). Batches never straddle shards, so a resumed run computes
+  the same batches as an uninterrupted one.
+- merging (automatic at the end of a full run, or ``merge_shards`` / ``star pose --merge``
+  after ``--shard I/N`` runs) checks that every shard is there, writes the store with
+  ``write_keypoints`` into ``.pose-work/store`` and then moves the ``.npy`` and index files
+  into ``out``, ``meta.json`` last (an older ``meta.json`` is removed first): a store is
+  either complete or absent, never half-written. The work directory is then deleted.
+
+Per frame: the box is the whole frame (re-ID frames are person crops) or, with a YOLOX
+detector, its best person box. Stored x, y are the rtmlib keypoints divided by the frame
+width / height and conf the rtmlib score clipped to [0, 1]; keypoints with score <= 0 or
+outside the frame, and every keypoint of a frame where the detector finds no person, are
+(0, 0, 0) -- see :func:`star.pose.runtime.to_store`.
+
+A missing frame stops the run before any inference starts (naming the file and the index it
+comes from); a frame that cannot be decoded stops it when met, naming the file (finished
+shards are kept: fix the frame and rerun). With ``skip_unreadable=True`` such frames get a
+warning and conf 0 instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import shutil
+import time
+import uuid
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import PoseError, UnreadableFrameError
+from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus, to_store
+from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
+
+WORK_DIR = ".pose-work"
+PLAN_FILE = "plan.json"
+SHARD_DIR = "shards"
+PLAN_FORMAT = 1
+DEFAULT_SHARD_SIZE = 1024
+DEFAULT_BATCH = 32
+DETECTORS = ("yolox",)
+
+
+class PoseWarning(UserWarning):
+    """Pose extraction went on, but something deserves attention (e.g. an unreadable frame got conf 0)."""
+
+
+# --------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start:stop`` of one split's frame index."""
+
+    split: str
+    number: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.number:06d}"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(sizes: Mapping[str, int], shard_size: int) -> list[Shard]:
+    """All shards, split by split in the given order, ``shard_size`` frames each (the last one shorter)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return [
+        Shard(split, k, start, min(start + shard_size, n))
+        for split, n in sizes.items()
+        for k, start in enumerate(range(0, n, shard_size))
+    ]
+
+
+def parse_shard_spec(spec: str | tuple[int, int]) -> tuple[int, int]:
+    """``"I/N"`` (0 <= I < N, e.g. ``$SLURM_ARRAY_TASK_ID/8`` with ``--array=0-7``) -> (I, N)."""
+    if isinstance(spec, tuple):
+        i, n = spec
+    else:
+        try:
+            i_text, n_text = str(spec).split("/")
+            i, n = int(i_text), int(n_text)
+        except ValueError:
+            raise ValueError(f"--shard must be I/N with integers 0 <= I < N (e.g. 0/4), got {spec!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard I/N needs 0 <= I < N, got {i}/{n} (parts are numbered from 0)")
+    return i, n
+
+
+def select_part(shards: Sequence[Shard], part: int, parts: int) -> list[Shard]:
+    """Part ``part`` of ``parts``: a contiguous run of shards (parts differ in size by at most one shard)."""
+    g = len(shards)
+    return list(shards[part * g // parts:(part + 1) * g // parts])
+
+
+def _save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _index_digest(keys: Sequence[str]) -> str:
+    # Same fingerprint as star.data.keypoint_store.index_digest (kept here so workers need no torch).
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(k.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- per-frame work
+
+
+@dataclass(frozen=True)
+class PoseSettings:
+    """What a (worker) process needs to build its models: resolved weights and run options."""
+
+    model_path: str
+    det_path: str | None = None
+    device: str = "cpu"
+    batch: int = DEFAULT_BATCH
+    threads: int | None = None  # onnxruntime intra-op threads (None: onnxruntime's default)
+    decode_threads: int = 2
+    skip_unreadable: bool = False
+
+
+def read_frame_bgr(path: str) -> np.ndarray | None:
+    """The frame as OpenCV/rtmlib read it (BGR uint8 [H, W, 3]); None when missing or undecodable."""
+    return cv2.imread(path, cv2.IMREAD_COLOR)
+
+
+class FrameExtractor:
+    """Store rows for lists of frame files: decoding + warping in threads, overlapped with batched inference."""
+
+    def __init__(self, settings: PoseSettings, pose: RTMPoseModel | None = None):
+        self.settings = settings
+        self.pose = pose or RTMPoseModel(settings.model_path, settings.device, settings.threads)
+        self.detector = (
+            YOLOXDetector(settings.det_path, settings.device, settings.threads) if settings.det_path else None
+        )
+        self.batch = max(1, int(settings.batch))
+        self.pool = cf.ThreadPoolExecutor(max(1, settings.decode_threads), thread_name_prefix="star-pose-decode")
+        self.depth = max(1, settings.decode_threads) + 1  # batches being decoded ahead of inference
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "FrameExtractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read(self, path: str, bad: list[str]) -> np.ndarray | None:
+        img = read_frame_bgr(path)
+        if img is None:
+            if not self.settings.skip_unreadable:
+                reason = "does not exist" if not os.path.exists(path) else "cannot be decoded (corrupt or not an image)"
+                raise UnreadableFrameError(path, reason)
+            bad.append(path)
+        return img
+
+    def _load(self, paths: Sequence[str]) -> dict:
+        n = len(paths)
+        bad: list[str] = []
+        ok = np.ones(n, bool)
+        sizes = np.ones((n, 2), np.float64)
+        if self.detector is not None:
+            det_in = self.detector.new_batch(n)
+            ratios = [1.0] * n  # Python floats, as rtmlib (a float64 scalar would promote float32 boxes)
+            images: list[np.ndarray | None] = []
+            for i, p in enumerate(paths):
+                img = self._read(p, bad)
+                images.append(img)
+                if img is None:
+                    ok[i] = False
+                    det_in[i] = 0
+                    continue
+                sizes[i] = (img.shape[1], img.shape[0])
+                ratios[i] = self.detector.prepare(img, det_in[i])
+            return dict(det_in=det_in, ratios=ratios, images=images, ok=ok, sizes=sizes, bad=bad)
+        x = self.pose.new_batch(n)
+        centers = np.zeros((n, 2), np.float64)
+        scales = np.ones((n, 2), np.float64)
+        for i, p in enumerate(paths):
+            img = self._read(p, bad)
+            if img is None:
+                ok[i] = False
+                x[i] = 0
+                continue
+            h, w = img.shape[:2]
+            sizes[i] = (w, h)
+            centers[i], scales[i] = self.pose.prepare(img, np.array([0, 0, w, h]), x[i])
+        return dict(x=x, centers=centers, scales=scales, ok=ok, sizes=sizes, bad=bad)
+
+    def _infer(self, b: dict) -> np.ndarray:
+        ok, sizes = b["ok"], b["sizes"]
+        rows = np.zeros((len(ok), NUM_KEYPOINTS, 3), np.float32)
+        if self.detector is not None:
+            outputs = self.detector.infer(b["det_in"], self.batch)
+            boxes = [self.detector.best_box(outputs[i], b["ratios"][i]) if ok[i] else None for i in range(len(ok))]
+            have = [i for i, box in enumerate(boxes) if box is not None]
+            if not have:
+                return rows
+            x = self.pose.new_batch(len(have))
+            centers = np.zeros((len(have), 2), np.float64)
+            scales = np.ones((len(have), 2), np.float64)
+            for j, i in enumerate(have):
+                centers[j], scales[j] = self.pose.prepare(b["images"][i], boxes[i], x[j])
+            sel = np.array(have)
+        else:
+            x, centers, scales = b["x"], b["centers"], b["scales"]
+            sel = np.arange(len(ok))
+        simcc_x, simcc_y = self.pose.run(x, self.batch)[:2]
+        kpts, scores = self.pose.decode(simcc_x, simcc_y, centers, scales)
+        rows[sel] = to_store(kpts, scores, sizes[sel, 0], sizes[sel, 1])
+        rows[~ok] = 0.0
+        return rows
+
+    def __call__(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Store rows [len(paths), 17, 3] (float32) and the unreadable frames (with ``skip_unreadable``)."""
+        out = np.zeros((len(paths), NUM_KEYPOINTS, 3), np.float32)
+        bad: list[str] = []
+        starts = list(range(0, len(paths), self.batch))
+        pending: deque = deque()
+        nxt = 0
+
+        def submit() -> None:
+            nonlocal nxt
+            if nxt < len(starts):
+                s = starts[nxt]
+                pending.append((s, self.pool.submit(self._load, paths[s:s + self.batch])))
+                nxt += 1
+
+        for _ in range(self.depth):
+            submit()
+        try:
+            while pending:
+                s, fut = pending.popleft()
+                b = fut.result()
+                submit()
+                rows = self._infer(b)
+                out[s:s + len(rows)] = rows
+                bad.extend(b["bad"])
+                if progress is not None:
+                    progress(len(rows))
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+        return out, bad
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_WORKER: FrameExtractor | None = None
+_PROGRESS = None
+
+
+def _worker_init(settings: PoseSettings, progress_queue) -> None:
+    global _WORKER, _PROGRESS
+    cv2.setNumThreads(1)  # parallelism comes from the decode threads and the worker processes
+    _WORKER = FrameExtractor(settings)
+    _PROGRESS = progress_queue
+
+
+def _worker_run(name: str, paths: list[str], target: str) -> tuple[str, int, list[str]]:
+    assert _WORKER is not None
+    rows, bad = _WORKER(paths, progress=_PROGRESS.put)
+    _save_atomic(Path(target), lambda f: np.save(f, rows))
+    return name, len(paths), bad
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class PoseRun:
+    """What ``extract_keypoints`` did."""
+
+    out: Path
+    frames: int  # frames of the shards this run is responsible for
+    frames_computed: int
+    shards: int
+    shards_skipped: int  # already finished by an earlier (interrupted) run
+    shards_computed: int
+    seconds: float
+    complete: bool  # the store at ``out`` is written
+    part: tuple[int, int] | None = None
+    unreadable: list[str] = field(default_factory=list)
+    up_to_date: bool = False  # the store at ``out`` was already complete for these settings: nothing done
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames_computed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        where = f"part {self.part[0]}/{self.part[1]}: " if self.part else ""
+        text = (
+            f"{where}{self.shards_computed} shards ({self.frames_computed} frames) computed at "
+            f"{self.frames_per_s:.1f} frames/s, {self.shards_skipped} of {self.shards} already done"
+        )
+        if self.up_to_date:
+            return f"the keypoint store at {self.out} is already complete for these settings (force=True recomputes it)"
+        if self.unreadable:
+            text += f"; {len(self.unreadable)} unreadable frames stored with conf 0"
+        return text + (f"; keypoint store written to {self.out}" if self.complete else "")
+
+
+def _frame_lists(data: Any) -> dict[str, Any]:
+    index = getattr(data, "frame_index", data)
+    if not isinstance(index, Mapping) or not index:
+        raise TypeError("data must be a star.data.VideoReidData or a mapping split -> FrameIndex")
+    return dict(index)
+
+
+def _plan(index: Mapping[str, Any], fingerprint: dict, shard_size: int) -> dict:
+    return {
+        "format": PLAN_FORMAT,
+        "pose_extraction": fingerprint,
+        "shard_size": shard_size,
+        "splits": {s: {"num_frames": len(ix.keys), "index_sha256": _index_digest(ix.keys)} for s, ix in index.items()},
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _model_name(spec, path) -> str:
+    text = os.fspath(spec)
+    return text if "/" not in text and os.sep not in text else Path(path).name
+
+
+def _store_matches(out: Path, plan: dict) -> bool:
+    """``out`` already holds the complete store this plan would produce."""
+    meta = _read_json(out / "meta.json")
+    if not meta or not isinstance(meta.get("pose_extraction"), dict):
+        return False
+    if {k: v for k, v in meta["pose_extraction"].items() if k != "models"} != plan["pose_extraction"]:
+        return False
+    splits = meta.get("splits", {})
+    for split, info in plan["splits"].items():
+        have = splits.get(split)
+        if not have or have.get("index_sha256") != info["index_sha256"] or have.get("num_frames") != info["num_frames"]:
+            return False
+        if not (out / f"{split}.npy").is_file():
+            return False
+    return True
+
+
+def _describe_difference(old: dict, new: dict) -> str:
+    keys = []
+    for k in ("pose_extraction", "shard_size", "splits"):
+        if old.get(k) != new.get(k):
+            if k == "pose_extraction":
+                keys += [f"{k}.{s}" for s in new[k] if old.get(k, {}).get(s) != new[k][s]]
+            else:
+                keys.append(k)
+    return ", ".join(keys) or "format"
+
+
+def _check_frames(index: Mapping[str, Any], shards: Sequence[Shard], skip_unreadable: bool) -> list[str]:
+    """Missing frame files of ``shards``: an error (naming the first ones) unless ``skip_unreadable``."""
+    missing: list[tuple[str, int, str]] = []
+    for sh in shards:
+        paths = index[sh.split].paths
+        for row in range(sh.start, sh.stop):
+            if not os.path.isfile(paths[row]):
+                missing.append((sh.split, row, paths[row]))
+    if missing and not skip_unreadable:
+        shown = "\n".join(
+            f"  {p} (frame {row + 1} of {getattr(index[s], 'source', s)})" for s, row, p in missing[:5]
+        )
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UnreadableFrameError(
+            missing[0][2],
+            f"does not exist; {len(missing)} frame file(s) missing:\n{shown}{more}\n"
+            "(fix the dataset, or pass --skip-unreadable to store conf 0 for them)",
+        )
+    return [p for _, _, p in missing]
+
+
+def extract_keypoints(
+    data: Any,
+    out: str | os.PathLike | None = None,
+    model: str | os.PathLike = DEFAULT_POSE_MODEL,
+    *,
+    detector: str | None = None,
+    det_model: str | os.PathLike | None = None,
+    batch: int = DEFAULT_BATCH,
+    workers: int = 1,
+    shard: str | tuple[int, int] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    device: str = "cpu",
+    threads: int | None = None,
+    decode_threads: int | None = None,
+    dtype: str = "float16",
+    skip_unreadable: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    on_shard_done: Callable[[str], None] | None = None,
+) -> PoseRun:
+    """Run RTMPose on every frame of ``data`` and write its keypoint store at ``out``.
+
+    ``data``: a ``star.data.VideoReidData`` (or a mapping split -> ``FrameIndex``);
+    ``out``: the store directory (default ``<data.root>/keypoints``); ``model``: pose
+    weights (path, known name or rtmlib URL; see :func:`star.pose.resolve_model`);
+    ``detector="yolox"`` with ``det_model`` runs YOLOX first (default: no detector, the
+    whole frame is the box). ``batch`` frames per inference call (models with a fixed
+    batch axis get their own batch size), ``workers`` processes (each with ``threads``
+    onnxruntime threads and ``decode_threads`` decoding threads; defaults share the CPUs),
+    ``shard=(I, N)`` or ``"I/N"`` computes only part I of N and leaves merging to
+    :func:`merge_shards`. Resumable: see the module docstring; ``force=True`` discards
+    ``<out>/.pose-work`` and recomputes everything (not while other parts are running).
+    ``skip_unreadable``: missing/undecodable frames get conf 0 and a :class:`PoseWarning`
+    instead of an error. ``on_shard_done(name)`` is called after each shard is saved.
+    """
+    t0 = time.perf_counter()
+    index = _frame_lists(data)
+    if out is None:
+        if not hasattr(data, "root"):
+            raise ValueError("out is required when data is not a VideoReidData")
+        out = Path(data.root) / "keypoints"
+    out = Path(out)
+    if detector is not None and detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS} or None, got {detector!r}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    if batch < 1 or workers < 1:
+        raise ValueError(f"batch and workers must be >= 1, got batch={batch}, workers={workers}")
+    part = parse_shard_spec(shard) if shard is not None else None
+
+    model_path = resolve_model(model, "pose model")
+    det_path = resolve_model(det_model or DEFAULT_DET_MODEL, "detector model") if detector else None
+    cpus = available_cpus()
+    settings = PoseSettings(
+        model_path=str(model_path),
+        det_path=str(det_path) if det_path else None,
+        device=device,
+        batch=batch,
+        threads=threads or max(1, cpus // workers),
+        decode_threads=decode_threads or max(1, min(8, cpus // workers)),
+        skip_unreadable=skip_unreadable,
+    )
+    pose = RTMPoseModel(model_path, device, settings.threads)  # checks the model; reused in-process
+    # What the results depend on (compared between runs); file names are informative only.
+    fingerprint = {
+        "tool": "star pose",
+        "pose_model_sha256": _file_digest(model_path),
+        "input_size": list(pose.input_hw),
+        "detector": None if not detector else {"name": detector, "sha256": _file_digest(det_path)},
+        "box": "best detector box" if detector else "whole frame",
+        "dtype": dtype,
+    }
+    plan = _plan(index, fingerprint, shard_size)
+    plan["models"] = {"pose": _model_name(model, model_path), "detector": _model_name(det_model or DEFAULT_DET_MODEL, det_path) if detector else None}
+
+    work = out / WORK_DIR
+    shard_dir = work / SHARD_DIR
+    if force and work.exists():
+        shutil.rmtree(work)
+    all_shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, shard_size)
+    mine = select_part(all_shards, *part) if part else all_shards
+    n_frames = sum(len(s) for s in mine)
+    if not force and not work.exists() and _store_matches(out, plan):
+        return PoseRun(out, n_frames, 0, len(mine), len(mine), 0, time.perf_counter() - t0, True, part, up_to_date=True)
+
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    old = _read_json(work / PLAN_FILE)
+    if old is None:
+        _save_atomic(work / PLAN_FILE, lambda f: json.dump(plan, f, indent=2), mode="w")
+    elif {k: v for k, v in old.items() if k != "models"} != {k: v for k, v in plan.items() if k != "models"}:
+        raise PoseError(
+            f"{work} holds an unfinished run with other settings ({_describe_difference(old, plan)} differ); "
+            "rerun it with the same settings, or pass --force (force=True) to discard it"
+        )
+
+    pending = [s for s in mine if not (shard_dir / f"{s.name}.npy").is_file()]
+    unreadable = _check_frames(index, pending, skip_unreadable)
+    todo = sum(len(s) for s in pending)
+    computed = 0
+    bad: list[str] = []
+    if pending:
+        from tqdm.auto import tqdm
+
+        desc = f"pose {part[0]}/{part[1]}" if part else "pose"
+        with tqdm(total=todo, unit="frame", desc=desc, disable=not progress, smoothing=0.1) as bar:
+            if workers == 1:
+                with FrameExtractor(settings, pose) as fx:
+                    for sh in pending:
+                        rows, b = fx(index[sh.split].paths[sh.start:sh.stop], progress=bar.update)
+                        _save_atomic(shard_dir / f"{sh.name}.npy", lambda f: np.save(f, rows))
+                        bad += b
+                        computed += 1
+                        if on_shard_done is not None:
+                            on_shard_done(sh.name)
+            else:
+                del pose  # each worker builds its own sessions
+                bad += _run_pool(settings, workers, index, pending, shard_dir, bar, on_shard_done)
+                computed = len(pending)
+    for p in sorted(set(bad) - set(unreadable)) + unreadable:
+        warnings.warn(f"frame {p} is unreadable: stored with conf 0", PoseWarning, stacklevel=2)
+    complete = False
+    if part is None:
+        merge_shards(data, out)
+        complete = True
+    return PoseRun(
+        out, n_frames, todo, len(mine), len(mine) - len(pending), computed, time.perf_counter() - t0, complete, part,
+        sorted(set(bad) | set(unreadable)),
+    )
+
+
+def _run_pool(settings, workers, index, pending, shard_dir, bar, on_shard_done) -> list[str]:
+    ctx = mp.get_context("spawn")  # no inherited onnxruntime/OpenCV thread state
+    progress_queue = ctx.Queue()
+    bad: list[str] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                bar.update(progress_queue.get_nowait())
+            except queue_mod.Empty:
+                return
+
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(settings, progress_queue)) as ex:
+        futures = {
+            ex.submit(_worker_run, sh.name, list(index[sh.split].paths[sh.start:sh.stop]), str(shard_dir / f"{sh.name}.npy"))
+            for sh in pending
+        }
+        try:
+            while futures:
+                done, futures = cf.wait(futures, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    name, _, b = fut.result()
+                    bad += b
+                    if on_shard_done is not None:
+                        on_shard_done(name)
+        except cf.process.BrokenProcessPool as e:
+            raise PoseError(
+                "a pose worker process died; when calling extract_keypoints(workers > 1) from a script, "
+                "guard the call with `if __name__ == '__main__':` (worker processes are spawned)"
+            ) from e
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        drain()
+    return bad
+
+
+def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
+    """Check every shard of the run at ``out`` is there and assemble the keypoint store.
+
+    Raises :class:`PoseError` naming the missing shards (and the frames they cover), or when
+    the shards were computed for another frame index. Returns ``out``.
+    """
+    from star.data.keypoint_store import META_FILE, write_keypoints
+
+    index = _frame_lists(data)
+    out = Path(out) if out is not None else Path(data.root) / "keypoints"
+    work = out / WORK_DIR
+    plan = _read_json(work / PLAN_FILE)
+    if plan is None:
+        raise PoseError(f"nothing to merge: {work / PLAN_FILE} not found (run `star pose` first, with --shard I/N per part)")
+    for split, info in plan["splits"].items():
+        if split not in index or _index_digest(index[split].keys) != info["index_sha256"]:
+            raise PoseError(f"{work}: the shards were computed for another frame index (split {split!r} differs)")
+    if set(index) != set(plan["splits"]):
+        raise PoseError(f"{work}: the shards cover splits {sorted(plan['splits'])}, the dataset has {sorted(index)}")
+    shard_dir = work / SHARD_DIR
+    shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, plan["shard_size"])
+    missing = [s for s in shards if not (shard_dir / f"{s.name}.npy").is_file()]
+    if missing:
+        shown = ", ".join(f"{s.name} (frames {s.start}-{s.stop - 1})" for s in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise PoseError(
+            f"cannot merge: {len(missing)} of {len(shards)} shards missing in {shard_dir}: {shown}{more}; "
+            "run the missing --shard parts (or `star pose` without --shard) first"
+        )
+    fp = dict(plan["pose_extraction"], models=plan.get("models"))
+    staging = work / "store"
+    if staging.exists():
+        shutil.rmtree(staging)
+    for split, info in plan["splits"].items():
+        parts = []
+        for s in (s for s in shards if s.split == split):
+            path = shard_dir / f"{s.name}.npy"
+            try:
+                arr = np.load(path)
+            except (OSError, ValueError) as e:
+                raise PoseError(f"{path}: unreadable shard ({e}); delete it and rerun to recompute it") from None
+            if arr.shape != (len(s), NUM_KEYPOINTS, 3):
+                raise PoseError(f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_KEYPOINTS, 3)}; delete it and rerun")
+            parts.append(arr)
+        arr = np.concatenate(parts) if parts else np.zeros((0, NUM_KEYPOINTS, 3), np.float32)
+        write_keypoints(staging, split, arr, index[split].keys, pose_model=(fp["models"] or {}).get("pose", "rtmpose"),
+                        input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
+    meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
+    meta["pose_extraction"] = fp
+    _save_atomic(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), mode="w")
+    # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.
+    (out / META_FILE).unlink(missing_ok=True)
+    for split in plan["splits"]:
+        for name in (f"{split}.npy", f"{split}.index.txt"):
+            os.replace(staging / name, out / name)
+    os.replace(staging / META_FILE, out / META_FILE)
+    shutil.rmtree(work)
+    return out
