@@ -157,7 +157,7 @@ def test_to_store_rules():
 
 def test_index_digest_matches_the_store():
     keys = ["a/b 1.jpg", "c.jpg", "ü.png"]
-    assert pose_extract._index_digest(keys) == index_digest(keys)
+    assert pose_extract.lines_digest(keys) == index_digest(keys)
     assert pose_runtime.NUM_KEYPOINTS == NUM_KEYPOINTS
 
 

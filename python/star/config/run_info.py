@@ -15,13 +15,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..fileio import atomic_write_text
 from .loader import RUN_KEY, config_to_dict, dump_yaml
 from .schema import RunConfig
 
@@ -81,26 +81,6 @@ def run_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def save_run_info(cfg: RunConfig, output_dir: str | os.PathLike[str], argv: Sequence[str] | None = None) -> Path:
     """Write ``<output_dir>/config.yaml`` (run info under ``_run_`` + the resolved config); return its path.
 
@@ -113,6 +93,7 @@ def save_run_info(cfg: RunConfig, output_dir: str | os.PathLike[str], argv: Sequ
         f"# star.config.load_config(<this file>) loads it again; the {RUN_KEY} section (run info) is ignored on load.\n"
     )
     text = header + dump_yaml({RUN_KEY: info}) + "\n" + dump_yaml(config_to_dict(cfg))
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     return atomic_write_text(Path(output_dir) / CONFIG_FILE, text)
 
 

@@ -17,15 +17,14 @@ store can be shared with DataLoader workers (fork or spawn) without copying.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .errors import KeypointStoreError
-from .fileio import atomic_write
+from ..fileio import atomic_write, lines_digest
 from .skeleton import COCO17_KEYPOINTS, NUM_KEYPOINTS
 from .tracklet import FrameIndex, VideoReidData
 
@@ -34,13 +33,7 @@ STORE_FORMAT = 1
 _DTYPES = ("float16", "float32")
 
 
-def index_digest(keys: Iterable[str]) -> str:
-    """sha256 of the frame keys joined by newlines (cheap alignment fingerprint)."""
-    h = hashlib.sha256()
-    for k in keys:
-        h.update(k.encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+index_digest = lines_digest  # sha256 of the frame keys joined by newlines
 
 
 def write_keypoints(

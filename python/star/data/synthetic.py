@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 from .keypoint_store import write_keypoints
 from .synthetic_render import Identity, camera_background, render_tracklet
 

@@ -10,9 +10,7 @@ half-written file.
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_write
 
 CHECKPOINT_VERSION = 1
 LAST = "last.pt"
@@ -47,35 +47,10 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save(state)`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``)."""
+    """``torch.save(state)`` to ``path`` atomically and durably (temp file in the same dir, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX); silently skipped where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: torch.save(dict(state), f), durable=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

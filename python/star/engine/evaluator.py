@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..data.fileio import atomic_write
+from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
 from ..metrics import RankingResult, evaluate_bupt, evaluate_hitsz_vcm, format_table

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.fileio import atomic_write
+from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
 from ..data.loaders import eval_loader
 from ..data.tracklet import Tracklet

@@ -43,7 +43,6 @@ import os
 import queue as queue_mod
 import shutil
 import time
-import uuid
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from ..fileio import atomic_write, lines_digest
 from .errors import PoseError, UnreadableFrameError
 from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus, to_store
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
@@ -120,28 +120,6 @@ def select_part(shards: Sequence[Shard], part: int, parts: int) -> list[Shard]:
     """Part ``part`` of ``parts``: a contiguous run of shards (parts differ in size by at most one shard)."""
     g = len(shards)
     return list(shards[part * g // parts:(part + 1) * g // parts])
-
-
-def _save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _index_digest(keys: Sequence[str]) -> str:
-    # Same fingerprint as star.data.keypoint_store.index_digest (kept here so workers need no torch).
-    h = hashlib.sha256()
-    for k in keys:
-        h.update(k.encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 def _file_digest(path: str | os.PathLike) -> str:
@@ -310,7 +288,7 @@ def _worker_init(settings: PoseSettings, progress_queue) -> None:
 def _worker_run(name: str, paths: list[str], target: str) -> tuple[str, int, list[str]]:
     assert _WORKER is not None
     rows, bad = _WORKER(paths, progress=_PROGRESS.put)
-    _save_atomic(Path(target), lambda f: np.save(f, rows))
+    atomic_write(Path(target), lambda f: np.save(f, rows), durable=True)
     return name, len(paths), bad
 
 
@@ -362,7 +340,7 @@ def _plan(index: Mapping[str, Any], fingerprint: dict, shard_size: int) -> dict:
         "format": PLAN_FORMAT,
         "pose_extraction": fingerprint,
         "shard_size": shard_size,
-        "splits": {s: {"num_frames": len(ix.keys), "index_sha256": _index_digest(ix.keys)} for s, ix in index.items()},
+        "splits": {s: {"num_frames": len(ix.keys), "index_sha256": lines_digest(ix.keys)} for s, ix in index.items()},
     }
 
 
@@ -516,7 +494,7 @@ def extract_keypoints(
     shard_dir.mkdir(parents=True, exist_ok=True)
     old = _read_json(work / PLAN_FILE)
     if old is None:
-        _save_atomic(work / PLAN_FILE, lambda f: json.dump(plan, f, indent=2), mode="w")
+        atomic_write(work / PLAN_FILE, lambda f: json.dump(plan, f, indent=2), "w", durable=True)
     elif {k: v for k, v in old.items() if k != "models"} != {k: v for k, v in plan.items() if k != "models"}:
         raise PoseError(
             f"{work} holds an unfinished run with other settings ({_describe_difference(old, plan)} differ); "
@@ -537,7 +515,7 @@ def extract_keypoints(
                 with FrameExtractor(settings, pose) as fx:
                     for sh in pending:
                         rows, b = fx(index[sh.split].paths[sh.start:sh.stop], progress=bar.update)
-                        _save_atomic(shard_dir / f"{sh.name}.npy", lambda f: np.save(f, rows))
+                        atomic_write(shard_dir / f"{sh.name}.npy", lambda f: np.save(f, rows), durable=True)
                         bad += b
                         computed += 1
                         if on_shard_done is not None:
@@ -612,7 +590,7 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
     if plan is None:
         raise PoseError(f"nothing to merge: {work / PLAN_FILE} not found (run `star pose` first, with --shard I/N per part)")
     for split, info in plan["splits"].items():
-        if split not in index or _index_digest(index[split].keys) != info["index_sha256"]:
+        if split not in index or lines_digest(index[split].keys) != info["index_sha256"]:
             raise PoseError(f"{work}: the shards were computed for another frame index (split {split!r} differs)")
     if set(index) != set(plan["splits"]):
         raise PoseError(f"{work}: the shards cover splits {sorted(plan['splits'])}, the dataset has {sorted(index)}")
@@ -646,7 +624,7 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
                         input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
     meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
     meta["pose_extraction"] = fp
-    _save_atomic(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), mode="w")
+    atomic_write(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), "w", durable=True)
     # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.
     (out / META_FILE).unlink(missing_ok=True)
     for split in plan["splits"]:
