@@ -103,3 +103,17 @@ def test_normalize_frames():
     y = normalize_frames(x)
     assert y.dtype == torch.float32
     assert y[0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229)
+
+
+def test_pad_scales_with_the_frame_height():
+    """Pad(10) is the recipe's value at 288-pixel frames; small frames get a proportional pad."""
+    from star.data.transforms import default_pad
+
+    assert TrackletTransform(288, 144).pad == 10
+    assert TrackletTransform(96, 48).pad == default_pad(96) == 3
+    assert TrackletTransform(32, 16).pad == 1
+    assert TrackletTransform(96, 48, pad=10).pad == 10
+    rng = np.random.default_rng(0)
+    tf = TrackletTransform(96, 48, train=True)
+    offsets = {(p.dx, p.dy) for p in (tf.sample(rng) for _ in range(200))}
+    assert max(max(o) for o in offsets) <= 6

@@ -106,7 +106,7 @@ def test_dims_scale_with_backbone():
     c = 2048
     assert model.feature_dim == c
     assert model.skeleton_encoder.lstm.hidden_size == c // 2 and model.skeleton_encoder.lstm.bidirectional
-    assert model.skeleton_encoder.embed.in_features == 38 and model.skeleton_encoder.embed.out_features == 64
+    assert model.skeleton_encoder.embed.in_features == 57 and model.skeleton_encoder.embed.out_features == 64
     assert model.frame_correction.ffn[0].in_features == 2 * c
     assert model.frame_correction.skeleton_queries.num_heads == 4
     assert model.sequence_guidance.guide_bn.num_features == 2 * c
@@ -421,19 +421,39 @@ def test_style_partners_respect_modality():
     assert partner_frames(torch.tensor([1, 0]), 3).tolist() == [3, 4, 5, 0, 1, 2]
 
 
-def test_bone_geometry_lengths_and_angles():
+def test_bone_geometry_lengths_and_directions():
     kpts = torch.zeros(1, 17, 3)
-    kpts[0, 13, :2] = torch.tensor([0.5, 0.5])  # left knee
-    kpts[0, 15, :2] = torch.tensor([0.5, 0.25])  # left ankle above it: bone (15, 13) points down
-    kpts[0, 14, :2] = torch.tensor([0.75, 0.5])  # right knee, right ankle at 0: bone (16, 14)
+    kpts[0, 13] = torch.tensor([0.5, 0.5, 1.0])  # left knee
+    kpts[0, 15] = torch.tensor([0.5, 0.25, 0.9])  # left ankle above it: bone (15, 13) points down
+    kpts[0, 14] = torch.tensor([0.75, 0.5, 0.8])  # right knee
+    kpts[0, 16] = torch.tensor([0.0, 0.0, 0.7])  # right ankle at the corner, detected: bone (16, 14)
+    kpts[0, 5] = torch.tensor([0.6, 0.3, 1.0])  # left shoulder; the right one (6) is not detected
     e = bone_geometry(kpts, star_ext.COCO_BONES, aspect=0.5)
-    assert e.shape == (1, 38)
-    lengths, angles = e[0, :19], e[0, 19:]
+    assert e.shape == (1, 57)
+    lengths, cos, sin = e[0, :19], e[0, 19:38], e[0, 38:]
     torch.testing.assert_close(lengths[0], torch.tensor(0.25))
-    torch.testing.assert_close(angles[0], torch.tensor(math.pi / 2))
+    torch.testing.assert_close((cos[0], sin[0]), (torch.tensor(0.0), torch.tensor(1.0)))
     # (16, 14): v = (0.75, 0.5) -> x scaled by the aspect 0.5 -> (0.375, 0.5).
-    torch.testing.assert_close(lengths[2], torch.tensor(math.hypot(0.375, 0.5)))
-    torch.testing.assert_close(angles[2], torch.tensor(math.atan2(0.5, 0.375)))
+    r = math.hypot(0.375, 0.5)
+    torch.testing.assert_close(lengths[2], torch.tensor(r))
+    torch.testing.assert_close((cos[2], sin[2]), (torch.tensor(0.375 / r), torch.tensor(0.5 / r)))
+    # Bones with an undetected end are all zero (e.g. the shoulders (5, 6)), with finite gradients.
+    shoulders = star_ext.COCO_BONES.index((5, 6))
+    assert lengths[shoulders] == cos[shoulders] == sin[shoulders] == 0
+    kpts.requires_grad_(True)
+    bone_geometry(kpts, star_ext.COCO_BONES).sum().backward()
+    assert torch.isfinite(kpts.grad).all()
+
+
+def test_bone_geometry_has_no_wraparound_for_left_pointing_bones():
+    """A horizontal bone pointing left (shoulders of a person facing the camera): tiny jitter
+    must give a tiny change, not the 2 pi jump of atan2 at its cut."""
+    kpts = torch.zeros(2, 17, 3)
+    kpts[:, :, 2] = 1.0
+    kpts[:, 5, :2] = torch.tensor([0.7, 0.3])
+    kpts[:, 6, :2] = torch.tensor([[0.3, 0.3 + 1e-4], [0.3, 0.3 - 1e-4]])
+    e = bone_geometry(kpts, star_ext.COCO_BONES)
+    assert (e[0] - e[1]).abs().max() < 1e-3
 
 
 def _dense_gat(layer: KeypointGraphAttention, x, rowptr, col):

@@ -2,7 +2,9 @@
 
 Training: resize to H x W, Pad(pad) + RandomCrop(H, W), horizontal flip with
 probability ``flip_prob``; one set of random parameters per tracklet, applied to all
-of its frames and keypoints. Test: resize only.
+of its frames and keypoints. Test: resize only. The recipe's Pad(10) is for 288 x 144
+frames; by default the pad scales with the frame height (3 px at 96 x 48), so small
+frames are not shifted by a third of their width.
 
 Keypoint conventions: x, y normalized to [0, 1] of the frame with pixel ``k``
 covering [k, k+1) (centre (k + 0.5) / W), so a resize leaves them unchanged; the
@@ -26,6 +28,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def default_pad(height: int) -> int:
+    """Pad(10) of the STAR recipe at 288-pixel frames, scaled to ``height`` (at least 1)."""
+    return max(1, round(10 * height / 288))
+
+
 @dataclass(frozen=True)
 class CropFlip:
     """Random parameters of one tracklet: crop offset in the padded image, and flip."""
@@ -38,9 +45,12 @@ class CropFlip:
 class TrackletTransform:
     """Resize (+ pad/random-crop/flip when ``train``) a tracklet's frames and keypoints together."""
 
-    def __init__(self, height: int = 288, width: int = 144, train: bool = True, pad: int = 10, flip_prob: float = 0.5):
+    def __init__(
+        self, height: int = 288, width: int = 144, train: bool = True, pad: int | None = None, flip_prob: float = 0.5
+    ):
         self.height, self.width, self.train = height, width, train
-        self.pad, self.flip_prob = pad, flip_prob
+        self.pad = default_pad(height) if pad is None else pad
+        self.flip_prob = flip_prob
 
     def sample(self, rng: np.random.Generator | None) -> CropFlip:
         """Draw one tracklet's parameters (the identity transform in test mode, no rng needed)."""

@@ -61,7 +61,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        # torch's own message spans many lines (and suggests weights_only=False); one line is enough.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path} is not a readable star checkpoint ({type(exc).__name__}: {first[:200]})"
+        ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a star training checkpoint (no 'model' entry)")
     version = state.get("version", 0)

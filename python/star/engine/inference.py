@@ -83,22 +83,21 @@ def evaluate_checkpoint(
     *,
     output_dir: Optional[str | Path] = None,
     visrank: bool = True,
-    progress: bool = True,
 ) -> EvalResult:
     """Evaluate ``checkpoint`` on ``cfg``'s test split (both modes); writes ``metrics.json``
-    (and rank lists when ``visrank``) into ``output_dir`` when given."""
+    (and rank lists when ``visrank``) into ``output_dir`` when given. Progress bars follow
+    ``cfg.train.progress``."""
     data, keypoints = load_eval_data(cfg)
     trained = load_trained_model(checkpoint, cfg.train.device)
     _check_seq_len(trained, cfg)
     return evaluate(
         trained.model, data, keypoints, cfg,
-        device=trained.device, output_dir=output_dir, progress=progress, visrank=visrank,
+        device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
     )
 
 
 def extract_checkpoint_features(
-    cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery"),
-    progress: bool = True,
+    cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery")
 ) -> dict[str, Features]:
     """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz)."""
     data, keypoints = load_eval_data(cfg)
@@ -109,7 +108,7 @@ def extract_checkpoint_features(
             trained.model, data.split(split), keypoints,
             num_frames=trained.model.cfg.seq_len, height=cfg.data.height, width=cfg.data.width,
             batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, device=trained.device,
-            amp=cfg.train.amp and trained.device.type == "cuda", progress=progress,
+            amp=cfg.train.amp and trained.device.type == "cuda", progress=cfg.train.progress,
         )
         for split in splits
     }

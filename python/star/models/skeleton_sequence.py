@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .bone_geometry import bone_geometry
+from .bone_geometry import FEATURES_PER_BONE, bone_geometry
 
 
 class SkeletonSequenceEncoder(nn.Module):
@@ -23,7 +23,7 @@ class SkeletonSequenceEncoder(nn.Module):
         super().__init__()
         self.bones = tuple(tuple(b) for b in bones)
         self.hidden = hidden
-        self.embed = nn.Linear(2 * len(self.bones), embed_dim)
+        self.embed = nn.Linear(FEATURES_PER_BONE * len(self.bones), embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, keypoints: torch.Tensor, aspect: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
