@@ -292,7 +292,7 @@ def test_bupt_and_synthetic_configs():
     synth = load_config(CONFIGS / "synthetic.yaml")
     assert (synth.data.dataset, synth.data.root) == ("synthetic", "data/synthetic")  # not expanded
     assert synth.model["backbone"]["name"] == "resnet18" and synth.model["backbone"]["pretrained"] is None
-    assert (synth.data.height, synth.data.width, synth.train.amp) == (96, 48, False)
+    assert (synth.data.height, synth.data.width, synth.train.amp) == (32, 16, False)  # sized for the CPU demo
     assert synth.model["frame_correction"]["enabled"] and synth.model["sequence"]["enabled"]
 
     baseline = flatten(config_to_dict(load_config(CONFIGS / "synthetic_baseline.yaml")))
