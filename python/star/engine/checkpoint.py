@@ -61,10 +61,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        # torch's own message spans many lines (and suggests weights_only=False); one line is enough.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # torch's own message spans many lines and advises weights_only=False, which would run
+        # pickled code from an unknown file: name the file and the kind of failure only.
         raise CheckpointError(
-            f"{path} is not a readable star checkpoint ({type(exc).__name__}: {first[:200]})"
+            f"cannot read checkpoint {path}: not a star checkpoint or a damaged file ({type(exc).__name__})"
         ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a star training checkpoint (no 'model' entry)")
