@@ -4,7 +4,9 @@
     python benchmarks/report.py ops.json
 
 On CUDA the reference compiled with torch.compile, and graph attention in
-torch_geometric's GATConv (when installed), are measured in the same run.
+torch_geometric's GATConv (when installed), are measured in the same run. CUDA
+rows also record the compulsory bytes of the pass and the device's measured
+copy bandwidth, from which report.py prints the achieved fraction.
 """
 
 from __future__ import annotations
@@ -47,6 +49,41 @@ def step(fn, args, kwargs, backward: bool, device: str):
     return run
 
 
+def compulsory_bytes(args, out_bytes: int, backward: bool) -> int:
+    """Bytes a pass must move at least: inputs read and output written once;
+    the backward reads the output gradient and the inputs again and writes one
+    gradient per input that requires one."""
+    tensors = [t for t in args if isinstance(t, torch.Tensor)]
+    inputs = sum(t.nbytes for t in tensors)
+    total = inputs + out_bytes
+    if backward:
+        total += out_bytes + inputs + sum(t.nbytes for t in tensors if t.requires_grad)
+    return total
+
+
+_copy_gbps: list[float] = []
+
+
+def copy_bandwidth_gbps() -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10): the practical peak."""
+    if not _copy_gbps:
+        src = torch.empty(2**28, device="cuda").uniform_()
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        times = []
+        for _ in range(10):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        times.sort()
+        _copy_gbps.append(2 * src.nbytes / times[len(times) // 2] / 1e9)
+        del src, dst
+    return _copy_gbps[0]
+
+
 def measure(benchmark, run, device):
     run()  # warm-up, and compilation for torch.compile
     if device == "cuda":
@@ -67,7 +104,13 @@ def test_op(benchmark, op, backward, impl, device):
     pass_name = "forward_backward" if backward else "forward"
     benchmark.group = f"{op} {pass_name} {device}"
     benchmark.extra_info.update(op=op, pass_=pass_name, impl=impl, device=device)
-    measure(benchmark, step(implementation(op, impl), args, kwargs, backward, device), device)
+    fn = implementation(op, impl)
+    measure(benchmark, step(fn, args, kwargs, backward, device), device)
+    if device == "cuda":
+        with torch.no_grad():
+            out_bytes = fn(*args, **kwargs).nbytes
+        benchmark.extra_info["bytes"] = compulsory_bytes(args, out_bytes, backward)
+        benchmark.extra_info["copy_gbps"] = copy_bandwidth_gbps()
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])

@@ -1,9 +1,12 @@
 """Ratio table of a pytest-benchmark JSON file of bench_ops.py.
 
-    python benchmarks/report.py ops.json [--markdown]
+    python benchmarks/report.py ops.json [more.json ...] [--markdown]
 
 Each row is one op, pass and device; times are the median over rounds, and
-every ratio is "other implementation / fused" from the same run.
+every ratio is "other implementation / fused" (compare only files of one run
+on one machine). On CUDA, "fused GB/s" is the pass's compulsory bytes over the
+fused time, and "% copy" that as a fraction of the device's measured
+device-to-device copy bandwidth (bytes read + written).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import json
 from collections import defaultdict
 
 
-def rows(data: dict) -> list[dict]:
+def rows(benchmarks: list[dict]) -> list[dict]:
     table: dict[tuple, dict] = defaultdict(dict)
-    for bench in data["benchmarks"]:
+    for bench in benchmarks:
         info = bench["extra_info"]
         if "impl" not in info:
             continue
@@ -23,6 +26,10 @@ def rows(data: dict) -> list[dict]:
         table[key][info["impl"]] = bench["stats"]["median"] * 1e3
         if "peak_extra_mib" in info:
             table[key][f"{info['impl']}_mib"] = info["peak_extra_mib"]
+        if info["impl"] == "fused" and "bytes" in info:
+            gbps = info["bytes"] / bench["stats"]["median"] / 1e9
+            table[key]["fused GB/s"] = gbps
+            table[key]["% copy"] = 100 * gbps / info["copy_gbps"]
     out = []
     for (op, pass_, device), times in sorted(table.items()):
         row = {"op": op, "pass": pass_, "device": device, **times}
@@ -37,6 +44,7 @@ COLUMNS = [
     ("op", "{}"), ("pass", "{}"), ("device", "{}"), ("fused", "{:.3f}"), ("reference", "{:.3f}"),
     ("reference/fused", "{:.2f}x"), ("compiled", "{:.3f}"), ("compiled/fused", "{:.2f}x"),
     ("pyg_gatconv", "{:.3f}"), ("pyg_gatconv/fused", "{:.2f}x"), ("fused_mib", "{:.1f}"), ("reference_mib", "{:.1f}"),
+    ("compiled_mib", "{:.1f}"), ("pyg_gatconv_mib", "{:.1f}"), ("fused GB/s", "{:.0f}"), ("% copy", "{:.0f}%"),
 ]
 
 
@@ -55,15 +63,18 @@ def format_table(table: list[dict], markdown: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json_file")
+    parser.add_argument("json_files", nargs="+", metavar="json_file")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
-    with open(args.json_file) as f:
-        data = json.load(f)
-    machine = data.get("machine_info", {})
-    print(f"# {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('python_version', '?')}, "
-          f"{data.get('datetime', '?')}")
-    print(format_table(rows(data), args.markdown))
+    benchmarks = []
+    for path in args.json_files:
+        with open(path) as f:
+            data = json.load(f)
+        machine = data.get("machine_info", {})
+        print(f"# {path}: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('python_version', '?')}, "
+              f"{data.get('datetime', '?')}")
+        benchmarks += data["benchmarks"]
+    print(format_table(rows(benchmarks), args.markdown))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,19 @@
 # Needs torch with CUDA, nvcc and compute-sanitizer; no network. Steps:
 #   build      pip install --no-build-isolation --no-deps .   (the torch already installed)
 #   env        python -m star_ext, nvidia-smi, nvcc --version
-#   tests      pytest tests -m cuda
+#   tests      pytest -m cuda on the test files that have CUDA cases
 #   smoke      scripts/cuda_op_smoke.py (all ops, all dtypes, vs the float64 reference)
 #   memcheck   compute-sanitizer --tool memcheck on the smoke script
 #   racecheck  compute-sanitizer --tool racecheck on the smoke script (graph attention
 #              backward; then keypoint_pool and guided_gem_pool, which use shared memory)
-#   bench      pytest benchmarks --benchmark-only (JSON) and benchmarks/report.py
+#   bench      benchmarks/bench_ops.py in two runs (fused, eager reference, PyG;
+#              then torch.compile of the reference, whose compile time is long),
+#              bench_model.py on CUDA (training step, STAR vs baseline), JSON +
+#              benchmarks/report.py
 # Each step writes REPORT_DIR/<step>.log. A failed step does not stop the
 # others; the script ends with a summary and exits 1 if any step failed.
+# GPU_CHECK_STEP_TIMEOUT (seconds, default none) stops any step that runs longer
+# (it then counts as failed), so a hang cannot eat a time-limited GPU lease.
 #
 # Python commands run from REPORT_DIR, outside the checkout, so that the
 # installed star_ext (with its compiled _C) is imported rather than the
@@ -31,6 +36,7 @@ REPORT=$(cd "$REPORT_ARG" && pwd)
 PY=${PYTHON:-python3}
 SKIP=" ${GPU_CHECK_SKIP:-} "
 BENCH_SELECT=${BENCH_SELECT-cuda or pyg}
+STEP_TIMEOUT=${GPU_CHECK_STEP_TIMEOUT:-0}
 
 export PYTHONUNBUFFERED=1
 export STAR_EXT_REQUIRED=1  # a missing or stale _C is an error, not a silent fallback
@@ -52,7 +58,7 @@ run_step() {
   echo
   echo "=== $name: $*"
   local start=$SECONDS
-  (cd "$REPORT" && "$@") 2>&1 | tee "$log"
+  (cd "$REPORT" && timeout --kill-after=15 "$STEP_TIMEOUT" bash -c '"$@"' step "$@") 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   STEPS+=("$name")
   SECONDS_TAKEN[$name]=$((SECONDS - start))
@@ -108,15 +114,34 @@ pytest_in_repo() {
   "$PY" -m pytest -c "$REPO/pyproject.toml" --rootdir "$REPO" -p no:cacheprovider "$@"
 }
 
-bench() {
-  pytest_in_repo "$REPO/benchmarks" --benchmark-only --benchmark-json="$REPORT/benchmarks.json" \
-    -k "$BENCH_SELECT" || return 1
-  "$PY" "$REPO/benchmarks/report.py" "$REPORT/benchmarks.json" | tee "$REPORT/benchmarks.txt"
+# The test files with CUDA cases only: collecting the others needs the whole
+# test extra (rtmlib, for one), which a GPU machine may not have.
+cuda_tests() {
+  local files
+  mapfile -t files < <(grep -l -E "mark\.cuda|op_cases" "$REPO"/tests/test_*.py)
+  pytest_in_repo "${files[@]}" -m cuda -v -rs --junitxml="$REPORT/tests.xml"
 }
+
+bench() {
+  local rc=0 select=${BENCH_SELECT:-cuda or not cuda}
+  pytest_in_repo "$REPO/benchmarks/bench_ops.py" --benchmark-only --benchmark-json="$REPORT/bench_ops.json" \
+    -k "($select) and not compiled" || rc=1
+  pytest_in_repo "$REPO/benchmarks/bench_ops.py" --benchmark-only --benchmark-json="$REPORT/bench_compiled.json" \
+    -k "($select) and compiled" || rc=1
+  pytest_in_repo "$REPO/benchmarks/bench_model.py" --benchmark-only --benchmark-json="$REPORT/bench_model.json" \
+    -k "$select" || rc=1
+  local files=()
+  for f in "$REPORT"/bench_ops.json "$REPORT"/bench_compiled.json; do [[ -s $f ]] && files+=("$f"); done
+  [[ ${#files[@]} -gt 0 ]] && "$PY" "$REPO/benchmarks/report.py" "${files[@]}" --markdown | tee "$REPORT/benchmarks.md"
+  return $rc
+}
+
+export REPO REPORT PY BENCH_SELECT
+export -f build env_info sanitizer racecheck pytest_in_repo cuda_tests bench
 
 run_step build build
 run_step env env_info
-run_step tests pytest_in_repo "$REPO/tests" -m cuda -v -rs --junitxml="$REPORT/tests.xml"
+run_step tests cuda_tests
 run_step smoke "$PY" "$REPO/scripts/cuda_op_smoke.py"
 run_step memcheck sanitizer memcheck --leak-check no
 run_step racecheck racecheck

@@ -7,7 +7,6 @@
 // ulp over the whole float range. double keeps the exact library functions.
 #pragma once
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -24,6 +23,14 @@
 #endif
 
 namespace star {
+
+// std::bit_cast is C++20; older torch builds extensions as C++17. GCC and
+// Clang implement std::bit_cast with this builtin, so the code is the same.
+template <typename To, typename From>
+STAR_ALWAYS_INLINE To bit_cast(From value) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  return __builtin_bit_cast(To, value);
+}
 
 STAR_ALWAYS_INLINE float vexp(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.
@@ -46,8 +53,8 @@ STAR_ALWAYS_INLINE float vexp(float x) {
   // n = 128 (which has no float exponent of its own) stays representable.
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t half = ni >> 1;
-  const float scale_a = std::bit_cast<float>((half + 127) << 23);
-  const float scale_b = std::bit_cast<float>((ni - half + 127) << 23);
+  const float scale_a = bit_cast<float>((half + 127) << 23);
+  const float scale_b = bit_cast<float>((ni - half + 127) << 23);
   const float result = poly * scale_a * scale_b;
   // Below -87.5 the true value is a subnormal or 0: flush; above 88.72 it overflows.
   return x < -87.5f ? 0.0f : (x > 88.72f ? INFINITY : result);
@@ -59,9 +66,9 @@ STAR_ALWAYS_INLINE float vlog(float x) {
   const bool tiny = x < 1.17549435e-38f;
   const float xn = tiny ? x * 8388608.0f : x;
   // xn = m * 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1).
-  const int32_t bits = std::bit_cast<int32_t>(xn);
+  const int32_t bits = bit_cast<int32_t>(xn);
   int32_t e = ((bits >> 23) & 0xff) - (tiny ? 150 : 127);
-  float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  float m = bit_cast<float>((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
   const bool big = m > 1.41421356f;
   m = big ? m * 0.5f : m;
   e = big ? e + 1 : e;
