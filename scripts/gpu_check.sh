@@ -143,7 +143,7 @@ run_step build build
 run_step env env_info
 run_step tests cuda_tests
 run_step smoke "$PY" "$REPO/scripts/cuda_op_smoke.py"
-run_step memcheck sanitizer memcheck --leak-check no
+run_step memcheck sanitizer memcheck
 run_step racecheck racecheck
 run_step bench bench
 

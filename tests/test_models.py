@@ -154,6 +154,20 @@ def test_every_learnable_parameter_gets_a_gradient():
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
 
 
+def test_training_step_under_autocast():
+    """Mixed precision (bfloat16 autocast on the CPU; float16 on CUDA takes the same path): the fused ops
+    get float32 keypoints, weights and logits next to low-precision features, and every loss term is finite."""
+    model = make_model(sequence={"visual_nodes": True})
+    frames, kpts, modality = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(frames, kpts, modality)
+        total, terms = compute_losses(out, PIDS)
+    total.backward()
+    assert torch.isfinite(total) and all(torch.isfinite(torch.as_tensor(v)) for v in terms.values())
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
 def test_frozen_bn_bias_stays_zero_under_sgd():
     model = make_model(frame_correction=OFF, sequence=OFF)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)

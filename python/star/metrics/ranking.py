@@ -197,8 +197,9 @@ class _Totals:
         if n == 0:
             raise ValueError("no valid query: no query has a gallery item with its pid "
                              "left after the same-pid-same-camera filter")
-        cmc = torch.cumsum(self.first_hits[:-1], 0).double() / n
-        return RankingResult(cmc=cmc.cpu().numpy(), mAP=float(self.ap) / n,
+        # Divided on the CPU: CUDA's division may differ by an ulp, and results must not depend on the device.
+        cmc = torch.cumsum(self.first_hits[:-1], 0).cpu().double() / n
+        return RankingResult(cmc=cmc.numpy(), mAP=float(self.ap) / n,
                              mINP=float(self.inp) / n, num_valid=n)
 
 

@@ -54,9 +54,9 @@ class KeypointGraphAttention(nn.Module):
         """x [B, V, in_dim], template (rowptr [V+1], col [E]) -> [B, V, heads*out_dim or out_dim]."""
         b, v, _ = x.shape
         h = self.lin(x).view(b, v, self.heads, self.out_dim)
-        # Logits in h's dtype: under autocast h is half while the attention vectors stay float32.
-        a_src = (h * self.att_src.to(h.dtype)).sum(-1)
-        a_dst = (h * self.att_dst.to(h.dtype)).sum(-1)
+        # Under autocast these logits come out float32 and h half; the op's autocast kernel casts them to h's dtype.
+        a_src = (h * self.att_src).sum(-1)
+        a_dst = (h * self.att_dst).sum(-1)
         keep, scale = None, 1.0
         if self.training and self.dropout > 0:
             keep = torch.rand(b, col.numel(), self.heads, device=x.device) >= self.dropout
