@@ -233,7 +233,8 @@ def _stable_positions(block, rows, cols, run_len):
 def _equal_before(block, rows, cols, values):
     """Per item, how many entries of its row equal its value at a smaller column."""
     num_g = block.shape[1]
-    step = max(1, _CHUNK_BUDGET_BYTES // max(1, num_g * _BYTES_PER_ELEMENT))
+    # As many gathered rows at a time as the chunk has queries, so memory stays O(chunk x G).
+    step = max(1, block.shape[0])
     index = torch.arange(num_g, device=block.device)
     out = []
     for a in range(0, len(rows), step):
