@@ -15,6 +15,7 @@
 #              then torch.compile of the reference, whose compile time is long),
 #              bench_model.py on CUDA (training step, STAR vs baseline), JSON +
 #              benchmarks/report.py
+#   profile    benchmarks/profile_ops.py (GPU kernel time vs wall time per op)
 # Each step writes REPORT_DIR/<step>.log. A failed step does not stop the
 # others; the script ends with a summary and exits 1 if any step failed.
 # GPU_CHECK_STEP_TIMEOUT (seconds, default none) stops any step that runs longer
@@ -146,6 +147,7 @@ run_step smoke "$PY" "$REPO/scripts/cuda_op_smoke.py"
 run_step memcheck sanitizer memcheck
 run_step racecheck racecheck
 run_step bench bench
+run_step profile "$PY" "$REPO/benchmarks/profile_ops.py"
 
 failed=0
 echo
