@@ -11,13 +11,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "op_handle.h"
+
 namespace star {
 namespace {
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 template <c10::DispatchKey autocast_key>
 at::Tensor keypoint_pool_autocast(const at::Tensor& feat, const at::Tensor& kpts, double sigma, double eps) {

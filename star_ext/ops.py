@@ -1,9 +1,9 @@
-"""Public functions of the fused ops, their fake (meta) kernels and autograd.
+"""Public functions of the fused ops and their fake (meta) kernels.
 
 Each function runs ``torch.ops.star.<op>`` when the extension is loaded and
 the pure-PyTorch reference otherwise. The backward of each op is a separate
-registered op, wired up with ``torch.library.register_autograd`` (first-order
-gradients only).
+registered op; autograd is wired up in C++ (csrc/autograd.cpp; first-order
+gradients only), and the fake kernels that torch.compile needs are here.
 """
 
 from __future__ import annotations
@@ -113,14 +113,8 @@ def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(like) if needed else like.new_empty((0,))
 
 
-def _with_defaults(name: str, inputs: tuple) -> tuple:
-    """The op's inputs with the schema defaults of arguments the caller left out."""
-    arguments = getattr(torch.ops.star, name).default._schema.arguments
-    return (*inputs, *(arg.default_value for arg in arguments[len(inputs):]))
-
-
 def _register() -> None:
-    """Fake kernels and autograd of the compiled ops (only when _C is loaded)."""
+    """Fake kernels of the compiled ops (only when _C is loaded)."""
 
     @torch.library.register_fake("star::keypoint_pool")
     def _(feat, kpts, sigma, eps=1e-6):
@@ -131,21 +125,6 @@ def _register() -> None:
     @torch.library.register_fake("star::keypoint_pool_backward")
     def _(grad_out, feat, kpts, sigma, eps, output_mask):
         return _empty_unless(output_mask[0], feat), _empty_unless(output_mask[1], kpts)
-
-    def keypoint_pool_setup(ctx, inputs, output):
-        feat, kpts, sigma, eps = _with_defaults("keypoint_pool", inputs)
-        ctx.save_for_backward(feat, kpts)
-        ctx.sigma, ctx.eps = sigma, eps
-
-    def keypoint_pool_backward(ctx, grad_out):
-        feat, kpts = ctx.saved_tensors
-        need = [bool(n) for n in ctx.needs_input_grad[:2]]
-        grad_feat, grad_kpts = torch.ops.star.keypoint_pool_backward(grad_out, feat, kpts, ctx.sigma, ctx.eps, need)
-        return (grad_feat if need[0] else None, grad_kpts if need[1] else None, None, None)
-
-    torch.library.register_autograd(
-        "star::keypoint_pool", keypoint_pool_backward, setup_context=keypoint_pool_setup
-    )
 
     @torch.library.register_fake("star::guided_gem_pool")
     def _(x, weight, p, eps=1e-6):
@@ -160,21 +139,6 @@ def _register() -> None:
             _empty_unless(output_mask[2], p),
         )
 
-    def guided_gem_pool_setup(ctx, inputs, output):
-        x, weight, p, eps = _with_defaults("guided_gem_pool", inputs)
-        ctx.save_for_backward(x, weight, p)
-        ctx.eps = eps
-
-    def guided_gem_pool_backward(ctx, grad_out):
-        x, weight, p = ctx.saved_tensors
-        need = [bool(n) for n in ctx.needs_input_grad[:3]]
-        grads = torch.ops.star.guided_gem_pool_backward(grad_out, x, weight, p, ctx.eps, need)
-        return (*(g if n else None for g, n in zip(grads, need)), None)
-
-    torch.library.register_autograd(
-        "star::guided_gem_pool", guided_gem_pool_backward, setup_context=guided_gem_pool_setup
-    )
-
     @torch.library.register_fake("star::keypoint_graph_attention")
     def _(h, a_src, a_dst, rowptr, col, negative_slope=0.2, edge_keep=None, keep_scale=1.0):
         torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
@@ -187,25 +151,6 @@ def _register() -> None:
             _empty_unless(output_mask[1], a_src),
             _empty_unless(output_mask[2], a_dst),
         )
-
-    def graph_attention_setup(ctx, inputs, output):
-        h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale = _with_defaults(
-            "keypoint_graph_attention", inputs
-        )
-        ctx.save_for_backward(h, a_src, a_dst, rowptr, col, edge_keep)
-        ctx.negative_slope, ctx.keep_scale = negative_slope, keep_scale
-
-    def graph_attention_backward(ctx, grad_out):
-        h, a_src, a_dst, rowptr, col, edge_keep = ctx.saved_tensors
-        need = [bool(n) for n in ctx.needs_input_grad[:3]]
-        grads = torch.ops.star.keypoint_graph_attention_backward(
-            grad_out, h, a_src, a_dst, rowptr, col, ctx.negative_slope, edge_keep, ctx.keep_scale, need
-        )
-        return (*(g if n else None for g, n in zip(grads, need)), None, None, None, None, None)
-
-    torch.library.register_autograd(
-        "star::keypoint_graph_attention", graph_attention_backward, setup_context=graph_attention_setup
-    )
 
 
 if HAS_C:
