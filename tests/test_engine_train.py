@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from star.config import RunConfig
+from star.config import OptimConfig, RunConfig
 from star.data import SynthConfig, generate_synthetic
 from star.data.errors import KeypointStoreError
 from star.engine import Trainer, TrainingDiverged, train
@@ -471,8 +471,6 @@ def test_config_differences_ignores_resumable_settings():
 
 
 def test_lr_schedule_warmup_and_milestones():
-    from star.config import OptimConfig
-
     cfg = OptimConfig(lr=0.1, epochs=10, warmup_epochs=2, warmup_start_factor=0.01, milestones=(4, 7), gamma=0.1)
     ipe = 5
     assert lr_factor(0, ipe, cfg) == pytest.approx(0.01)
@@ -500,6 +498,21 @@ def test_lr_schedule_warmup_and_milestones():
     restored = build_scheduler(build_optimizer(model, cfg), cfg, ipe)
     restored.load_state_dict(sched.state_dict())
     assert restored.last_epoch == 21
+
+
+def test_adam_option_keeps_groups_and_schedule():
+    cfg = OptimConfig(name="adam", lr=1e-3, warmup_epochs=0, milestones=(1,), gamma=0.5)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    opt = build_optimizer(model, cfg, {"0.weight", "0.bias"})
+    assert isinstance(opt, torch.optim.Adam)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3 * cfg.pretrained_lr_mult])
+    sched = build_scheduler(opt, cfg, iters_per_epoch=2)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="optim.name must be one of sgd, adam, got 'rmsprop'"):
+        OptimConfig(name="rmsprop")
 
 
 def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):

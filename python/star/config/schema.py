@@ -70,10 +70,14 @@ class DataConfig:
         _check(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclass
 class OptimConfig:
-    """SGD with linear warm-up and step decay (SPEC §6). Epoch-based schedule."""
+    """SGD (or Adam) with linear warm-up and step decay (SPEC §6). Epoch-based schedule."""
 
+    name: str = "sgd"  # sgd (the STAR recipe) or adam (momentum and nesterov then unused)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -87,6 +91,7 @@ class OptimConfig:
     grad_clip: Optional[float] = None  # max total gradient norm; None = no clipping
 
     def __post_init__(self) -> None:
+        _check(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
         _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
         _check(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")

@@ -1,8 +1,8 @@
 """Optimiser and learning-rate schedule of the STAR recipe (SPEC §6).
 
-SGD (momentum, weight decay, Nesterov) over two parameter groups: the backbone
-tensors that were initialised from pretrained weights run at
-``optim.pretrained_lr_mult`` x lr, everything else at lr. The schedule is a linear
+SGD (momentum, weight decay, Nesterov; or Adam with ``optim.name: adam``) over two
+parameter groups: the backbone tensors that were initialised from pretrained
+weights run at ``optim.pretrained_lr_mult`` x lr, everything else at lr. The schedule is a linear
 warm-up from ``warmup_start_factor`` to 1 over ``warmup_epochs``, then x ``gamma`` at
 every milestone epoch. It is stepped once per iteration: the warm-up ramps smoothly
 per iteration (not in epoch-sized stairs), the milestone decays take effect at the
@@ -42,9 +42,12 @@ def param_groups(
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, pretrained: Collection[str] = ()) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, pretrained: Collection[str] = ()) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, pretrained)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        param_groups(model, cfg, pretrained),
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
