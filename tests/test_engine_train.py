@@ -511,8 +511,24 @@ def test_adam_option_keeps_groups_and_schedule():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
-    with pytest.raises(ValueError, match="optim.name must be one of sgd, adam, got 'rmsprop'"):
+    with pytest.raises(ValueError, match="optim.name must be one of sgd, adam, adamw, got 'rmsprop'"):
         OptimConfig(name="rmsprop")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_weight_decay_on_an_unused_tensor(name):
+    # A tensor with no loss gradient: Adam's L2 term is normalised away and moves it by ~lr per
+    # step (to zero within |w| / lr steps); AdamW shrinks it by the factor (1 - lr * wd) per step.
+    cfg = OptimConfig(name=name, lr=1e-2, weight_decay=5e-4, warmup_epochs=0, milestones=())
+    w = torch.nn.Parameter(torch.full((4,), 0.5))
+    opt = build_optimizer(torch.nn.ParameterList([w]), cfg)
+    for _ in range(20):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    if name == "adam":  # ~lr per step (a little less: v remembers the larger early gradients)
+        assert w.detach() == pytest.approx(torch.full((4,), 0.5 - 20 * 1e-2), rel=0.05)
+    else:
+        assert w.detach() == pytest.approx(torch.full((4,), 0.5 * (1 - 1e-2 * 5e-4) ** 20), rel=1e-6)
 
 
 def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):

@@ -70,14 +70,14 @@ class DataConfig:
         _check(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
 
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass
 class OptimConfig:
     """SGD (or Adam) with linear warm-up and step decay (SPEC §6). Epoch-based schedule."""
 
-    name: str = "sgd"  # sgd (the STAR recipe) or adam (momentum and nesterov then unused)
+    name: str = "sgd"  # sgd (the STAR recipe), adam (L2 in the gradient) or adamw (decoupled decay)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -138,6 +138,10 @@ class SequenceGuidanceConfig:
     feature dropout after the first graph layer, ``attention_dropout`` the
     GAT attention-coefficient dropout of both layers. ``sigma`` is the width
     of ``keypoint_pool``'s Gaussian (normalised frame units) for visual nodes.
+
+    ``embedding_weight`` (our extension; 0 = the paper) mixes the guide vector s
+    into the test embedding: ``[sqrt(1-w) * BN(z)/|BN(z)|; sqrt(w) * s/|s|]``,
+    so the cosine similarity is ``(1-w) cos(BN(z)) + w cos(s)``.
     """
 
     enabled: bool = True
@@ -150,8 +154,13 @@ class SequenceGuidanceConfig:
     out_dim: int = 12
     dropout: float = 0.1
     attention_dropout: float = 0.1
+    embedding_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        _check(
+            0 <= self.embedding_weight <= 1,
+            f"sequence.embedding_weight must be in [0, 1], got {self.embedding_weight}",
+        )
         for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
             _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
         _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
