@@ -134,23 +134,23 @@ def test_eval_is_deterministic_and_pure(full_model):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("weight", [0.25, 1.0])
-def test_guide_vector_in_the_test_embedding(weight):
-    paper = make_model(seed=3).eval()
-    mixed = make_model(seed=3, sequence={"embedding_weight": weight}).eval()
+def test_neck_feat_picks_the_test_embedding():
+    after = make_model(seed=3).eval()
+    before = make_model(seed=3, neck_feat="before").eval()
+    for model in (after, before):  # trained running statistics, so that BN(z) differs from z
+        model.head.bn.running_mean.copy_(torch.linspace(0.0, 1.0, model.feature_dim))
+        model.head.bn.running_var.copy_(torch.linspace(0.1, 4.0, model.feature_dim))
     frames, kpts, modality = make_batch()
-    guides = []
-    mixed.sequence_guidance.register_forward_hook(lambda mod, args, out: guides.append(out.s))
+    seen = []
+    before.head.register_forward_hook(lambda mod, args, out: seen.append((args[0], out[0])))
     with torch.no_grad():
-        base, emb = paper(frames, kpts, modality), mixed(frames, kpts, modality)
-    c = paper.feature_dim
-    assert emb.shape == (B, 3 * c) and base.shape == (B, c)
-    torch.testing.assert_close(emb.norm(dim=1), torch.ones(B))
-    # cos(a, b) = (1 - w) cos(BN(z)) + w cos(s): the parts are the paper's embedding and s.
-    torch.testing.assert_close(emb[:, :c], base * (1 - weight) ** 0.5)
-    torch.testing.assert_close(emb[:, c:], F.normalize(guides[0], dim=1) * weight**0.5)
-    with pytest.raises(ValueError, match=r"sequence.embedding_weight must be in \[0, 1\], got 1.5"):
-        make_model(sequence={"embedding_weight": 1.5})
+        a, b = after(frames, kpts, modality), before(frames, kpts, modality)
+    z, bn_z = seen[0]
+    torch.testing.assert_close(a, F.normalize(bn_z, dim=1))
+    torch.testing.assert_close(b, F.normalize(z, dim=1))
+    assert not torch.allclose(a, b, atol=1e-3)
+    with pytest.raises(ValueError, match="neck_feat must be one of after, before, got 'middle'"):
+        make_model(neck_feat="middle")
 
 
 # --------------------------------------------------------------------------- gradients

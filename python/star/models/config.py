@@ -28,6 +28,7 @@ BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2
 
 # ``BackboneConfig.pretrained`` value meaning "torchvision's ImageNet file in the torch hub cache".
 IMAGENET = "imagenet"
+NECK_FEATS = ("after", "before")
 
 D = TypeVar("D")
 
@@ -138,10 +139,6 @@ class SequenceGuidanceConfig:
     feature dropout after the first graph layer, ``attention_dropout`` the
     GAT attention-coefficient dropout of both layers. ``sigma`` is the width
     of ``keypoint_pool``'s Gaussian (normalised frame units) for visual nodes.
-
-    ``embedding_weight`` (our extension; 0 = the paper) mixes the guide vector s
-    into the test embedding: ``[sqrt(1-w) * BN(z)/|BN(z)|; sqrt(w) * s/|s|]``,
-    so the cosine similarity is ``(1-w) cos(BN(z)) + w cos(s)``.
     """
 
     enabled: bool = True
@@ -154,13 +151,8 @@ class SequenceGuidanceConfig:
     out_dim: int = 12
     dropout: float = 0.1
     attention_dropout: float = 0.1
-    embedding_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(
-            0 <= self.embedding_weight <= 1,
-            f"sequence.embedding_weight must be in [0, 1], got {self.embedding_weight}",
-        )
         for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
             _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
         _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
@@ -203,9 +195,13 @@ class ModelConfig:
     sequence: SequenceGuidanceConfig = field(default_factory=SequenceGuidanceConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     use_fused_ops: bool = True
+    # Test embedding: "after" the BN neck (the paper: BN(z)) or "before" it (z), as
+    # fast-reid's NECK_FEAT; L2-normalised either way.
+    neck_feat: str = "after"
 
     def __post_init__(self) -> None:
         _check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
+        _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
         _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
 
     @classmethod

@@ -47,8 +47,7 @@ class STAR(nn.Module):
     ``forward(frames [B, T, 3, H, W], keypoints [B, T, 17, 3], modality [B])``
     with modality 0 = infrared, 1 = visible. Training mode returns a
     :class:`StarOutput`; eval mode the L2-normalised embedding BN(z), [B, C]
-    (with ``sequence.embedding_weight`` w > 0: BN(z) and the guide vector s,
-    each L2-normalised, scaled by sqrt(1-w) and sqrt(w) and concatenated, [B, 3C]).
+    (z itself with ``neck_feat: before``).
 
     Modules (None when switched off by the config): ``backbone``,
     ``style_augmentation``, ``skeleton_encoder`` (bone geometry + BiLSTM, used by
@@ -156,7 +155,7 @@ class STAR(nn.Module):
 
         embedding, logits = self.head(z)
         if not self.training:
-            return self._test_embedding(embedding, s)
+            return F.normalize(embedding if self.cfg.neck_feat == "after" else z, dim=1)
         out = StarOutput(
             z=z, logits=logits, frame_logits=self._frame_logits(f), f=f, h_t=h_t, g=g, s=s, pose_logits=pose_logits
         )
@@ -164,15 +163,6 @@ class STAR(nn.Module):
             out.f_dis = maps_dis.mean(dim=(2, 3)).view(b, t, -1)
             out.frame_logits_dis = self._frame_logits(out.f_dis)
         return out
-
-    def _test_embedding(self, embedding: torch.Tensor, s: Optional[torch.Tensor]) -> torch.Tensor:
-        embedding = F.normalize(embedding, dim=1)
-        w = self.cfg.sequence.embedding_weight
-        if s is None or w == 0:
-            return embedding
-        # Unit-norm parts scaled so that cos(a, b) = (1 - w) cos(BN(z)) + w cos(s).
-        guide = F.normalize(s.to(embedding.dtype), dim=1)
-        return torch.cat([embedding * (1 - w) ** 0.5, guide * w**0.5], dim=1)
 
     def _frame_logits(self, f: torch.Tensor) -> torch.Tensor:
         return self.frame_head(f.flatten(0, 1))[1].view(*f.shape[:2], -1)
