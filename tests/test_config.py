@@ -294,6 +294,7 @@ def test_bupt_and_synthetic_configs():
     assert synth.model["backbone"]["name"] == "resnet18" and synth.model["backbone"]["pretrained"] is None
     assert (synth.data.height, synth.data.width, synth.train.amp) == (32, 16, False)  # sized for the CPU demo
     assert synth.model["frame_correction"]["enabled"] and synth.model["sequence"]["enabled"]
+    assert (synth.optim.name, synth.model["neck_feat"]) == ("adamw", "before")  # the CPU-budget deviations
 
     baseline = flatten(config_to_dict(load_config(CONFIGS / "synthetic_baseline.yaml")))
     flat = flatten(config_to_dict(synth))
