@@ -55,6 +55,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..errors import StarError
 from ..models.config import ModelConfig
 from .schema import RunConfig, _plain
 
@@ -62,7 +63,7 @@ BASE_KEY = "_base_"
 RUN_KEY = "_run_"
 
 
-class ConfigError(ValueError):
+class ConfigError(StarError, ValueError):
     """A config file or override is malformed, unknown or invalid."""
 
 

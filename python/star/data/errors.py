@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import StarError
 
-class DataError(RuntimeError):
+
+class DataError(StarError, RuntimeError):
     """Base class of every dataset / keypoint-store error."""
 
 

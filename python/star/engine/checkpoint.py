@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import StarError
 from ..fileio import atomic_write
 
 CHECKPOINT_VERSION = 1
@@ -42,7 +43,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StarError, RuntimeError):
     """A checkpoint cannot be read or does not fit the current run."""
 
 

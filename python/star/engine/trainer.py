@@ -79,6 +79,7 @@ from ..data import (
     train_loader,
 )
 from ..data.synthetic import MARKER as SYNTHETIC_MARKER
+from ..errors import StarError
 from ..losses import StarLoss
 from ..models import STAR
 from ..models.pretrained import init_pretrained
@@ -101,7 +102,7 @@ from .schedule import build_optimizer, build_scheduler
 __all__ = ["Trainer", "TrainingDiverged", "train", "resolve_device", "seed_everything"]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StarError, RuntimeError):
     """A loss (or gradient norm) became NaN/inf; raised before the optimiser step.
 
     ``epoch`` and ``iteration`` are 1-based, ``step`` the optimiser steps taken so far,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import StarError
 
-class PoseError(RuntimeError):
+
+class PoseError(StarError, RuntimeError):
     """Pose extraction cannot go on: bad frame, missing shards, settings that contradict a run in progress."""
 
 
