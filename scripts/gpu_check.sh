@@ -16,6 +16,8 @@
 #              bench_model.py on CUDA (training step, STAR vs baseline), JSON +
 #              benchmarks/report.py
 #   profile    benchmarks/profile_ops.py (GPU kernel time vs wall time per op)
+#   train      benchmarks/bench_train.py on CUDA: the real trainer with data loading at
+#              the paper's shapes (STAR and the baseline network), s per HITSZ-VCM epoch
 # Each step writes REPORT_DIR/<step>.log. A failed step does not stop the
 # others; the script ends with a summary and exits 1 if any step failed.
 # GPU_CHECK_STEP_TIMEOUT (seconds, default none) stops any step that runs longer
@@ -137,8 +139,13 @@ bench() {
   return $rc
 }
 
+train_bench() {
+  pytest_in_repo "$REPO/benchmarks/bench_train.py" --benchmark-only -s -k cuda \
+    --benchmark-json="$REPORT/bench_train.json"
+}
+
 export REPO REPORT PY BENCH_SELECT
-export -f build env_info sanitizer racecheck pytest_in_repo cuda_tests bench
+export -f build env_info sanitizer racecheck pytest_in_repo cuda_tests bench train_bench
 
 run_step build build
 run_step env env_info
@@ -148,6 +155,7 @@ run_step memcheck sanitizer memcheck
 run_step racecheck racecheck
 run_step bench bench
 run_step profile "$PY" "$REPO/benchmarks/profile_ops.py"
+run_step train train_bench
 
 failed=0
 echo
