@@ -17,8 +17,8 @@ from star.data import (INFRARED, VISIBLE, SynthConfig, eval_loader, generate_syn
                        normalize_frames, open_keypoint_store)
 from star.engine import (EvalResult, Features, evaluate, evaluate_features, extract_features, load_npz, save_npz,
                          write_metrics, write_rank_lists)
-from star.engine import evaluator as evaluator_module
-from star.engine.evaluator import official_dropped_keep, resolve_protocol
+from star.metrics import official_dropped_keep, resolve_protocol
+from star.metrics import protocols as protocols_module
 from star.engine.visrank import (BORDER, LABEL_WIDTH, MATCH_COLOR, MISMATCH_COLOR, QUERY_COLOR, QUERY_GAP, ROW_GAP,
                                  rank_list_size)
 from star.metrics import evaluate_hitsz_vcm
@@ -246,7 +246,7 @@ def test_bupt_official_dropped_protocol_is_labelled(monkeypatch, data, oracle_fe
                        [t.paths[0] for t in cut.gallery])
     full = evaluate_features(query, gallery, protocol="auto", dataset="bupt")
     assert full.protocol == "bupt" and "dropped" not in full.info and "NOTE" not in full.table
-    monkeypatch.setattr(evaluator_module, "OFFICIAL_TEST_BATCH", 3)  # n = 4 RGB per split: drop 1
+    monkeypatch.setattr(protocols_module, "OFFICIAL_TEST_BATCH", 3)  # n = 4 RGB per split: drop 1
     dropped = evaluate_features(query, gallery, protocol="bupt-official-dropped", dataset="bupt")
     assert dropped.protocol == "bupt-official-dropped"
     assert dropped.info["dropped"]["query"] == n % 3 and dropped.info["dropped"]["gallery"] == n % 3
