@@ -33,9 +33,10 @@ from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
 from ..metrics import RankingResult, format_table
 from ..metrics import protocols
 from .features import Features, extract_features
+from .output_paths import prepare_output_file
 from .visrank import write_rank_lists
 
-__all__ = ["EvalResult", "evaluate", "evaluate_features", "write_metrics", "METRICS_FILE"]
+__all__ = ["EvalResult", "evaluate", "evaluate_features", "extraction_settings", "write_metrics", "METRICS_FILE"]
 
 METRICS_FILE = "metrics.json"
 
@@ -137,6 +138,21 @@ def evaluate_features(
     )
 
 
+def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool = False) -> dict[str, Any]:
+    """The ``extract_features`` options of a run's evaluation: ``seq_len`` frames per tracklet at
+    the data size, the eval batch size and loader workers, float16 autocast on CUDA with ``train.amp``."""
+    return dict(
+        num_frames=cfg.model_config(1).seq_len,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        device=device,
+        amp=cfg.train.amp and device.type == "cuda",
+        progress=progress,
+    )
+
+
 def evaluate(
     model: nn.Module,
     data: VideoReidData,
@@ -158,16 +174,7 @@ def evaluate(
     ``<output_dir>/visrank``. The model's train/eval mode is restored.
     """
     device = torch.device(device)
-    kw = dict(
-        num_frames=cfg.model_config(1).seq_len,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        device=device,
-        amp=cfg.train.amp and device.type == "cuda",
-        progress=progress,
-    )
+    kw = extraction_settings(cfg, device, progress=progress)
     query = extract_features(model, data.query, keypoints, **kw)
     gallery = extract_features(model, data.gallery, keypoints, **kw)
     result = evaluate_features(
@@ -201,7 +208,7 @@ def write_metrics(result: EvalResult, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output_file(path, "metrics file")
     text = json.dumps(_json_safe(result.to_dict()), indent=2)
     atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
     return path

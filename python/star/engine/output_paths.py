@@ -13,39 +13,59 @@ from pathlib import Path
 
 from ..errors import StarError
 
-__all__ = ["OutputPathError", "prepare_output_file", "prepare_output_dir"]
+__all__ = ["OutputPathError", "check_output_file", "check_output_dir", "prepare_output_file", "prepare_output_dir"]
 
 
 class OutputPathError(StarError, OSError):
     """An output path that cannot be written; the message names it."""
 
 
-def prepare_output_file(path: str | os.PathLike[str], what: str) -> Path:
-    """``path`` as the output file ``what`` (e.g. ``"features file"``): not a folder; its
-    folder created (with parents) and writable."""
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` can become the output file ``what`` (e.g. ``"features file"``): not a folder, and
+    its folder exists writable or can be created. Creates nothing (a command that fails
+    later leaves no empty folders behind)."""
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"the {what} {path} is an existing folder, not a file")
+    _check_folder(path.parent, what, path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` can become the output folder ``what``: a writable folder, or creatable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"the {what} {path} exists and is a file, not a folder")
+    _check_folder(path, what, path)
+    return path
+
+
+def prepare_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``check_output_file``, then its folder created (with parents): ready to write."""
+    path = check_output_file(path, what)
     _make_folder(path.parent, what, path)
     return path
 
 
 def prepare_output_dir(path: str | os.PathLike[str], what: str) -> Path:
-    """``path`` as the output folder ``what``: created (with parents) when missing, writable."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputPathError(f"the {what} {path} exists and is a file, not a folder")
+    """``check_output_dir``, then the folder created (with parents)."""
+    path = check_output_dir(path, what)
     _make_folder(path, what, path)
     return path
+
+
+def _check_folder(folder: Path, what: str, target: Path) -> None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise OutputPathError(f"cannot write the {what} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write the {what} {target}: the folder {existing} is not writable")
 
 
 def _make_folder(folder: Path, what: str, target: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
-        raise OutputPathError(f"cannot write the {what} {target}: {blocker} is a file, not a folder") from None
-    except PermissionError:
-        raise OutputPathError(f"cannot write the {what} {target}: no permission to create {folder}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"cannot write the {what} {target}: the folder {folder} is not writable")
+    except OSError as exc:  # a race with another process, or a filesystem that refuses
+        raise OutputPathError(f"cannot create the folder {folder} for the {what} {target}: {exc}") from None
