@@ -451,6 +451,25 @@ def test_a_bug_shows_its_traceback_and_star_debug_shows_user_errors_too(run, tmp
     assert rc == 1 and "Traceback" in err and err.strip().splitlines()[-1] == f"error: config file not found: {missing}"
 
 
+def test_diverged_training_exits_3_with_one_line(run, capsys, monkeypatch):
+    import star.engine
+    from star.engine import TrainingDiverged
+
+    def diverge(cfg):
+        raise TrainingDiverged(1, 2, 1, {"loss": float("nan")}, None)
+
+    monkeypatch.setattr(star.engine, "train", diverge)  # the CLI's handling, not the trainer, is under test
+    rc, _, err = cli(capsys, *run["argv"])
+    assert rc == 3
+    assert_error(rc, err, "training diverged", "epoch 1, iteration 2")
+
+
+def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
+    rc, _, err = cli(capsys, "visrank", "--checkpoint", run["best"], "--out", tmp_path / "V", "--topk", 0)
+    assert_error(rc, err, "topk >= 1")
+    assert not (tmp_path / "V").exists()
+
+
 # ----------------------------------------------------------------------------- the console script
 
 

@@ -438,3 +438,37 @@ def test_similarity_labels_tell_near_identical_ranks_apart():
     assert labels == ["sim 0.99991", "sim 0.99987", "sim 0.99987", "sim 0.99912"]
     assert similarity_labels([0.9, 0.5, 0.1]) == ["sim 0.900", "sim 0.500", "sim 0.100"]  # 3 decimals suffice
     assert similarity_labels([1.0 - 1e-9, 1.0 - 2e-9]) == ["sim 1.000000", "sim 1.000000"]  # at most 6 decimals
+
+
+# --------------------------------------------------------------------------- checkpoints read for evaluation
+
+
+_MODEL = {"num_classes": 4, "seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}}
+
+
+@pytest.mark.parametrize("state, match", [
+    ({"model": {}, "config": {"model": {**_MODEL, "backbone": {"name": "vgg", "pretrained": None}}}},
+     "recorded model configuration is invalid: backbone.name"),
+    ({"model": {}, "config": {"model": {**_MODEL, "num_classes": "many"}}}, "recorded model configuration is invalid"),
+    ({"model": {}, "config": {"model": {**_MODEL, "zzz": 1}}}, "recorded model configuration is invalid: .*zzz"),
+    ({"model": [1, 2], "config": {"model": _MODEL}}, "weights do not fit"),
+], ids=["backbone", "num_classes", "unknown-key", "weights-not-a-dict"])
+def test_damaged_checkpoint_configs_are_checkpoint_errors(tmp_path, state, match):
+    from star.engine.checkpoint import CheckpointError
+    from star.engine.inference import load_trained_model
+
+    path = tmp_path / "best.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_trained_model(path, "cpu")
+    assert str(path) in str(info.value)
+
+
+def test_run_config_of_a_checkpoint_whose_model_section_is_not_a_mapping(tmp_path):
+    from star.engine.checkpoint import CheckpointError
+    from star.engine.inference import run_config_from_checkpoint
+
+    path = tmp_path / "best.pt"
+    torch.save({"model": {}, "config": {"model": [1, 2]}}, path)
+    with pytest.raises(CheckpointError, match="not a mapping"):
+        run_config_from_checkpoint(path)

@@ -207,17 +207,18 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_visrank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from star.config.schema import EvalConfig
     from star.engine import load_npz
     from star.engine.inference import extract_checkpoint_features, rank_lists_from_features
     from star.engine.output_paths import check_output_dir
-
-    from star.config.schema import EvalConfig
+    from star.engine.visrank import check_rank_list_options
 
     cfg = _run_config(args)
     out = check_output_dir(args.out, "rank-list folder")
     # Unset: EvalConfig's defaults (not the run's values: a run may have visrank_queries 0).
     topk = EvalConfig.visrank_topk if args.topk is None else args.topk
     num_queries = EvalConfig.visrank_queries if args.num_queries is None else args.num_queries
+    check_rank_list_options(topk=topk, num_queries=num_queries)
     if args.features:
         features = load_npz(args.features)
     else:

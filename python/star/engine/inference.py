@@ -60,8 +60,11 @@ def run_config_from_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
     config = state.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{checkpoint} holds no run configuration; pass --config")
+    model = config.get("model", {})
+    if not isinstance(model, Mapping):
+        raise CheckpointError(f"{checkpoint}: the recorded model configuration is not a mapping: {model!r}")
     config = dict(config)
-    config["model"] = {k: v for k, v in dict(config.get("model", {})).items() if k != "num_classes"}
+    config["model"] = {k: v for k, v in model.items() if k != "num_classes"}
     return config
 
 
@@ -79,20 +82,26 @@ def load_trained_model(
     config = state.get("config") or {}
     if "model" not in config or "num_classes" not in config["model"]:
         raise CheckpointError(f"{checkpoint} does not record its model configuration")
-    num_classes = int(config["model"]["num_classes"])
-    saved = _model_fields(config["model"], num_classes)
+    try:
+        num_classes = int(config["model"]["num_classes"])
+        saved = _model_fields(config["model"], num_classes)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: the recorded model configuration is invalid: {exc}") from None
     chosen = saved if model is None else _evaluation_model(checkpoint, saved, _model_fields(model, num_classes))
     built = _build_model({**chosen, "backbone": {**chosen["backbone"], "pretrained": None}}, num_classes)
     try:
         built.load_state_dict(state["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: weights do not fit the recorded model configuration: {exc}") from None
     if isinstance(device, str):
         try:
             device = resolve_device(device)
         except (ValueError, RuntimeError) as exc:  # trainer.resolve_device does not raise a StarError yet
             raise ConfigError(str(exc)) from None
-    return TrainedModel(built.to(device).eval(), Path(checkpoint), int(state.get("epoch", 0)), device)
+    epoch = state.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise CheckpointError(f"{checkpoint}: 'epoch' must be an integer, got {epoch!r}")
+    return TrainedModel(built.to(device).eval(), Path(checkpoint), epoch, device)
 
 
 def _model_fields(model: Any, num_classes: int) -> dict[str, Any]:
@@ -100,13 +109,14 @@ def _model_fields(model: Any, num_classes: int) -> dict[str, Any]:
     defaults filled in, without ``num_classes`` (a fact of the training data, not a setting).
 
     Written against the dataclass fields, so it holds whether or not ``ModelConfig`` has a
-    ``num_classes`` field; a checkpoint's mapping may carry keys a newer ``ModelConfig``
-    no longer has (``num_classes``), which are left out."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    ``num_classes`` field (a checkpoint's mapping carries it either way)."""
+    has_num_classes = "num_classes" in {f.name for f in dataclasses.fields(ModelConfig)}
     if not dataclasses.is_dataclass(model):
-        given = {k: v for k, v in dict(model).items() if k in names}
-        if "num_classes" in names:
+        given = dict(model)
+        if has_num_classes:
             given.setdefault("num_classes", num_classes)
+        else:
+            given.pop("num_classes", None)
         model = ModelConfig.from_dict(given)
     tree = dataclasses.asdict(model)
     tree.pop("num_classes", None)

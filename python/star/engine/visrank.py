@@ -35,7 +35,7 @@ from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protoc
 from .features import Features
 from .output_paths import OutputPathError, prepare_output_dir
 
-__all__ = ["write_rank_lists", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
+__all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
 
 # Layout (pixels). Colours are RGB.
 BORDER = 4  # coloured border around every strip
@@ -155,6 +155,15 @@ def _check_aligned(features: Features, tracklets: Sequence[Tracklet], split: str
             )
 
 
+def check_rank_list_options(*, topk: int, num_queries: int, num_frames: int = 4, image_format: str = "png") -> None:
+    """The picture options of ``write_rank_lists``, checked (callers check them before extracting features)."""
+    if topk < 1 or num_queries < 0 or num_frames < 1:
+        raise MetricsInputError(
+            f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}")
+    if image_format.lower() not in ("png", "jpg", "jpeg"):
+        raise MetricsInputError(f"image_format must be png or jpg, got {image_format!r}")
+
+
 def write_rank_lists(
     data: VideoReidData,
     keypoints: Optional[KeypointStore],
@@ -182,11 +191,7 @@ def write_rank_lists(
     ``height`` x ``width``; a picture is ``rank_list_size(1 + k, num_frames, height, width)``
     pixels, ``k = min(topk, gallery items left)``.
     """
-    if topk < 1 or num_queries < 0 or num_frames < 1:
-        raise MetricsInputError(
-            f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}")
-    if image_format.lower() not in ("png", "jpg", "jpeg"):
-        raise MetricsInputError(f"image_format must be png or jpg, got {image_format!r}")
+    check_rank_list_options(topk=topk, num_queries=num_queries, num_frames=num_frames, image_format=image_format)
     protocol = resolve_protocol(protocol, data.name)
     if protocol == "bupt-official-dropped":  # drawn on the whole sets
         protocol = "bupt"
