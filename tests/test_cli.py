@@ -464,6 +464,11 @@ def test_diverged_training_exits_3_with_one_line(run, capsys, monkeypatch):
     assert_error(rc, err, "training diverged", "epoch 1, iteration 2")
 
 
+def test_eval_bad_device_is_one_error_line(run, capsys):
+    rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], "train.device=gpu0")
+    assert_error(rc, err, "train.device", "'gpu0'")
+
+
 def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
     rc, _, err = cli(capsys, "visrank", "--checkpoint", run["best"], "--out", tmp_path / "V", "--topk", 0)
     assert_error(rc, err, "topk >= 1")
