@@ -365,6 +365,116 @@ def test_error_usage_exits_2(capsys):
     assert "--checkpoint" in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------- eval / extract / visrank inputs and outputs
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(MODES)]
+
+
+def test_eval_honours_neck_feat_and_rejects_architecture_overrides(run, tmp_path, capsys):
+    # The tiny run's BN neck has hardly moved from identity after 2 steps, so the tables may agree;
+    # the embeddings themselves must not.
+    feats = {}
+    for neck in ("after", "before"):
+        rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], f"model.neck_feat={neck}",
+                         "--out", tmp_path / f"{neck}.npz")
+        assert rc == 0, err
+        with np.load(tmp_path / f"{neck}.npz") as z:
+            feats[neck] = z["query_feats"]
+    assert not np.array_equal(feats["after"], feats["before"])
+    rc, table, err = cli(capsys, "eval", "--checkpoint", run["best"], "model.neck_feat=before")
+    assert rc == 0, err
+    assert len(_table_rows(table)) == len(MODES)
+    rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], "model.backbone.name=resnet34", "model.seq_len=6")
+    assert_error(rc, err, run["best"], "model.backbone.name: checkpoint 'resnet18', now 'resnet34'",
+                 "model.seq_len: checkpoint 4, now 6", "model.neck_feat")
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY_YAML.replace("name: resnet18", "name: resnet34"))
+    rc, _, err = cli(capsys, "extract", "--config", other, "--checkpoint", run["best"], *run["overrides"][1:2],
+                     "--out", tmp_path / "f.npz")
+    assert_error(rc, err, "model.backbone.name")
+    assert not (tmp_path / "f.npz").exists()
+
+
+@pytest.mark.parametrize("defect", ["missing-key", "truncated", "garbage"])
+def test_eval_bad_features_file_is_one_error_line(run, tmp_path, capsys, defect):
+    good = tmp_path / "good.npz"
+    rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], "--out", good)
+    assert rc == 0, err
+    bad = tmp_path / "bad.npz"
+    if defect == "missing-key":
+        arrays = dict(np.load(good))
+        del arrays["gallery_pids"]
+        np.savez(bad, **arrays)
+    elif defect == "truncated":
+        bad.write_bytes(good.read_bytes()[:500])
+    else:
+        random_file(bad)
+    for command, extra in (("eval", []), ("visrank", ["--out", tmp_path / "V"])):
+        rc, _, err = cli(capsys, command, "--config", run["out"] / "config.yaml", "--features", bad, *extra)
+        assert_error(rc, err, bad, *(["gallery_pids"] if defect == "missing-key" else []))
+
+
+def test_output_path_errors_name_the_path(run, tmp_path, capsys):
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], "--out", folder)
+    assert_error(rc, err, folder, "is an existing folder")
+    rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], "--out", afile / "x.npz")
+    assert_error(rc, err, afile, "is a file, not a folder")
+    rc, _, err = cli(capsys, "visrank", "--checkpoint", run["best"], "--out", afile)
+    assert_error(rc, err, afile, "is a file")
+    rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], "--output-dir", afile)
+    assert_error(rc, err, afile, "is a file, not a folder")
+    assert afile.read_text() == "x" and list(folder.iterdir()) == []
+
+
+def test_a_bug_shows_its_traceback_and_star_debug_shows_user_errors_too(run, tmp_path, capsys, monkeypatch):
+    import star.engine
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a user error")
+
+    npz = tmp_path / "f.npz"
+    rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], "--out", npz)
+    assert rc == 0, err
+    monkeypatch.setattr(star.engine, "evaluate_features", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["eval", "--config", str(run["out"] / "config.yaml"), "--features", str(npz)])
+    monkeypatch.undo()
+    monkeypatch.setenv("STAR_DEBUG", "1")
+    missing = tmp_path / "nope.yaml"
+    rc, _, err = cli(capsys, "train", "--config", missing)
+    assert rc == 1 and "Traceback" in err and err.strip().splitlines()[-1] == f"error: config file not found: {missing}"
+
+
+def test_diverged_training_exits_3_with_one_line(run, capsys, monkeypatch):
+    import star.engine
+    from star.engine import TrainingDiverged
+
+    def diverge(cfg):
+        raise TrainingDiverged(1, 2, 1, {"loss": float("nan")}, None)
+
+    monkeypatch.setattr(star.engine, "train", diverge)  # the CLI's handling, not the trainer, is under test
+    rc, _, err = cli(capsys, *run["argv"])
+    assert rc == 3
+    assert_error(rc, err, "training diverged", "epoch 1, iteration 2")
+
+
+def test_eval_bad_device_is_one_error_line(run, capsys):
+    rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], "train.device=gpu0")
+    assert_error(rc, err, "train.device", "'gpu0'")
+
+
+def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
+    rc, _, err = cli(capsys, "visrank", "--checkpoint", run["best"], "--out", tmp_path / "V", "--topk", 0)
+    assert_error(rc, err, "topk >= 1")
+    assert not (tmp_path / "V").exists()
+
+
 # ----------------------------------------------------------------------------- the console script
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 import cv2
 import numpy as np
@@ -17,11 +18,15 @@ from star.data import (INFRARED, VISIBLE, SynthConfig, eval_loader, generate_syn
                        normalize_frames, open_keypoint_store)
 from star.engine import (EvalResult, Features, evaluate, evaluate_features, extract_features, load_npz, save_npz,
                          write_metrics, write_rank_lists)
-from star.engine import evaluator as evaluator_module
-from star.engine.evaluator import official_dropped_keep, resolve_protocol
+from star.metrics import official_dropped_keep, resolve_protocol
+from star.metrics import protocols as protocols_module
 from star.engine.visrank import (BORDER, LABEL_WIDTH, MATCH_COLOR, MISMATCH_COLOR, QUERY_COLOR, QUERY_GAP, ROW_GAP,
                                  rank_list_size)
-from star.metrics import evaluate_hitsz_vcm
+from star.engine.features import FeatureFileError
+from star.engine.output_paths import OutputPathError
+from star.engine.visrank import similarity_labels
+from star.errors import StarError
+from star.metrics import MetricsInputError, evaluate_hitsz_vcm
 from star.models import build_model
 
 T, H, W = 4, 32, 16  # frames per tracklet, frame size: tiny
@@ -246,7 +251,7 @@ def test_bupt_official_dropped_protocol_is_labelled(monkeypatch, data, oracle_fe
                        [t.paths[0] for t in cut.gallery])
     full = evaluate_features(query, gallery, protocol="auto", dataset="bupt")
     assert full.protocol == "bupt" and "dropped" not in full.info and "NOTE" not in full.table
-    monkeypatch.setattr(evaluator_module, "OFFICIAL_TEST_BATCH", 3)  # n = 4 RGB per split: drop 1
+    monkeypatch.setattr(protocols_module, "OFFICIAL_TEST_BATCH", 3)  # n = 4 RGB per split: drop 1
     dropped = evaluate_features(query, gallery, protocol="bupt-official-dropped", dataset="bupt")
     assert dropped.protocol == "bupt-official-dropped"
     assert dropped.info["dropped"]["query"] == n % 3 and dropped.info["dropped"]["gallery"] == n % 3
@@ -307,3 +312,163 @@ def test_rank_lists_without_keypoints_and_misaligned_features(tmp_path, data, or
         write_rank_lists(data, None, q.subset(np.arange(3)), g, tmp_path)
     with pytest.raises(ValueError, match="do not belong"):
         write_rank_lists(data, None, g, q, tmp_path)
+
+
+# --------------------------------------------------------------------------- protocols in one place
+
+
+def test_mode_sets_of_each_protocol():
+    from star.metrics import mode_sets
+
+    q_mods = np.array([INFRARED, VISIBLE, VISIBLE, INFRARED])
+    g_mods = np.array([VISIBLE, INFRARED, VISIBLE])
+    hitsz = mode_sets("hitsz-vcm", q_mods, g_mods)
+    assert list(hitsz) == ["IR->RGB", "RGB->IR"] and all(m.camera_filter for m in hitsz.values())
+    assert (hitsz["RGB->IR"].query_side, hitsz["RGB->IR"].gallery_side) == ("gallery", "query")
+    assert hitsz["RGB->IR"].query_rows.tolist() == [0, 1, 2]
+    bupt = mode_sets("bupt", q_mods, g_mods, same_modality=True)
+    assert list(bupt) == ["IR->RGB", "RGB->IR", "RGB->RGB", "IR->IR"] and not bupt["IR->RGB"].camera_filter
+    assert bupt["IR->RGB"].query_rows.tolist() == [0, 3] and bupt["IR->RGB"].gallery_rows.tolist() == [0, 2]
+    assert bupt["RGB->IR"].query_rows.tolist() == [1, 2] and bupt["RGB->IR"].gallery_rows.tolist() == [1]
+    dropped = mode_sets("bupt-official-dropped", q_mods, g_mods)
+    keep = official_dropped_keep(q_mods)
+    assert dropped["RGB->IR"].query_rows.tolist() == [i for i in (1, 2) if keep[i]]
+    with pytest.raises(StarError, match="hitsz-vcm has modes"):
+        mode_sets("hitsz-vcm", q_mods, g_mods, modes=("IR->IR",))
+
+
+# --------------------------------------------------------------------------- feature files (issue 14, item 14)
+
+
+def _features_file(tmp_path, oracle_features, name="f.npz", drop=None, **replace):
+    q, g = oracle_features
+    path = save_npz({"query": q, "gallery": g}, tmp_path / "ok.npz")
+    arrays = dict(np.load(path))
+    for key in [drop] if drop else []:
+        del arrays[key]
+    arrays.update(replace)
+    out = tmp_path / name
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize("key", ["query_feats", "gallery_pids", "splits", "query_paths"])
+def test_load_npz_names_a_missing_key(tmp_path, oracle_features, key):
+    path = _features_file(tmp_path, oracle_features, drop=key)
+    with pytest.raises(FeatureFileError, match=f"{re.escape(str(path))}: key '{key}' is missing"):
+        load_npz(path)
+
+
+def test_load_npz_truncated_garbage_and_inconsistent_files(tmp_path, oracle_features):
+    good = save_npz(dict(zip(("query", "gallery"), oracle_features)), tmp_path / "good.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    array = tmp_path / "array.npy"
+    np.save(array, np.zeros(3))
+    cases = {truncated: "truncated", garbage: "not a features .npz", array: "single .npy array",
+             tmp_path / "none.npz": "not found", tmp_path: "is a folder"}
+    for path, what in cases.items():
+        with pytest.raises(FeatureFileError, match=what) as info:
+            load_npz(path)
+        assert str(path) in str(info.value)
+    q, _ = oracle_features
+    three_d = _features_file(tmp_path, oracle_features, "3d.npz", query_feats=np.zeros((len(q), 2, 3), np.float32))
+    with pytest.raises(FeatureFileError, match="query_feats must be a 2-D"):
+        load_npz(three_d)
+    short = _features_file(tmp_path, oracle_features, "short.npz", gallery_camids=np.zeros(1, np.int64))
+    with pytest.raises(FeatureFileError, match="gallery_camids has shape"):
+        load_npz(short)
+
+
+# --------------------------------------------------------------------------- visrank checks as eval (item 15)
+
+
+@pytest.mark.parametrize("defect", ["dims", "nan"])
+def test_rank_lists_check_features_like_eval(tmp_path, data, oracle_features, defect):
+    q, g = oracle_features
+    if defect == "dims":
+        bad = dataclasses.replace(g, feats=g.feats[:, :-1])
+        match = "different feature sizes"
+    else:
+        feats = g.feats.clone()
+        feats[2, 0] = float("nan")
+        bad = dataclasses.replace(g, feats=feats)
+        match = "non-finite values .* first row 2"
+    with pytest.raises(MetricsInputError, match=match):
+        evaluate_features(q, bad)
+    with pytest.raises(MetricsInputError, match=match):
+        write_rank_lists(data, None, q, bad, tmp_path / "V", num_queries=1)
+    assert not (tmp_path / "V").exists()
+
+
+def test_rank_lists_reject_3d_features(tmp_path, data, oracle_features):
+    q, g = oracle_features
+    bad = dataclasses.replace(q, feats=q.feats[:, None, :])
+    with pytest.raises(MetricsInputError, match="query features must be 2-D"):
+        write_rank_lists(data, None, bad, g, tmp_path / "V", num_queries=1)
+
+
+# --------------------------------------------------------------------------- output paths (item 16)
+
+
+def test_output_paths_that_are_folders_or_under_files(tmp_path, data, oracle_features):
+    q, g = oracle_features
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(OutputPathError, match=f"{re.escape(str(folder))} is an existing folder"):
+        save_npz(q, folder)
+    with pytest.raises(OutputPathError, match=f"{re.escape(str(afile))} is a file, not a folder"):
+        save_npz(q, afile / "x.npz")
+    with pytest.raises(OutputPathError, match=f"{re.escape(str(afile))} exists and is a file"):
+        write_rank_lists(data, None, q, g, afile, num_queries=1)
+    with pytest.raises(OutputPathError, match=re.escape(str(afile))):
+        write_rank_lists(data, None, q, g, afile / "V", num_queries=1)
+    assert afile.read_text() == "x" and list(folder.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- similarity labels (issue 16, item 3)
+
+
+def test_similarity_labels_tell_near_identical_ranks_apart():
+    labels = similarity_labels([0.99991, 0.99987, 0.99987, 0.99912])
+    assert labels == ["sim 0.99991", "sim 0.99987", "sim 0.99987", "sim 0.99912"]
+    assert similarity_labels([0.9, 0.5, 0.1]) == ["sim 0.900", "sim 0.500", "sim 0.100"]  # 3 decimals suffice
+    assert similarity_labels([1.0 - 1e-9, 1.0 - 2e-9]) == ["sim 1.000000", "sim 1.000000"]  # at most 6 decimals
+
+
+# --------------------------------------------------------------------------- checkpoints read for evaluation
+
+
+_MODEL = {"num_classes": 4, "seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}}
+
+
+@pytest.mark.parametrize("state, match", [
+    ({"model": {}, "config": {"model": {**_MODEL, "backbone": {"name": "vgg", "pretrained": None}}}},
+     "recorded model configuration is invalid: backbone.name"),
+    ({"model": {}, "config": {"model": {**_MODEL, "num_classes": "many"}}}, "recorded model configuration is invalid"),
+    ({"model": {}, "config": {"model": {**_MODEL, "zzz": 1}}}, "recorded model configuration is invalid: .*zzz"),
+    ({"model": [1, 2], "config": {"model": _MODEL}}, "weights do not fit"),
+], ids=["backbone", "num_classes", "unknown-key", "weights-not-a-dict"])
+def test_damaged_checkpoint_configs_are_checkpoint_errors(tmp_path, state, match):
+    from star.engine.checkpoint import CheckpointError
+    from star.engine.inference import load_trained_model
+
+    path = tmp_path / "best.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_trained_model(path, "cpu")
+    assert str(path) in str(info.value)
+
+
+def test_run_config_of_a_checkpoint_whose_model_section_is_not_a_mapping(tmp_path):
+    from star.engine.checkpoint import CheckpointError
+    from star.engine.inference import run_config_from_checkpoint
+
+    path = tmp_path / "best.pt"
+    torch.save({"model": {}, "config": {"model": [1, 2]}}, path)
+    with pytest.raises(CheckpointError, match="not a mapping"):
+        run_config_from_checkpoint(path)

@@ -2,12 +2,73 @@
 
 Each subcommand is a ``_cmd_<name>(args)`` function registered in ``_build_parser``;
 the work itself lives in the library modules so the Python API mirrors the CLI.
+Errors: ``main`` prints a :class:`star.errors.StarError` (a problem the user can fix) as
+one ``error:`` line and returns its exit code (3 for a diverged training, else 1); any
+other exception is a bug and propagates with its traceback. ``STAR_DEBUG=1`` shows the
+traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+import traceback
+from collections.abc import Callable, Iterator
+
+from star.errors import StarError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class _LegacyUserError(StarError):
+    """A user error that a library module still raises as a built-in exception (see ``_legacy_user_errors``)."""
+
+
+def _legacy_user_errors(*types: type[BaseException]) -> Callable[[Command], Command]:
+    """Transitional: treat ``types`` raised by a command's library as user errors.
+
+    Only for commands whose library still raises plain exceptions for bad input (listed
+    at each use); remove once those raise ``StarError`` subclasses.
+    """
+    def wrap(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return command(args)
+            except StarError:
+                raise
+            except types as e:
+                raise _LegacyUserError(str(e)) from e
+        return run
+    return wrap
+
+
+def _exit_code(error: StarError) -> int:
+    if "star.engine" in sys.modules:  # only the engine raises TrainingDiverged; importing it costs seconds
+        from star.engine import TrainingDiverged
+
+        if isinstance(error, TrainingDiverged):
+            return 3
+    return 1
+
+
+class _DatasetNames:
+    """``choices`` for ``--dataset``: ``star.data.DATASET_NAMES``, read only when an argument is
+    checked or help is printed (importing star.data takes seconds; ``star --version`` should not)."""
+
+    @staticmethod
+    def _names() -> tuple[str, ...]:
+        from star.data.registry import DATASET_NAMES
+
+        return DATASET_NAMES
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -17,6 +78,8 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# data/synthetic.py raises ValueError (SynthConfig checks) and FileExistsError (--out in use).
+@_legacy_user_errors(ValueError, FileExistsError)
 def _cmd_synth(args: argparse.Namespace) -> int:
     import time
 
@@ -28,11 +91,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     given = vars(args)
     config = SynthConfig(**{f.name: given[f.name] for f in dataclasses.fields(SynthConfig) if f.name in given})
     start = time.perf_counter()
-    try:
-        out = generate_synthetic(args.out, config, force=args.force)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out = generate_synthetic(args.out, config, force=args.force)
     print(f"wrote the synthetic dataset in {time.perf_counter() - start:.1f} s")
     load_dataset("synthetic", out)
     return 0
@@ -41,13 +100,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_check_data(args: argparse.Namespace) -> int:
     import json
 
-    from star.data import DataError, check_dataset
+    from star.data import check_dataset
 
-    try:
-        report = check_dataset(args.dataset, args.root, args.keypoints, decode=args.decode)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = check_dataset(args.dataset, args.root, args.keypoints, decode=args.decode)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -59,25 +114,23 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# pose/extract.py and pose/runtime.py raise ValueError for bad --shard, --batch, --device, models.
+@_legacy_user_errors(ValueError)
 def _cmd_pose(args: argparse.Namespace) -> int:
-    from star.data import DataError, load_dataset
-    from star.pose import PoseError, extract_keypoints, merge_shards
+    from star.data import load_dataset
+    from star.pose import extract_keypoints, merge_shards
 
-    try:
-        data = load_dataset(args.dataset, args.root, verbose=not args.quiet)
-        if args.merge:
-            out = merge_shards(data, args.out)
-            print(f"merged every shard: keypoint store written to {out}")
-            return 0
-        run = extract_keypoints(
-            data, args.out, args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
-            workers=args.workers, shard=args.shard, shard_size=args.shard_size, device=args.device,
-            threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
-            skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
-        )
-    except (PoseError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    data = load_dataset(args.dataset, args.root, verbose=not args.quiet)
+    if args.merge:
+        out = merge_shards(data, args.out)
+        print(f"merged every shard: keypoint store written to {out}")
+        return 0
+    run = extract_keypoints(
+        data, args.out, args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
+        workers=args.workers, shard=args.shard, shard_size=args.shard_size, device=args.device,
+        threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
+        skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
+    )
     print(run.summary().replace("force=True", "--force"))
     if not run.complete:
         print(f"when every part has finished: star pose --dataset {args.dataset} --root {args.root} --out {run.out} --merge")
@@ -85,18 +138,9 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- training and evaluation
-# Errors a user can fix (bad config, path, data, checkpoint) end the command with one line on stderr.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from star.config import ConfigError
-    from star.data import DataError
-    from star.engine.checkpoint import CheckpointError
-
-    return (ConfigError, DataError, CheckpointError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
-
-
 def _run_config(args: argparse.Namespace):
     """The RunConfig of a command: --config (else the checkpoint's own config) plus overrides."""
-    from star.config import config_from_dict, load_config
+    from star.config import ConfigError, config_from_dict, load_config
 
     if args.config is None and getattr(args, "checkpoint", None):
         from star.engine.inference import run_config_from_checkpoint
@@ -104,22 +148,20 @@ def _run_config(args: argparse.Namespace):
         tree = run_config_from_checkpoint(args.checkpoint)
         return config_from_dict(tree, args.overrides, source=f"the config saved in {args.checkpoint}")
     if args.config is None:
-        raise ValueError("--config is required")
-    return load_config(args.config, args.overrides)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from star.engine import TrainingDiverged, train
-
+        raise ConfigError("--config is required")
     try:
-        cfg = _run_config(args)
-        summary = train(cfg)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return load_config(args.config, args.overrides)
+    except FileNotFoundError as e:  # config/loader.py reports a missing file this way
+        raise ConfigError(str(e)) from None
+
+
+# engine/trainer.py raises ValueError / RuntimeError (train.device) and NotADirectoryError (output_dir).
+@_legacy_user_errors(ValueError, NotADirectoryError)
+def _cmd_train(args: argparse.Namespace) -> int:
+    from star.engine import train
+
+    cfg = _run_config(args)
+    summary = train(cfg)
     if summary:
         print(f"done: mean mAP {summary['mAP']:.2%} after epoch {summary['epoch']}; outputs in {cfg.output_dir}")
     return 0
@@ -129,80 +171,74 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from star.engine import evaluate_features, load_npz, write_metrics
+    from star.engine.evaluator import METRICS_FILE
+    from star.engine.features import require_sets
     from star.engine.inference import evaluate_checkpoint
 
-    try:
-        cfg = _run_config(args)
-        out = Path(args.output_dir) if args.output_dir else None
-        if args.features:
-            sets = load_npz(args.features)
-            if not {"query", "gallery"} <= set(sets):
-                raise ValueError(f"{args.features}: needs query and gallery features, found {', '.join(sets)}")
-            result = evaluate_features(
-                sets["query"], sets["gallery"], protocol=cfg.eval.protocol, dataset=cfg.data.dataset,
-                same_modality=cfg.eval.same_modality, rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
-            )
-            if out is not None:
-                write_metrics(result, out / "metrics.json")
-        else:
-            result = evaluate_checkpoint(cfg, args.checkpoint, output_dir=out, visrank=False)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = _run_config(args)
+    out = Path(args.output_dir) if args.output_dir else None
+    if args.features:
+        sets = load_npz(args.features)
+        require_sets(sets, ("query", "gallery"), args.features)
+        result = evaluate_features(
+            sets["query"], sets["gallery"], protocol=cfg.eval.protocol, dataset=cfg.data.dataset,
+            same_modality=cfg.eval.same_modality, rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
+        )
+        if out is not None:
+            write_metrics(result, out / METRICS_FILE)
+    else:
+        result = evaluate_checkpoint(cfg, args.checkpoint, output_dir=out, visrank=False)
     print(result.table)
     if out is not None:
-        print(f"wrote {out / 'metrics.json'}")
+        print(f"wrote {out / METRICS_FILE}")
     return 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from star.engine.inference import extract_checkpoint_features
 
-    try:
-        cfg = _run_config(args)
-        features = extract_checkpoint_features(cfg, args.checkpoint, args.out, splits=tuple(args.splits))
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = _run_config(args)
+    features = extract_checkpoint_features(cfg, args.checkpoint, args.out, splits=tuple(args.splits))
     counts = ", ".join(f"{name} {len(f)} x {f.feats.shape[1]}" for name, f in features.items())
     print(f"wrote {args.out}: {counts}")
     return 0
 
 
 def _cmd_visrank(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from star.config.schema import EvalConfig
     from star.engine import load_npz
     from star.engine.inference import extract_checkpoint_features, rank_lists_from_features
+    from star.engine.output_paths import check_output_dir
+    from star.engine.visrank import check_rank_list_options
 
-    try:
-        cfg = _run_config(args)
-        if args.features:
-            features = load_npz(args.features)
-        else:
-            features = extract_checkpoint_features(cfg, args.checkpoint, f"{args.out}/features.npz")
-        paths = rank_lists_from_features(cfg, features, args.out, topk=args.topk, num_queries=args.num_queries)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = _run_config(args)
+    out = check_output_dir(args.out, "rank-list folder")
+    # Unset: EvalConfig's defaults (not the run's values: a run may have visrank_queries 0).
+    topk = EvalConfig.visrank_topk if args.topk is None else args.topk
+    num_queries = EvalConfig.visrank_queries if args.num_queries is None else args.num_queries
+    check_rank_list_options(topk=topk, num_queries=num_queries)
+    if args.features:
+        features = load_npz(args.features)
+    else:
+        features = extract_checkpoint_features(cfg, args.checkpoint, Path(out) / "features.npz")
+    paths = rank_lists_from_features(cfg, features, out, topk=topk, num_queries=num_queries)
     print(f"wrote {len(paths)} rank-list pictures to {args.out}")
     return 0
 
 
+# As train (the demo trains).
+@_legacy_user_errors(ValueError, NotADirectoryError)
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    from star.engine import TrainingDiverged, train
+    from star.engine import train
     from star.engine.demo import demo_config
 
     start = time.perf_counter()
-    try:
-        cfg = demo_config(args.out, args.data, args.overrides)
-        summary = train(cfg)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = demo_config(args.out, args.data, args.overrides)
+    summary = train(cfg)
     print(
         f"demo finished in {time.perf_counter() - start:.0f} s: mean mAP {summary['mAP']:.2%} "
         f"(chance is a few %); metrics.json, rank lists (visrank/), logs and checkpoints in {cfg.output_dir}"
@@ -243,7 +279,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("check-data", help="validate a dataset layout, its frames and keypoint store; print counts")
-    p.add_argument("--dataset", required=True, choices=["hitsz-vcm", "bupt", "synthetic", "list"])
+    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
+                   help="dataset: %(choices)s")
     p.add_argument("--root", required=True, help="dataset root directory")
     p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present)")
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
@@ -251,7 +288,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")
-    p.add_argument("--dataset", required=True, choices=["hitsz-vcm", "bupt", "synthetic", "list"])
+    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
+                   help="dataset: %(choices)s")
     p.add_argument("--root", required=True, help="dataset root directory")
     p.add_argument("--out", default=None, help="keypoint store directory (default: <root>/keypoints)")
     p.add_argument("--model", default="rtmpose-m",
@@ -305,8 +343,9 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
     source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
     p.add_argument("--out", required=True, help="output directory for the pictures")
-    p.add_argument("--topk", type=int, default=10, help="gallery tracklets per query (default 10)")
-    p.add_argument("--num-queries", type=int, default=8, help="pictures to draw (default 8)")
+    p.add_argument("--topk", type=int, default=None, help="gallery tracklets per query (default: EvalConfig.visrank_topk)")
+    p.add_argument("--num-queries", type=int, default=None,
+                   help="pictures to draw (default: EvalConfig.visrank_queries)")
     p.set_defaults(func=_cmd_visrank)
 
     p = sub.add_parser("demo", help="generate the synthetic dataset, train STAR on the CPU, evaluate, draw rank lists")
@@ -323,7 +362,13 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except StarError as e:
+        if os.environ.get("STAR_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return _exit_code(e)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,9 @@ runs the protocol chosen by ``cfg.eval.protocol`` and returns an :class:`EvalRes
 writes ``metrics.json`` there. ``evaluate_features`` does the same from features
 already extracted (e.g. a ``.npz`` of ``star extract``).
 
-Protocols (``cfg.eval.protocol``):
-
-- ``auto``: ``bupt`` for the BUPTCampus dataset, ``hitsz-vcm`` otherwise;
-- ``hitsz-vcm``: infrared->visible (query set -> gallery set) and visible->infrared
-  (swapped), dropping same-pid-same-camera gallery items;
-- ``bupt``: the cross-modal modes of the mixed query/gallery sets, no camera filter
-  (plus the same-modality modes with ``cfg.eval.same_modality``);
-- ``bupt-official-dropped``: ``bupt`` after dropping, from the query set and from the
-  gallery set, the last ``len(RGB) % 64`` RGB tracklets, as the official AuxNet test
-  sampler (``ConsistentModalitySampler``, test batch 64, used for both loaders) does.
-  Only for comparison with published numbers; the table and metrics.json say so.
+Protocols (``cfg.eval.protocol``): see ``star.metrics.protocols``; ``auto`` is ``bupt``
+for the BUPTCampus dataset, ``hitsz-vcm`` otherwise. ``bupt-official-dropped`` is only
+for comparison with published numbers; the table and metrics.json say so.
 
 Under DDP only rank 0 should call these (pass the unwrapped model).
 """
@@ -38,18 +30,15 @@ from ..config import RunConfig
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
-from ..metrics import RankingResult, evaluate_bupt, evaluate_hitsz_vcm, format_table
+from ..metrics import RankingResult, format_table
+from ..metrics import protocols
 from .features import Features, extract_features
+from .output_paths import prepare_output_file
+from .visrank import write_rank_lists
 
-__all__ = [
-    "EvalResult", "evaluate", "evaluate_features", "resolve_protocol", "official_dropped_keep", "write_metrics",
-    "METRICS_FILE", "OFFICIAL_TEST_BATCH",
-]
+__all__ = ["EvalResult", "evaluate", "evaluate_features", "extraction_settings", "write_metrics", "METRICS_FILE"]
 
 METRICS_FILE = "metrics.json"
-OFFICIAL_TEST_BATCH = 64  # AuxNet's test batch size ("Please don't change it.")
-RANKS = (1, 5, 10, 20)
-PROTOCOL_CHOICES = ("hitsz-vcm", "bupt", "bupt-official-dropped")
 
 
 @dataclass
@@ -85,7 +74,7 @@ class EvalResult:
 
 def _mode_metrics(r: RankingResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for k in RANKS:
+    for k in protocols.CMC_RANKS:
         try:
             out[f"R{k}"] = r.rank(k)
         except ValueError:  # beyond a short CMC that has not reached 1
@@ -94,30 +83,8 @@ def _mode_metrics(r: RankingResult) -> dict[str, Any]:
     return out
 
 
-def resolve_protocol(protocol: str, dataset: str) -> str:
-    """``auto`` -> ``bupt`` for the ``bupt`` dataset, ``hitsz-vcm`` for any other; else ``protocol`` (checked)."""
-    if protocol == "auto":
-        return "bupt" if dataset == "bupt" else "hitsz-vcm"
-    if protocol not in PROTOCOL_CHOICES:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected auto or one of {list(PROTOCOL_CHOICES)}")
-    return protocol
-
-
-def official_dropped_keep(modalities: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
-    """Boolean keep-mask of AuxNet's test sampler: the last ``len(RGB) % batch_size`` RGB items
-    (in order) are dropped, every infrared item is kept. ``batch_size`` defaults to 64."""
-    batch_size = OFFICIAL_TEST_BATCH if batch_size is None else batch_size
-    modalities = np.asarray(modalities)
-    rgb = np.flatnonzero(modalities == VISIBLE)
-    keep = np.ones(len(modalities), dtype=bool)
-    drop = len(rgb) % batch_size
-    if drop:  # (the original slices idx[:-0] = [] when nothing is to be dropped; we keep all)
-        keep[rgb[len(rgb) - drop:]] = False
-    return keep
-
-
-def _modality_labels(modalities: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(modalities) == INFRARED, "IR", "RGB")
+def _protocol_set(f: Features) -> dict[str, Any]:
+    return {"feats": f.feats, "pids": f.pids, "camids": f.camids, "modalities": f.modalities}
 
 
 def _counts(f: Features) -> dict[str, int]:
@@ -136,7 +103,7 @@ def evaluate_features(
     max_rank: int = 20,
 ) -> EvalResult:
     """Run ``protocol`` (``auto`` resolved with ``dataset``) on extracted features; see the module doc."""
-    protocol = resolve_protocol(protocol, dataset)
+    protocol = protocols.resolve_protocol(protocol, dataset)
     info: dict[str, Any] = {
         "num_query": len(query),
         "num_gallery": len(gallery),
@@ -145,28 +112,22 @@ def evaluate_features(
         "max_rank": int(max_rank),
     }
     notes: list[str] = []
-    if protocol == "hitsz-vcm":
-        results = evaluate_hitsz_vcm(
-            query.feats, query.pids, query.camids, gallery.feats, gallery.pids, gallery.camids,
-            max_rank=max_rank, rerank=rerank,
-        )
-    else:
-        q, g = query, gallery
-        if protocol == "bupt-official-dropped":
-            q = query.subset(official_dropped_keep(query.modalities))
-            g = gallery.subset(official_dropped_keep(gallery.modalities))
-            dropped = {"query": len(query) - len(q), "gallery": len(gallery) - len(g)}
-            info["dropped"] = {**dropped, "rule": f"last len(RGB) % {OFFICIAL_TEST_BATCH} RGB tracklets of each split"}
-            notes.append(
-                f"NOTE: bupt-official-dropped: {dropped['query']} query and {dropped['gallery']} gallery RGB "
-                f"tracklets dropped (len(RGB) % {OFFICIAL_TEST_BATCH}, as AuxNet's test sampler); "
-                "only for comparison with published numbers, not the full protocol"
-            )
+    if protocol != "hitsz-vcm":
         info["same_modality"] = bool(same_modality)
-        results = evaluate_bupt(
-            q.feats, q.pids, _modality_labels(q.modalities), g.feats, g.pids, _modality_labels(g.modalities),
-            same_modality=same_modality, max_rank=max_rank, rerank=rerank,
+    if protocol == "bupt-official-dropped":
+        batch = protocols.OFFICIAL_TEST_BATCH
+        dropped = {name: int((~protocols.official_dropped_keep(f.modalities)).sum())
+                   for name, f in (("query", query), ("gallery", gallery))}
+        info["dropped"] = {**dropped, "rule": f"last len(RGB) % {batch} RGB tracklets of each split"}
+        notes.append(
+            f"NOTE: bupt-official-dropped: {dropped['query']} query and {dropped['gallery']} gallery RGB "
+            f"tracklets dropped (len(RGB) % {batch}, as AuxNet's test sampler); "
+            "only for comparison with published numbers, not the full protocol"
         )
+    results = protocols.evaluate_protocol(
+        protocol, _protocol_set(query), _protocol_set(gallery),
+        same_modality=same_modality, max_rank=max_rank, rerank=rerank,
+    )
     title = (
         f"{dataset or 'features'}: protocol {protocol}{' + re-ranking' if rerank else ''}, "
         f"{len(query)} query / {len(gallery)} gallery tracklets"
@@ -174,6 +135,21 @@ def evaluate_features(
     table = "\n".join([title, *notes, format_table(results)])
     return EvalResult(
         results=results, table=table, query=query, gallery=gallery, protocol=protocol, dataset=dataset, info=info
+    )
+
+
+def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool = False) -> dict[str, Any]:
+    """The ``extract_features`` options of a run's evaluation: ``seq_len`` frames per tracklet at
+    the data size, the eval batch size and loader workers, float16 autocast on CUDA with ``train.amp``."""
+    return dict(
+        num_frames=cfg.model_config(1).seq_len,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        device=device,
+        amp=cfg.train.amp and device.type == "cuda",
+        progress=progress,
     )
 
 
@@ -198,16 +174,7 @@ def evaluate(
     ``<output_dir>/visrank``. The model's train/eval mode is restored.
     """
     device = torch.device(device)
-    kw = dict(
-        num_frames=cfg.model_config(1).seq_len,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        device=device,
-        amp=cfg.train.amp and device.type == "cuda",
-        progress=progress,
-    )
+    kw = extraction_settings(cfg, device, progress=progress)
     query = extract_features(model, data.query, keypoints, **kw)
     gallery = extract_features(model, data.gallery, keypoints, **kw)
     result = evaluate_features(
@@ -219,8 +186,6 @@ def evaluate(
         out = Path(output_dir)
         write_metrics(result, out / METRICS_FILE)
         if visrank and cfg.eval.visrank_queries > 0:
-            from .visrank import write_rank_lists
-
             write_rank_lists(
                 data, keypoints, query, gallery, out / "visrank",
                 topk=cfg.eval.visrank_topk, num_queries=cfg.eval.visrank_queries, protocol=result.protocol,
@@ -243,7 +208,7 @@ def write_metrics(result: EvalResult, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output_file(path, "metrics file")
     text = json.dumps(_json_safe(result.to_dict()), indent=2)
     atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
     return path

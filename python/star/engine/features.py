@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import StarError
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
 from ..data.loaders import eval_loader
 from ..data.tracklet import Tracklet
 from ..data.transforms import normalize_frames
+from .output_paths import prepare_output_file
 
-__all__ = ["Features", "extract_features", "save_npz", "load_npz"]
+__all__ = ["Features", "FeatureFileError", "extract_features", "save_npz", "load_npz", "require_sets"]
 
 SINGLE_NAME = "features"  # the set name used when save_npz gets one Features
+LABEL_FIELDS = ("pids", "camids", "modalities")
+
+
+class FeatureFileError(StarError, ValueError):
+    """A features ``.npz`` that is unreadable, incomplete or inconsistent; the message names the file."""
 
 
 @dataclass
@@ -178,26 +186,77 @@ def save_npz(
 
     arrays["splits"] = np.array(list(sets), dtype=np.str_)
     arrays["meta"] = np.array(json.dumps({"package_version": __version__, **dict(meta or {})}))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output_file(path, "features file")
     atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 
 def load_npz(path: str | Path, *, with_meta: bool = False):
     """Read a file of ``save_npz``: ``{name: Features}`` (``"features"`` for a single set);
-    with ``with_meta``, ``(sets, meta dict)``."""
-    with np.load(path, allow_pickle=False) as z:
-        names = [str(s) for s in z["splits"]]
-        sets = {
-            name: Features(
-                feats=torch.from_numpy(np.ascontiguousarray(z[f"{name}_feats"], dtype=np.float32)),
-                pids=z[f"{name}_pids"].astype(np.int64),
-                camids=z[f"{name}_camids"].astype(np.int64),
-                modalities=z[f"{name}_modalities"].astype(np.int64),
-                paths=[str(p) for p in z[f"{name}_paths"]],
-            )
-            for name in names
-        }
-        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-    return (sets, meta) if with_meta else sets
+    with ``with_meta``, ``(sets, meta dict)``. A file that is not such a features file
+    (unreadable, truncated, a key missing, shapes that do not agree) is a ``FeatureFileError``
+    naming it and what is wrong."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FeatureFileError(f"features file not found: {path}") from None
+    except IsADirectoryError:
+        raise FeatureFileError(f"features file {path} is a folder, not a .npz file") from None
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise FeatureFileError(f"{path} is not a complete features .npz (truncated or damaged: {exc})") from None
+    except ValueError:  # numpy found neither a zip archive nor a .npy header
+        raise FeatureFileError(f"{path} is not a features .npz written by `star extract` "
+                               "(neither a zip archive of arrays nor a .npy file)") from None
+    except OSError as exc:
+        raise FeatureFileError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise FeatureFileError(f"{path} is a single .npy array, not a features .npz written by `star extract`")
+    with z:
+        return _read_sets(path, z, with_meta)
+
+
+def require_sets(sets: Mapping[str, Features], names: Sequence[str], source: str | Path) -> None:
+    """Every set of ``names`` (e.g. ``query`` and ``gallery``) is in ``sets`` read from ``source``."""
+    missing = [n for n in names if n not in sets]
+    if missing:
+        raise FeatureFileError(f"{source}: needs {' and '.join(names)} features, found {', '.join(sets) or 'none'}")
+
+
+def _read_sets(path: Path, z: np.lib.npyio.NpzFile, with_meta: bool):
+    def array(key: str) -> np.ndarray:
+        if key not in z.files:
+            raise FeatureFileError(f"{path}: key {key!r} is missing (the file has {', '.join(z.files) or 'no keys'})")
+        try:
+            return z[key]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise FeatureFileError(f"{path}: key {key!r} cannot be read ({exc})") from None
+
+    names = [str(s) for s in np.atleast_1d(array("splits"))]
+    sets = {}
+    for name in names:
+        feats = array(f"{name}_feats")
+        if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating):
+            raise FeatureFileError(f"{path}: {name}_feats must be a 2-D float array [N, C], "
+                                   f"got shape {feats.shape} dtype {feats.dtype}")
+        columns = {}
+        for field in (*LABEL_FIELDS, "paths"):
+            values = array(f"{name}_{field}")
+            if values.shape != (len(feats),):
+                raise FeatureFileError(f"{path}: {name}_{field} has shape {values.shape} but {name}_feats has "
+                                       f"{len(feats)} rows")
+            if field != "paths" and not np.issubdtype(values.dtype, np.integer):
+                raise FeatureFileError(f"{path}: {name}_{field} must hold integers, got dtype {values.dtype}")
+            columns[field] = values
+        sets[name] = Features(
+            feats=torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
+            **{field: columns[field].astype(np.int64) for field in LABEL_FIELDS},
+            paths=[str(p) for p in columns["paths"]],
+        )
+    if not with_meta:
+        return sets
+    try:
+        meta = json.loads(str(array("meta"))) if "meta" in z.files else {}
+    except json.JSONDecodeError as exc:
+        raise FeatureFileError(f"{path}: key 'meta' is not JSON ({exc})") from None
+    return sets, meta

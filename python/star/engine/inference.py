@@ -4,24 +4,43 @@ These are the library halves of ``star eval``, ``star extract`` and ``star visra
 A checkpoint (``last.pt`` or ``best.pt``) carries the resolved configuration of
 its run, so ``run_config_from_checkpoint`` gives back a ``RunConfig`` that the
 caller may override (e.g. another ``data.root`` or ``eval.rerank=true``).
+
+The network is always the checkpoint's: the config's model section may change only the
+evaluation-time switches (``EVAL_TIME_MODEL_KEYS``: which embedding is returned, fused
+or reference ops); a training-only setting (``TRAINING_ONLY_MODEL_KEYS``) is ignored;
+any other model key that differs from the checkpoint's (another backbone, ``seq_len``,
+a ``--config`` of another architecture) is a ``ConfigError`` listing the differences.
+Output paths are checked before the model is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from ..config import RunConfig
-from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
+from ..config import ConfigError, RunConfig
+from ..data import DataError, KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..models import STAR, ModelConfig
-from .checkpoint import CheckpointError, load_checkpoint
-from .evaluator import EvalResult, evaluate
-from .features import Features, extract_features, save_npz
+from .checkpoint import CheckpointError, config_differences, load_checkpoint
+from .evaluator import METRICS_FILE, EvalResult, evaluate, extraction_settings
+from .features import Features, extract_features, require_sets, save_npz
+from .output_paths import check_output_dir, check_output_file
 from .trainer import resolve_device
 from .visrank import write_rank_lists
+
+# Model keys a config may change at evaluation: the same weights, another embedding / kernel.
+EVAL_TIME_MODEL_KEYS = ("model.neck_feat", "model.use_fused_ops")
+# Model keys that only act while training (or before it: where the initial weights come
+# from); at evaluation the checkpoint's values hold and the config's are not compared.
+TRAINING_ONLY_MODEL_KEYS = (
+    "model.backbone.pretrained", "model.backbone.require_pretrained", "model.style.",
+    "model.frame_correction.attention_dropout", "model.sequence.dropout", "model.sequence.attention_dropout",
+)
 
 
 @dataclass
@@ -41,25 +60,87 @@ def run_config_from_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
     config = state.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{checkpoint} holds no run configuration; pass --config")
+    model = config.get("model", {})
+    if not isinstance(model, Mapping):
+        raise CheckpointError(f"{checkpoint}: the recorded model configuration is not a mapping: {model!r}")
     config = dict(config)
-    config["model"] = {k: v for k, v in dict(config.get("model", {})).items() if k != "num_classes"}
+    config["model"] = {k: v for k, v in model.items() if k != "num_classes"}
     return config
 
 
-def load_trained_model(checkpoint: str | Path, device: str | torch.device = "auto") -> TrainedModel:
-    """Rebuild the network of ``checkpoint`` from its own model config and load its weights."""
+def load_trained_model(
+    checkpoint: str | Path, device: str | torch.device = "auto", model: Optional[Any] = None
+) -> TrainedModel:
+    """Rebuild the network of ``checkpoint`` from its own model config and load its weights.
+
+    ``model``: the model section the caller was configured with (a mapping of
+    ``ModelConfig`` fields or a ``ModelConfig``); its evaluation-time switches are applied,
+    and any architecture key that differs from the checkpoint's is a ``ConfigError``
+    (see the module doc). ``None``: the checkpoint's model as it was trained.
+    """
     state = load_checkpoint(checkpoint)
     config = state.get("config") or {}
     if "model" not in config or "num_classes" not in config["model"]:
         raise CheckpointError(f"{checkpoint} does not record its model configuration")
-    model_cfg = ModelConfig.from_dict({**config["model"], "backbone": {**config["model"]["backbone"], "pretrained": None}})
-    model = STAR(model_cfg)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
+        num_classes = int(config["model"]["num_classes"])
+        saved = _model_fields(config["model"], num_classes)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: the recorded model configuration is invalid: {exc}") from None
+    chosen = saved if model is None else _evaluation_model(checkpoint, saved, _model_fields(model, num_classes))
+    built = _build_model({**chosen, "backbone": {**chosen["backbone"], "pretrained": None}}, num_classes)
+    try:
+        built.load_state_dict(state["model"])
+    except (RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: weights do not fit the recorded model configuration: {exc}") from None
-    device = resolve_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), Path(checkpoint), int(state.get("epoch", 0)), device)
+    if isinstance(device, str):
+        try:
+            device = resolve_device(device)
+        except (ValueError, RuntimeError) as exc:  # trainer.resolve_device does not raise a StarError yet
+            raise ConfigError(str(exc)) from None
+    epoch = state.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise CheckpointError(f"{checkpoint}: 'epoch' must be an integer, got {epoch!r}")
+    return TrainedModel(built.to(device).eval(), Path(checkpoint), epoch, device)
+
+
+def _model_fields(model: Any, num_classes: int) -> dict[str, Any]:
+    """Every ``ModelConfig`` field of ``model`` (a mapping or a ``ModelConfig``) as a nested dict,
+    defaults filled in, without ``num_classes`` (a fact of the training data, not a setting).
+
+    Written against the dataclass fields, so it holds whether or not ``ModelConfig`` has a
+    ``num_classes`` field (a checkpoint's mapping carries it either way)."""
+    has_num_classes = "num_classes" in {f.name for f in dataclasses.fields(ModelConfig)}
+    if not dataclasses.is_dataclass(model):
+        given = dict(model)
+        if has_num_classes:
+            given.setdefault("num_classes", num_classes)
+        else:
+            given.pop("num_classes", None)
+        model = ModelConfig.from_dict(given)
+    tree = dataclasses.asdict(model)
+    tree.pop("num_classes", None)
+    return tree
+
+
+def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's model with the requested evaluation-time switches; other differences are errors."""
+    diffs = config_differences({"model": saved}, {"model": requested},
+                               allowed=EVAL_TIME_MODEL_KEYS + TRAINING_ONLY_MODEL_KEYS)
+    if diffs:
+        raise ConfigError(
+            f"the config asks for another model than {checkpoint} holds: {'; '.join(diffs)}; "
+            f"only {', '.join(EVAL_TIME_MODEL_KEYS)} may change at evaluation "
+            "(drop the other model overrides, or pass the run's own config.yaml)"
+        )
+    switches = {key.split(".", 1)[1] for key in EVAL_TIME_MODEL_KEYS}
+    return {**saved, **{k: v for k, v in requested.items() if k in switches}}
+
+
+def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
+    """STAR from a model-fields tree and the number of training identities."""
+    # ModelConfig still carries num_classes; when it stops, this becomes STAR(cfg, num_classes).
+    return STAR(ModelConfig.from_dict({**tree, "num_classes": num_classes}))
 
 
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:
@@ -67,14 +148,8 @@ def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidDa
     data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=verbose)
     for split in ("query", "gallery"):
         if not data.split(split):
-            raise ValueError(f"{cfg.data.dataset} at {cfg.data.root}: the {split} split is empty")
+            raise DataError(f"{cfg.data.dataset} at {cfg.data.root}: the {split} split is empty")
     return data, open_keypoint_store(data, cfg.data.keypoints)
-
-
-def _check_seq_len(trained: TrainedModel, cfg: RunConfig) -> None:
-    want, have = cfg.model_config(1).seq_len, trained.model.cfg.seq_len
-    if want != have:
-        raise ValueError(f"model.seq_len is {want} in the config but the checkpoint's model uses {have}")
 
 
 def evaluate_checkpoint(
@@ -87,9 +162,12 @@ def evaluate_checkpoint(
     """Evaluate ``checkpoint`` on ``cfg``'s test split (both modes); writes ``metrics.json``
     (and rank lists when ``visrank``) into ``output_dir`` when given. Progress bars follow
     ``cfg.train.progress``."""
+    if output_dir is not None:
+        check_output_file(Path(output_dir) / METRICS_FILE, "metrics file")
+        if visrank:
+            check_output_dir(Path(output_dir) / "visrank", "rank-list folder")
     data, keypoints = load_eval_data(cfg)
-    trained = load_trained_model(checkpoint, cfg.train.device)
-    _check_seq_len(trained, cfg)
+    trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
     return evaluate(
         trained.model, data, keypoints, cfg,
         device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
@@ -100,16 +178,12 @@ def extract_checkpoint_features(
     cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery")
 ) -> dict[str, Features]:
     """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz)."""
+    check_output_file(out, "features file")
     data, keypoints = load_eval_data(cfg)
-    trained = load_trained_model(checkpoint, cfg.train.device)
-    _check_seq_len(trained, cfg)
+    trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
     features = {
-        split: extract_features(
-            trained.model, data.split(split), keypoints,
-            num_frames=trained.model.cfg.seq_len, height=cfg.data.height, width=cfg.data.width,
-            batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, device=trained.device,
-            amp=cfg.train.amp and trained.device.type == "cuda", progress=cfg.train.progress,
-        )
+        split: extract_features(trained.model, data.split(split), keypoints,
+                                **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
         for split in splits
     }
     save_npz(features, out, meta={"checkpoint": str(checkpoint), "epoch": trained.epoch, "dataset": data.name})
@@ -120,9 +194,8 @@ def rank_lists_from_features(
     cfg: RunConfig, features: dict[str, Features], out_dir: str | Path, *, topk: int = 10, num_queries: int = 8
 ) -> list[Path]:
     """Rank-list pictures for ``cfg``'s dataset from saved query/gallery features."""
-    missing = [s for s in ("query", "gallery") if s not in features]
-    if missing:
-        raise ValueError(f"the features hold no {' / '.join(missing)} split (found: {', '.join(features)})")
+    require_sets(features, ("query", "gallery"), "the features")
+    check_output_dir(out_dir, "rank-list folder")
     data, keypoints = load_eval_data(cfg, verbose=False)
     return write_rank_lists(
         data, keypoints, features["query"], features["gallery"], out_dir,

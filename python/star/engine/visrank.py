@@ -5,9 +5,10 @@ gallery tracklets ranked by cosine similarity, with a green border when the pid
 matches the query's and red otherwise. A strip shows ``num_frames`` frames of the
 tracklet (the test sampling rule), the modality tag (IR / RGB) in its corner, and
 the COCO-17 skeleton from the keypoint store drawn on every frame. A label panel on
-the left of each row gives the rank, pid, camera and similarity.
+the left of each row gives the rank, pid, camera and cosine similarity (with as many
+decimals as it takes to tell neighbouring ranks apart, see ``similarity_labels``).
 
-The ranking follows the evaluation rule of the protocol: for HITSZ-VCM, gallery
+The ranking follows the protocol's modes (``star.metrics.protocols.mode_sets``): for HITSZ-VCM, gallery
 items with the query's pid and camera are left out; for BUPTCampus, a mode
 ``A->B`` ranks the modality-B gallery tracklets for the modality-A queries, without
 camera filter. Only queries with at least one positive left are drawn, spread evenly
@@ -30,9 +31,11 @@ from ..data.keypoint_store import KeypointStore
 from ..data.sampling import sample_frame_indices
 from ..data.skeleton import COCO17_BONES, COCO17_KEYPOINTS
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
+from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
 from .features import Features
+from .output_paths import OutputPathError, prepare_output_dir
 
-__all__ = ["write_rank_lists", "rank_list_size", "MODE_MODALITIES", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
+__all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
 
 # Layout (pixels). Colours are RGB.
 BORDER = 4  # coloured border around every strip
@@ -47,8 +50,6 @@ BACKGROUND = (255, 255, 255)
 MISSING_FRAME = (128, 128, 128)
 KEYPOINT_CONF = 0.2  # keypoints below this confidence are not drawn
 
-MODE_MODALITIES = {"IR->RGB": (INFRARED, VISIBLE), "RGB->IR": (VISIBLE, INFRARED),
-                   "RGB->RGB": (VISIBLE, VISIBLE), "IR->IR": (INFRARED, INFRARED)}
 _MOD_TAG = {INFRARED: "IR", VISIBLE: "RGB"}
 
 
@@ -124,32 +125,43 @@ def _label(lines: Sequence[str], height: int, color=(0, 0, 0)) -> np.ndarray:
     return panel
 
 
+def similarity_labels(sims: Sequence[float], min_digits: int = 3, max_digits: int = 6) -> list[str]:
+    """``sim <cosine>`` per ranked item, with the fewest decimals (``min_digits`` to ``max_digits``)
+    at which neighbouring ranks whose similarities differ also read differently.
+
+    The absolute cosine is kept (not the gap to the best match) so a picture still says
+    whether the whole list is near-identical; the precision adapts because embeddings
+    that all lie near cosine 1 (a short training) would otherwise all read ``1.000``.
+    """
+    sims = [float(v) for v in sims]
+    for digits in range(min_digits, max_digits + 1):
+        texts = [f"sim {v:.{digits}f}" for v in sims]
+        if all(a != b for a, b, x, y in zip(texts, texts[1:], sims, sims[1:]) if x != y):
+            break
+    return texts
+
+
 def _check_aligned(features: Features, tracklets: Sequence[Tracklet], split: str) -> None:
     if len(features) != len(tracklets):
-        raise ValueError(
+        raise MetricsInputError(
             f"write_rank_lists: {split} features have {len(features)} rows but data.{split} has {len(tracklets)} "
             f"tracklets; pass the features extracted from data.{split} in order"
         )
     for i, t in enumerate(tracklets):
         if t.paths and features.paths[i] != t.paths[0]:
-            raise ValueError(
+            raise MetricsInputError(
                 f"write_rank_lists: {split} feature {i} is {features.paths[i]!r} but data.{split}[{i}] starts "
                 f"with {t.paths[0]!r}; the features do not belong to this dataset split"
             )
 
 
-def _mode_sets(protocol: str, mode: str, data: VideoReidData, query: Features, gallery: Features):
-    """(query tracklets, query features, gallery tracklets, gallery features, camera filter) of ``mode``."""
-    if protocol == "hitsz-vcm":
-        if mode == "IR->RGB":
-            return data.query, query, data.gallery, gallery, True
-        if mode == "RGB->IR":
-            return data.gallery, gallery, data.query, query, True
-        raise ValueError(f"protocol hitsz-vcm has modes IR->RGB and RGB->IR, not {mode!r}")
-    qm, gm = MODE_MODALITIES[mode]
-    qi = np.flatnonzero(np.asarray(query.modalities) == qm)
-    gi = np.flatnonzero(np.asarray(gallery.modalities) == gm)
-    return ([data.query[i] for i in qi], query.subset(qi), [data.gallery[i] for i in gi], gallery.subset(gi), False)
+def check_rank_list_options(*, topk: int, num_queries: int, num_frames: int = 4, image_format: str = "png") -> None:
+    """The picture options of ``write_rank_lists``, checked (callers check them before extracting features)."""
+    if topk < 1 or num_queries < 0 or num_frames < 1:
+        raise MetricsInputError(
+            f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}")
+    if image_format.lower() not in ("png", "jpg", "jpeg"):
+        raise MetricsInputError(f"image_format must be png or jpg, got {image_format!r}")
 
 
 def write_rank_lists(
@@ -179,30 +191,28 @@ def write_rank_lists(
     ``height`` x ``width``; a picture is ``rank_list_size(1 + k, num_frames, height, width)``
     pixels, ``k = min(topk, gallery items left)``.
     """
-    from .evaluator import resolve_protocol
-
-    if topk < 1 or num_queries < 0 or num_frames < 1:
-        raise ValueError(f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}")
-    if image_format.lower() not in ("png", "jpg", "jpeg"):
-        raise ValueError(f"image_format must be png or jpg, got {image_format!r}")
+    check_rank_list_options(topk=topk, num_queries=num_queries, num_frames=num_frames, image_format=image_format)
     protocol = resolve_protocol(protocol, data.name)
-    if protocol == "bupt-official-dropped":
+    if protocol == "bupt-official-dropped":  # drawn on the whole sets
         protocol = "bupt"
     _check_aligned(query, data.query, "query")
     _check_aligned(gallery, data.gallery, "gallery")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    feature_pair(query.feats, gallery.feats, ("query features", "gallery features"))
+    plans = mode_sets(protocol, query.modalities, gallery.modalities, modes=modes)
+    out = prepare_output_dir(out_dir, "rank-list folder")
+    sets = {"query": (data.query, query), "gallery": (data.gallery, gallery)}
     written: list[Path] = []
-    for mode in modes:
-        if mode not in MODE_MODALITIES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {list(MODE_MODALITIES)}")
-        q_tracks, qf, g_tracks, gf, cam_filter = _mode_sets(protocol, mode, data, query, gallery)
-        if num_queries == 0 or not q_tracks or not g_tracks:
+    for mode, plan in plans.items():
+        q_split, q_all = sets[plan.query_side]
+        g_split, g_all = sets[plan.gallery_side]
+        q_rows, g_rows = plan.query_rows, plan.gallery_rows
+        if num_queries == 0 or not len(q_rows) or not len(g_rows):
             continue
-        q_rows = _query_rows(protocol, mode, query, gallery)
+        qf, gf = q_all.subset(q_rows), g_all.subset(g_rows)
         # Which gallery items each query may see, and whether it has a positive left.
         same_pid = qf.pids[:, None] == gf.pids[None, :]
-        allowed = ~(same_pid & (qf.camids[:, None] == gf.camids[None, :])) if cam_filter else np.ones_like(same_pid)
+        allowed = (~same_pid_same_camera(qf.pids, qf.camids, gf.pids, gf.camids) if plan.camera_filter
+                   else np.ones_like(same_pid))
         candidates = np.flatnonzero((same_pid & allowed).any(axis=1))
         if len(candidates) == 0:
             continue
@@ -216,29 +226,22 @@ def write_rank_lists(
             order = valid[np.argsort(-row[valid], kind="stable")][:topk]
             rows = [np.concatenate([
                 _label(["query", f"pid {qf.pids[qi]}", f"cam {qf.camids[qi]}"], height + 2 * BORDER),
-                _strip(q_tracks[qi], keypoints, QUERY_COLOR, num_frames, height, width),
+                _strip(q_split[q_rows[qi]], keypoints, QUERY_COLOR, num_frames, height, width),
             ], axis=1)]
-            for rank, gi in enumerate(order.tolist(), 1):
+            for rank, (gi, text) in enumerate(zip(order.tolist(), similarity_labels(row[order])), 1):
                 match = gf.pids[gi] == qf.pids[qi]
                 rows.append(np.concatenate([
-                    _label([f"rank {rank}", f"pid {gf.pids[gi]}", f"cam {gf.camids[gi]}", f"sim {row[gi]:.3f}"],
+                    _label([f"rank {rank}", f"pid {gf.pids[gi]}", f"cam {gf.camids[gi]}", text],
                            height + 2 * BORDER, MATCH_COLOR if match else MISMATCH_COLOR),
-                    _strip(g_tracks[gi], keypoints, MATCH_COLOR if match else MISMATCH_COLOR, num_frames, height,
-                           width),
+                    _strip(g_split[g_rows[gi]], keypoints, MATCH_COLOR if match else MISMATCH_COLOR, num_frames,
+                           height, width),
                 ], axis=1))
             canvas = _stack(rows)
             path = out / f"{slug}_q{int(q_rows[qi]):05d}_pid{int(qf.pids[qi])}.{image_format.lower()}"
             if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"cannot write {path}")
+                raise OutputPathError(f"cannot write the rank-list picture {path}")
             written.append(path)
     return written
-
-
-def _query_rows(protocol: str, mode: str, query: Features, gallery: Features) -> np.ndarray:
-    """Row of each mode query in its own split (for file names)."""
-    if protocol == "hitsz-vcm":
-        return np.arange(len(query) if mode == "IR->RGB" else len(gallery))
-    return np.flatnonzero(np.asarray(query.modalities) == MODE_MODALITIES[mode][0])
 
 
 def _stack(rows: list[np.ndarray]) -> np.ndarray:

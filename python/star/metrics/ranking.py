@@ -34,6 +34,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .errors import MetricsInputError
+
 __all__ = ["RankingResult", "evaluate_ranking"]
 
 # Default working-memory budget of one chunk (sorted row copy + bookkeeping).
@@ -88,12 +90,12 @@ class RankingResult(Mapping):
         reached 1 (a hit cannot be lost), e.g. Rank-20 of a 10-item gallery.
         """
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise MetricsInputError(f"k must be >= 1, got {k}")
         if k <= len(self.cmc):
             return float(self.cmc[k - 1])
         if self.cmc[-1] == 1.0:
             return 1.0
-        raise ValueError(f"rank {k} is beyond the computed CMC (max_rank={len(self.cmc)})")
+        raise MetricsInputError(f"rank {k} is beyond the computed CMC (max_rank={len(self.cmc)})")
 
     def to_dict(self) -> dict:
         """Plain-Python copy, ready for ``json.dump``."""
@@ -136,22 +138,22 @@ def evaluate_ranking(dist, q_pids, g_pids, q_camids=None, g_camids=None, *,
     g_pids = _as_ids(g_pids, "g_pids", num_g, dev)
     if (q_camids is None) != (g_camids is None):
         missing = "g_camids" if g_camids is None else "q_camids"
-        raise ValueError(f"{missing} is missing: give both q_camids and g_camids "
+        raise MetricsInputError(f"{missing} is missing: give both q_camids and g_camids "
                          f"for the same-pid-same-camera filter, or neither")
     if q_camids is not None:
         q_camids = _as_ids(q_camids, "q_camids", num_q, dev)
         g_camids = _as_ids(g_camids, "g_camids", num_g, dev)
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
+        raise MetricsInputError(f"max_rank must be a positive integer, got {max_rank!r}")
     max_rank = min(int(max_rank), num_g)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_BUDGET_BYTES // max(1, num_g * _BYTES_PER_ELEMENT))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     chunk_size = int(chunk_size)
 
     if num_q == 0 or num_g == 0:
-        raise ValueError(f"no valid query: dist is empty (shape {tuple(dist.shape)})")
+        raise MetricsInputError(f"no valid query: dist is empty (shape {tuple(dist.shape)})")
 
     # Same-pid gallery items of every query = one contiguous run of the
     # pid-sorted gallery; the stable sort keeps gallery order inside a run.
@@ -195,7 +197,7 @@ class _Totals:
     def result(self) -> RankingResult:
         n = int(self.num_valid)
         if n == 0:
-            raise ValueError("no valid query: no query has a gallery item with its pid "
+            raise MetricsInputError("no valid query: no query has a gallery item with its pid "
                              "left after the same-pid-same-camera filter")
         # Divided on the CPU: CUDA's division may differ by an ulp, and results must not depend on the device.
         cmc = torch.cumsum(self.first_hits[:-1], 0).cpu().double() / n
@@ -214,7 +216,7 @@ def _stable_positions(block, rows, cols, run_len):
     """0-based position of each (row, col) in a stable ascending sort of its row."""
     sorted_rows = _sort_rows(block)
     if block.is_floating_point() and torch.isnan(sorted_rows[:, -1]).any():  # NaN sorts last
-        raise ValueError("dist contains NaN")
+        raise MetricsInputError("dist contains NaN")
     if len(rows) == 0:
         return torch.zeros(0, dtype=torch.int64, device=block.device)
     values = block[rows, cols]
@@ -315,7 +317,7 @@ def _as_matrix(dist) -> torch.Tensor:
             warnings.filterwarnings("ignore", message=".*not writable.*")
             t = torch.from_numpy(arr)
     if t.dim() != 2:
-        raise ValueError(f"dist must be 2-D [num_query, num_gallery], got shape {tuple(t.shape)}")
+        raise MetricsInputError(f"dist must be 2-D [num_query, num_gallery], got shape {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"dist must have a real numeric dtype, got {t.dtype}")
     return t
@@ -334,7 +336,7 @@ def _as_ids(ids, name: str, length: int, device: torch.device) -> torch.Tensor:
     if not integral:
         raise TypeError(f"{name} must hold integers, got dtype {dtype}")
     if t.dim() != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+        raise MetricsInputError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if len(t) != length:
-        raise ValueError(f"{name} has length {len(t)} but dist implies {length}")
+        raise MetricsInputError(f"{name} has length {len(t)} but dist implies {length}")
     return t.to(device=device, dtype=torch.int64)

@@ -30,7 +30,8 @@ from typing import Optional
 
 import torch
 
-from .distance import as_features, matmul_nt
+from .distance import feature_pair, matmul_nt
+from .errors import MetricsInputError
 
 __all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_dist"]
 
@@ -49,10 +50,7 @@ def k_reciprocal_rerank(q_feat, g_feat, *, k1: int = 20, k2: int = 6,
     module docstring for memory. Returns a float32 [num_query, num_gallery]
     tensor on the features' device (lower = closer).
     """
-    q, g = as_features(q_feat, "q_feat"), as_features(g_feat, "g_feat")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"q_feat and g_feat have different feature sizes "
-                         f"({q.shape[1]} vs {g.shape[1]})")
+    q, g = feature_pair(q_feat, g_feat)
     x = torch.cat([q, g.to(q.device)]).float()
     sq = (x * x).sum(1)
     d = matmul_nt(x, x)
@@ -80,20 +78,20 @@ def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int 
     """
     d = torch.as_tensor(all_dist).detach()
     if d.dim() != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"all_dist must be square [N, N], got shape {tuple(d.shape)}")
+        raise MetricsInputError(f"all_dist must be square [N, N], got shape {tuple(d.shape)}")
     if not d.is_floating_point():
         d = d.float()
     n = d.shape[0]
     if not 0 < num_query < n:
-        raise ValueError(f"num_query must be in [1, {n - 1}], got {num_query}")
+        raise MetricsInputError(f"num_query must be in [1, {n - 1}], got {num_query}")
     for name, k in (("k1", k1), ("k2", k2)):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{name} must be a positive integer, got {k!r}")
+            raise MetricsInputError(f"{name} must be a positive integer, got {k!r}")
     if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+        raise MetricsInputError(f"lambda_value must be in [0, 1], got {lambda_value}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     col_max = d.max(dim=0).values
 
