@@ -242,3 +242,18 @@ def test_bupt_paths_json_top_level_list(tmp_path):
 def test_check_data_reports_the_good_case(syn0, capsys):
     report = check_dataset("synthetic", syn0)
     assert report.keypoints == str(syn0 / "keypoints") and report.frames_checked > 0
+
+
+def test_bupt_split_file_that_is_a_folder(tmp_path):
+    make_bupt(tmp_path)
+    (tmp_path / "query.txt").unlink()
+    (tmp_path / "query.txt").mkdir()
+    with pytest.raises(DataError, match=r"missing .*query\.txt"):
+        read_bupt(tmp_path)
+
+
+def test_unreadable_text_file_is_a_data_error(tmp_path):
+    from star.data.fileio import read_lines
+
+    with pytest.raises(DataFormatError, match=rf"{re.escape(str(tmp_path))}: cannot be read"):
+        read_lines(tmp_path)  # a folder: IsADirectoryError inside

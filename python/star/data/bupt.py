@@ -116,8 +116,10 @@ def read_bupt(root: str | Path, auxiliary: bool = False, min_frames: int = 0) ->
     }
     if not root.is_dir():
         raise DatasetLayoutError(root, BUPT_TREE, "BUPTCampus")
-    for f in ["DATA", "data_paths.json", *(f for files in split_files.values() for f in files)]:
-        if not (root / f).exists():
+    if not (root / "DATA").is_dir():
+        raise DatasetLayoutError(root / "DATA", BUPT_TREE, "BUPTCampus")
+    for f in ["data_paths.json", *(f for files in split_files.values() for f in files)]:
+        if not (root / f).is_file():
             raise DatasetLayoutError(root / f, BUPT_TREE, "BUPTCampus")
 
     index, spans = _load_paths_json(root / "data_paths.json", root / "DATA")

@@ -12,8 +12,11 @@ from .errors import DataFormatError
 
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file's content; a ``DataFormatError`` naming the line and byte offset otherwise."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:  # a folder, no permission, an I/O error
+        raise DataFormatError(path, None, f"cannot be read ({e.strerror or e})") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -157,13 +157,13 @@ class KeypointStore:
         npy = self.root / f"{split}.npy"
         if not npy.is_file():
             raise KeypointStoreError(f"keypoint store incomplete: missing {npy}")
-        with open(npy, "rb") as f:
-            magic = f.read(len(_NPY_MAGIC))
-        if not magic:
-            raise KeypointStoreError(f"{npy}: the file is empty (0 bytes); rewrite this split of the store")
-        if magic != _NPY_MAGIC:
-            raise KeypointStoreError(f"{npy}: not a .npy file (it does not start with the .npy magic bytes)")
         try:
+            with open(npy, "rb") as f:
+                magic = f.read(len(_NPY_MAGIC))
+            if not magic:
+                raise KeypointStoreError(f"{npy}: the file is empty (0 bytes); rewrite this split of the store")
+            if magic != _NPY_MAGIC:
+                raise KeypointStoreError(f"{npy}: not a .npy file (it does not start with the .npy magic bytes)")
             arr = np.load(npy, mmap_mode="r")
         except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as e:
             # numpy reports a torn or garbled header with any of these.
