@@ -257,3 +257,13 @@ def test_unreadable_text_file_is_a_data_error(tmp_path):
 
     with pytest.raises(DataFormatError, match=rf"{re.escape(str(tmp_path))}: cannot be read"):
         read_lines(tmp_path)  # a folder: IsADirectoryError inside
+
+
+def test_writer_refuses_values_the_reader_would_reject(tmp_path):
+    from star.data import write_keypoints
+
+    kps = np.zeros((3, 17, 3), np.float32)
+    kps[2, 4] = (70000.0, 0.5, 0.9)  # finite in float32, inf once stored as float16
+    with pytest.raises(ValueError, match=r"row 2 \(frame 'c'\): keypoint 4 \(right_ear\) x = inf"):
+        write_keypoints(tmp_path / "kp", "train", kps, ["a", "b", "c"], pose_model="x")
+    assert not (tmp_path / "kp").exists()

@@ -53,7 +53,8 @@ def write_keypoints(
 ) -> Path:
     """Write (or replace) one split of a keypoint store and record it in ``meta.json``.
 
-    ``keypoints`` is [len(index), 17, 3]; ``index`` the frame keys in row order;
+    ``keypoints`` is [len(index), 17, 3] and follows ``keypoint_values``' rules (``ValueError``
+    otherwise); ``index`` the frame keys in row order;
     ``input_size`` the pose model's input (height, width). Every file is written to a
     temporary name and renamed, so an interrupted write never leaves a torn store.
     Returns the path of the ``.npy`` file.
@@ -63,10 +64,15 @@ def write_keypoints(
     keypoints = np.asarray(keypoints)
     if keypoints.shape != (len(index), NUM_KEYPOINTS, 3):
         raise ValueError(f"keypoints must be [{len(index)}, {NUM_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
+    stored = keypoints.astype(dtype, copy=False)
+    bad = first_bad_value(stored)  # after the cast: float16 turns large values into inf
+    if bad is not None:
+        row, what = bad
+        raise ValueError(f"keypoints row {row} (frame {index[row]!r}): {what}; nothing written")
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
     npy = store / f"{split}.npy"
-    atomic_write(npy, lambda f: np.save(f, keypoints.astype(dtype, copy=False)))
+    atomic_write(npy, lambda f: np.save(f, stored))
     index_file = None
     if write_index:
         index_file = f"{split}.index.txt"
