@@ -267,3 +267,9 @@ def test_writer_refuses_values_the_reader_would_reject(tmp_path):
     with pytest.raises(ValueError, match=r"row 2 \(frame 'c'\): keypoint 4 \(right_ear\) x = inf"):
         write_keypoints(tmp_path / "kp", "train", kps, ["a", "b", "c"], pose_model="x")
     assert not (tmp_path / "kp").exists()
+
+
+def test_byte_order_mark_is_not_part_of_the_first_line(syn0):
+    names = syn0 / "info" / "train_name.txt"
+    names.write_bytes(b"\xef\xbb\xbf" + names.read_bytes())
+    assert load_dataset("synthetic", syn0, verbose=False).train

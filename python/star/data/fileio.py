@@ -18,7 +18,8 @@ def read_text(path: str | Path) -> str:
     except OSError as e:  # a folder, no permission, an I/O error
         raise DataFormatError(path, None, f"cannot be read ({e.strerror or e})") from None
     try:
-        return raw.decode("utf-8")
+        # A byte-order mark (Windows editors write one) is not part of the first line.
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataFormatError(
