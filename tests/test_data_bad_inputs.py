@@ -239,7 +239,7 @@ def test_bupt_paths_json_top_level_list(tmp_path):
         read_bupt(tmp_path)
 
 
-def test_check_data_reports_the_good_case(syn0, capsys):
+def test_check_data_reports_the_good_case(syn0):
     report = check_dataset("synthetic", syn0)
     assert report.keypoints == str(syn0 / "keypoints") and report.frames_checked > 0
 
@@ -273,3 +273,22 @@ def test_byte_order_mark_is_not_part_of_the_first_line(syn0):
     names = syn0 / "info" / "train_name.txt"
     names.write_bytes(b"\xef\xbb\xbf" + names.read_bytes())
     assert load_dataset("synthetic", syn0, verbose=False).train
+
+
+def test_zero_byte_index_file(syn0):
+    index = syn0 / "keypoints" / "test.index.txt"
+    index.write_bytes(b"")
+    with pytest.raises(KeypointStoreError, match=rf"{re.escape(str(index))}: lists 0 frames but .*test_name\.txt lists"):
+        _load(syn0)
+
+
+def test_empty_list_file_and_missing_list_frame(tmp_path):
+    from data_fixtures import make_list_dataset
+
+    make_list_dataset(tmp_path)
+    (tmp_path / "a" / "f2.jpg").unlink()
+    with pytest.raises(MissingFramesError, match=r"train\.txt: 1 missing of the 9 frames listed:\n  line 3: "):
+        load_dataset("list", tmp_path, verbose=False)
+    (tmp_path / "query.txt").write_text("# nothing yet\n")
+    with pytest.raises(EmptySplitError, match=r"query: .*query\.txt lists no tracklets"):
+        load_dataset("list", tmp_path, verbose=False)

@@ -64,8 +64,9 @@ def write_keypoints(
     keypoints = np.asarray(keypoints)
     if keypoints.shape != (len(index), NUM_KEYPOINTS, 3):
         raise ValueError(f"keypoints must be [{len(index)}, {NUM_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
-    stored = keypoints.astype(dtype, copy=False)
-    bad = first_bad_value(stored)  # after the cast: float16 turns large values into inf
+    with np.errstate(over="ignore"):  # float16 turns large values into inf: checked after the cast
+        stored = keypoints.astype(dtype, copy=False)
+    bad = first_bad_value(stored)
     if bad is not None:
         row, what = bad
         raise ValueError(f"keypoints row {row} (frame {index[row]!r}): {what}; nothing written")
