@@ -99,7 +99,7 @@ def test_hitsz_missing_info_file_shows_tree(tmp_path):
 
 
 def test_hitsz_inconsistent_range_is_a_warning(tmp_path):
-    make_hitsz(tmp_path, frames=False)
+    make_hitsz(tmp_path)  # load_dataset checks that the frames exist
     info = tmp_path / "info"
     rows = (info / "track_train_info.txt").read_text().splitlines()
     assert rows[0] == "1 1 12 0001 1"
@@ -173,7 +173,7 @@ def test_list_reader_errors(tmp_path):
 
 
 def test_count_warnings_only_for_real_datasets(tmp_path, capsys):
-    make_hitsz(tmp_path, frames=False)
+    make_hitsz(tmp_path)  # load_dataset checks that the frames exist
     with pytest.warns(DataWarning, match=r"train\.tracklets: 4 \(expected 9751\)"):
         load_dataset("hitsz-vcm", tmp_path)
     assert "train" in capsys.readouterr().out  # counts printed on load
@@ -188,7 +188,7 @@ def test_count_warnings_only_for_real_datasets(tmp_path, capsys):
 
 
 def test_count_check_follows_the_protocol_options(tmp_path):
-    make_hitsz(tmp_path, frames=False)
+    make_hitsz(tmp_path)  # load_dataset checks that the frames exist
     with pytest.warns(DataWarning, match="published release"):
         load_dataset("hitsz-vcm", tmp_path, verbose=False, min_frames=12)  # the default protocol, spelled out
     with warnings.catch_warnings():

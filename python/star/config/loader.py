@@ -108,12 +108,20 @@ def _yaml_error_message(source: str, error: yaml.YAMLError) -> str:
 
 def _read_yaml(path: Path, included_by: Path | None) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         where = f" (a {BASE_KEY} of {included_by})" if included_by is not None else ""
         raise FileNotFoundError(f"config file not found: {path}{where}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a file: {path}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}, line {line}: not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:

@@ -20,7 +20,9 @@ Typical use::
 from .bupt import read_bupt
 from .check import CheckReport, check_dataset
 from .dataset import TrackletDataset
-from .errors import DataError, DataFormatError, DatasetLayoutError, KeypointStoreError
+from .errors import (
+    DataError, DataFormatError, DatasetLayoutError, EmptySplitError, KeypointStoreError, MissingFramesError,
+)
 from .hitsz_vcm import decode_frame_name, read_hitsz_vcm
 from .keypoint_store import KeypointStore, open_keypoint_store, write_keypoints
 from .listfile import read_list_dataset
@@ -36,6 +38,7 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, CropFlip, TrackletTransform
 __all__ = [
     "CheckReport", "COCO17_BONES", "COCO17_FLIP", "COCO17_KEYPOINTS", "CropFlip", "CrossModalIdentitySampler",
     "DATASET_NAMES", "DataError", "DataFormatError", "DataWarning", "DatasetLayoutError", "EXPECTED_COUNTS",
+    "EmptySplitError", "MissingFramesError",
     "FrameIndex", "IMAGENET_MEAN", "IMAGENET_STD", "INFRARED", "KeypointStore", "KeypointStoreError",
     "MODALITY_NAMES", "NUM_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
     "TrackletTransform", "VISIBLE", "VideoReidData", "check_dataset", "chunk_indices", "decode_frame_name",

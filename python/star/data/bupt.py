@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .errors import DataFormatError, DatasetLayoutError
-from .fileio import read_lines
+from .fileio import read_lines, read_text
 from .tracklet import INFRARED, VISIBLE, FrameIndex, Tracklet, VideoReidData, relabel_train
 
 BUPT_TREE = """\
@@ -35,8 +35,7 @@ TrackKey = tuple[str, str, str, str]  # (pid, modality, camera, tid) as written 
 def _load_paths_json(path: Path, data_dir: Path) -> tuple[FrameIndex, dict[TrackKey, tuple[int, int]]]:
     """Frame index of every RGB/IR frame plus the [start, end) row span of each tracklet."""
     try:
-        with open(path, encoding="utf-8") as f:
-            tree = json.load(f)
+        tree = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataFormatError(path, e.lineno, f"invalid JSON: {e.msg}") from None
     keys: list[str] = []
@@ -63,9 +62,10 @@ def _load_paths_json(path: Path, data_dir: Path) -> tuple[FrameIndex, dict[Track
 
 def _read_split(
     path: Path, index: FrameIndex, spans: dict[TrackKey, tuple[int, int]], min_frames: int
-) -> list[Tracklet]:
-    """Tracklets of one split file (a ``RGB/IR`` line gives the IR then the RGB tracklet)."""
-    out = []
+) -> tuple[list[Tracklet], int]:
+    """Tracklets of one split file (a ``RGB/IR`` line gives the IR then the RGB tracklet) and how
+    many were shorter than ``min_frames`` (or empty)."""
+    out, dropped = [], 0
     for lineno, line in enumerate(read_lines(path), start=1):
         fields = line.split()
         if not fields:
@@ -86,6 +86,7 @@ def _read_split(
                 raise DataFormatError(path, lineno, f"tracklet {pid}/{m}/{cam}/{tid} is not in data_paths.json")
             start, end = span
             if end - start < max(min_frames, 1):
+                dropped += 1
                 continue
             out.append(
                 Tracklet(
@@ -98,7 +99,7 @@ def _read_split(
                     tuple(range(start, end)),
                 )
             )
-    return out
+    return out, dropped
 
 
 def read_bupt(root: str | Path, auxiliary: bool = False, min_frames: int = 0) -> VideoReidData:
@@ -108,26 +109,35 @@ def read_bupt(root: str | Path, auxiliary: bool = False, min_frames: int = 0) ->
     dropped by default (``min_frames=0``); empty tracklets are always skipped.
     """
     root = Path(root)
-    required = ["data_paths.json", "train.txt", "query.txt", "gallery.txt"]
-    if auxiliary:
-        required.append("train_auxiliary.txt")
+    split_files = {
+        "train": ["train.txt", *(["train_auxiliary.txt"] if auxiliary else [])],
+        "query": ["query.txt"],
+        "gallery": ["gallery.txt"],
+    }
     if not root.is_dir():
         raise DatasetLayoutError(root, BUPT_TREE, "BUPTCampus")
-    for f in ["DATA", *required]:
-        if not (root / f).exists():
+    if not (root / "DATA").is_dir():
+        raise DatasetLayoutError(root / "DATA", BUPT_TREE, "BUPTCampus")
+    for f in ["data_paths.json", *(f for files in split_files.values() for f in files)]:
+        if not (root / f).is_file():
             raise DatasetLayoutError(root / f, BUPT_TREE, "BUPTCampus")
 
     index, spans = _load_paths_json(root / "data_paths.json", root / "DATA")
-    train = _read_split(root / "train.txt", index, spans, min_frames)
-    if auxiliary:
-        train += _read_split(root / "train_auxiliary.txt", index, spans, min_frames)
-    train, pid_map = relabel_train(train)
+    splits, dropped = {}, {}
+    for split, files in split_files.items():
+        read = [_read_split(root / f, index, spans, min_frames) for f in files]
+        splits[split] = [t for tracklets, _ in read for t in tracklets]
+        dropped[split] = sum(n for _, n in read)
+    train, pid_map = relabel_train(splits["train"])
     return VideoReidData(
         name="bupt",
         root=str(root),
         train=train,
-        query=_read_split(root / "query.txt", index, spans, min_frames),
-        gallery=_read_split(root / "gallery.txt", index, spans, min_frames),
+        query=splits["query"],
+        gallery=splits["gallery"],
         frame_index={STORE_SPLIT: index},
         train_pid_map=pid_map,
+        sources={split: " + ".join(str(root / f) for f in files) for split, files in split_files.items()},
+        min_frames=max(min_frames, 1),
+        dropped=dropped,
     )

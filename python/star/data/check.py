@@ -26,21 +26,6 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _first_missing(index: FrameIndex) -> tuple[int, int] | None:
-    """(position of the first missing frame, number missing), listing each folder once."""
-    listings: dict[str, set[str]] = {}
-    first, count = None, 0
-    for i, path in enumerate(index.paths):
-        folder, name = os.path.split(path)
-        names = listings.get(folder)
-        if names is None:
-            names = listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-        if name not in names:
-            count += 1
-            first = i if first is None else first
-    return None if first is None else (first, count)
-
-
 def _first_undecodable(index: FrameIndex, workers: int) -> int | None:
     """Position of the first frame OpenCV cannot decode (decoding runs in threads; cv2 releases the GIL)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -55,9 +40,10 @@ def check_dataset(
 ) -> CheckReport:
     """Load dataset ``name`` at ``root`` and check it; raise ``DataError`` naming the first problem.
 
-    Checks: the annotation files parse (file:line on error), every indexed frame exists
-    (every frame is decoded too with ``decode``), and the keypoint store, ``keypoints``
-    or else ``<root>/keypoints`` when present, is aligned with the frame index.
+    Checks: the annotation files parse (file:line on error), no split is empty, every
+    indexed frame exists (``load_dataset`` does these; every frame is decoded too with
+    ``decode``), and the keypoint store, ``keypoints`` or else ``<root>/keypoints`` when
+    present, is aligned with the frame index and holds valid values.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -66,17 +52,10 @@ def check_dataset(
 
     checked = 0
     for index in data.frame_index.values():
-        missing = _first_missing(index)
-        if missing is not None:
-            i, count = missing
-            raise DataFormatError(
-                index.source, None,
-                f"frame {i + 1} of the index, {index.paths[i]}, does not exist ({count} missing in total)",
-            )
         if decode:
             bad = _first_undecodable(index, workers=min(8, os.cpu_count() or 1))
             if bad is not None:
-                raise DataFormatError(index.source, None, f"frame {bad + 1} of the index, {index.paths[bad]}, cannot be decoded")
+                raise DataFormatError(index.source, None, f"{index.where(bad)}, {index.paths[bad]}, cannot be decoded")
         checked += len(index)
 
     store_dir = Path(keypoints) if keypoints is not None else Path(root) / "keypoints"

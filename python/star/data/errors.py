@@ -38,3 +38,18 @@ class DataFormatError(DataError):
 class KeypointStoreError(DataError):
     """The keypoint store is missing, malformed or not aligned with the dataset."""
 
+
+
+class EmptySplitError(DataError):
+    """A split has no tracklet: its annotation file lists none, or every one is shorter than the minimum."""
+
+
+class MissingFramesError(DataError):
+    """Frame files listed by an annotation file do not exist (found when the dataset is loaded)."""
+
+    def __init__(self, path: str | Path, count: int, total: int, examples: list[str]):
+        self.path = str(path)
+        self.count = count
+        shown = "".join(f"\n  {e}" for e in examples)
+        more = f"\n  ... and {count - len(examples)} more" if count > len(examples) else ""
+        super().__init__(f"{self.path}: {count} missing of the {total} frames listed:{shown}{more}")

@@ -10,13 +10,26 @@ import numpy as np
 from .errors import DataFormatError
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Lines of a text annotation file without line terminators (``DataFormatError`` if unreadable)."""
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's content; a ``DataFormatError`` naming the line and byte offset otherwise."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:  # a folder, no permission, an I/O error
+        raise DataFormatError(path, None, f"cannot be read ({e.strerror or e})") from None
+    try:
+        # A byte-order mark (Windows editors write one) is not part of the first line.
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, None, f"not a UTF-8 text file ({e})") from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(
+            path, line, f"not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset {e.start}: {e.reason})"
+        ) from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text annotation file without line terminators."""
+    return read_text(path).splitlines()
 
 
 def read_frame(path: str) -> np.ndarray | None:

@@ -71,7 +71,8 @@ def _read_names(path: Path, frame_dir: Path) -> tuple[FrameIndex, np.ndarray]:
             raise DataFormatError(path, i + 1, str(e)) from None
         decoded[i] = (pid, modality, cam, tid)
         paths.append(f"{base}/{rel}")
-    return FrameIndex(keys=names, paths=paths, source=str(path)), decoded
+    # Blank lines inside a name file are rejected above, so frame i is on line i + 1.
+    return FrameIndex(keys=names, paths=paths, source=str(path), lines=range(1, len(names) + 1)), decoded
 
 
 def _read_tracks(path: Path, num_frames: int) -> np.ndarray:
@@ -97,7 +98,7 @@ def _read_tracks(path: Path, num_frames: int) -> np.ndarray:
 
 def _read_query_rows(path: Path, num_rows: int) -> np.ndarray:
     """0-based test-track rows listed (1-based, whitespace separated) in query_IDX.txt."""
-    rows = []
+    rows: dict[int, int] = {}  # 0-based row -> the line listing it
     for i, line in enumerate(read_lines(path), start=1):
         for tok in line.split():
             try:
@@ -106,10 +107,10 @@ def _read_query_rows(path: Path, num_rows: int) -> np.ndarray:
                 raise DataFormatError(path, i, f"not an integer row index: {tok!r}") from None
             if not 1 <= idx <= num_rows:
                 raise DataFormatError(path, i, f"row {idx} is not within 1..{num_rows} (rows of track_test_info.txt)")
-            rows.append(idx - 1)
-    if len(set(rows)) != len(rows):
-        raise DataFormatError(path, None, "a track row is listed more than once")
-    return np.asarray(rows, dtype=np.int64)
+            if idx - 1 in rows:
+                raise DataFormatError(path, i, f"row {idx} is listed more than once (first on line {rows[idx - 1]})")
+            rows[idx - 1] = i
+    return np.asarray(list(rows), dtype=np.int64)
 
 
 def _inconsistent_rows(tracks: np.ndarray, decoded: np.ndarray, info_path: Path) -> list[str]:
@@ -169,14 +170,29 @@ def read_hitsz_vcm(root: str | Path, min_frames: int = MIN_FRAMES, name: str = "
     warnings = _inconsistent_rows(train_tracks, train_decoded, info / "track_train_info.txt")
     warnings += _inconsistent_rows(test_tracks, test_decoded, info / "track_test_info.txt")
 
-    train, pid_map = relabel_train(_tracklets(train_tracks, train_index, train_decoded, "train", min_frames))
+    train = _tracklets(train_tracks, train_index, train_decoded, "train", min_frames)
+    query = _tracklets(test_tracks[query_rows], test_index, test_decoded, "test", min_frames)
+    gallery = _tracklets(test_tracks[gallery_mask], test_index, test_decoded, "test", min_frames)
+    dropped = {
+        "train": len(train_tracks) - len(train),
+        "query": len(query_rows) - len(query),
+        "gallery": int(gallery_mask.sum()) - len(gallery),
+    }
+    train, pid_map = relabel_train(train)
     return VideoReidData(
         name=name,
         root=str(root),
         train=train,
-        query=_tracklets(test_tracks[query_rows], test_index, test_decoded, "test", min_frames),
-        gallery=_tracklets(test_tracks[gallery_mask], test_index, test_decoded, "test", min_frames),
+        query=query,
+        gallery=gallery,
         frame_index={"train": train_index, "test": test_index},
         train_pid_map=pid_map,
         warnings=warnings,
+        sources={
+            "train": str(info / "track_train_info.txt"),
+            "query": str(info / "query_IDX.txt"),
+            "gallery": f"{info / 'track_test_info.txt'} (the rows not in query_IDX.txt)",
+        },
+        min_frames=min_frames,
+        dropped=dropped,
     )

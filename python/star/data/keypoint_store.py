@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import tokenize
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import KeypointStoreError
+from .errors import DataFormatError, KeypointStoreError
 from ..fileio import atomic_write, lines_digest
+from .fileio import read_lines, read_text
+from .keypoint_values import first_bad_value
 from .skeleton import COCO17_KEYPOINTS, NUM_KEYPOINTS
 from .tracklet import FrameIndex, VideoReidData
 
 META_FILE = "meta.json"
 STORE_FORMAT = 1
 _DTYPES = ("float16", "float32")
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 index_digest = lines_digest  # sha256 of the frame keys joined by newlines
@@ -49,7 +53,8 @@ def write_keypoints(
 ) -> Path:
     """Write (or replace) one split of a keypoint store and record it in ``meta.json``.
 
-    ``keypoints`` is [len(index), 17, 3]; ``index`` the frame keys in row order;
+    ``keypoints`` is [len(index), 17, 3] and follows ``keypoint_values``' rules (``ValueError``
+    otherwise); ``index`` the frame keys in row order;
     ``input_size`` the pose model's input (height, width). Every file is written to a
     temporary name and renamed, so an interrupted write never leaves a torn store.
     Returns the path of the ``.npy`` file.
@@ -59,10 +64,16 @@ def write_keypoints(
     keypoints = np.asarray(keypoints)
     if keypoints.shape != (len(index), NUM_KEYPOINTS, 3):
         raise ValueError(f"keypoints must be [{len(index)}, {NUM_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
+    with np.errstate(over="ignore"):  # float16 turns large values into inf: checked after the cast
+        stored = keypoints.astype(dtype, copy=False)
+    bad = first_bad_value(stored)
+    if bad is not None:
+        row, what = bad
+        raise ValueError(f"keypoints row {row} (frame {index[row]!r}): {what}; nothing written")
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
     npy = store / f"{split}.npy"
-    atomic_write(npy, lambda f: np.save(f, keypoints.astype(dtype, copy=False)))
+    atomic_write(npy, lambda f: np.save(f, stored))
     index_file = None
     if write_index:
         index_file = f"{split}.index.txt"
@@ -94,12 +105,19 @@ def write_keypoints(
 
 def _read_meta(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json.loads(read_text(path))
+    except DataFormatError as e:  # not UTF-8
+        raise KeypointStoreError(str(e)) from None
     except (OSError, json.JSONDecodeError) as e:
         raise KeypointStoreError(f"{path}: cannot read keypoint-store metadata ({e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("splits"), dict):
         raise KeypointStoreError(f"{path}: not a keypoint-store meta.json (no 'splits' object)")
+    for split, info in meta["splits"].items():
+        frames = info.get("num_frames") if isinstance(info, dict) else None
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 0:
+            raise KeypointStoreError(
+                f"{path}: splits.{split} must be an object with an integer num_frames >= 0, got {info!r}"
+            )
     order = meta.get("keypoint_order")
     if order is not None and list(order) != list(COCO17_KEYPOINTS):
         raise KeypointStoreError(f"{path}: keypoint_order is not COCO-17 in the standard order")
@@ -147,21 +165,29 @@ class KeypointStore:
         if not npy.is_file():
             raise KeypointStoreError(f"keypoint store incomplete: missing {npy}")
         try:
+            with open(npy, "rb") as f:
+                magic = f.read(len(_NPY_MAGIC))
+            if not magic:
+                raise KeypointStoreError(f"{npy}: the file is empty (0 bytes); rewrite this split of the store")
+            if magic != _NPY_MAGIC:
+                raise KeypointStoreError(f"{npy}: not a .npy file (it does not start with the .npy magic bytes)")
             arr = np.load(npy, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise KeypointStoreError(f"{npy}: not a readable .npy array ({e})") from None
+        except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as e:
+            # numpy reports a torn or garbled header with any of these.
+            raise KeypointStoreError(f"{npy}: not a readable .npy array ({type(e).__name__}: {e})") from None
         if arr.ndim != 3 or arr.shape[1:] != (NUM_KEYPOINTS, 3) or str(arr.dtype) not in _DTYPES:
             raise KeypointStoreError(
                 f"{npy}: expected float16/float32 [num_frames, {NUM_KEYPOINTS}, 3], got {arr.dtype} {list(arr.shape)}"
             )
-        if arr.shape[0] != info.get("num_frames", arr.shape[0]):
+        if arr.shape[0] != info["num_frames"]:
             raise KeypointStoreError(
                 f"{npy}: has {arr.shape[0]} frames but {self.root / META_FILE} records {info['num_frames']}"
             )
         return arr
 
     def verify(self, frame_index: dict[str, FrameIndex]) -> None:
-        """Check every split of ``frame_index`` is present and aligned row by row; raise otherwise."""
+        """Check every split of ``frame_index`` is present, aligned row by row and holds valid
+        values (``keypoint_values``); raise ``KeypointStoreError`` naming the file and row otherwise."""
         for split, index in frame_index.items():
             arr = self.array(split)
             npy = self.root / f"{split}.npy"
@@ -179,11 +205,14 @@ class KeypointStore:
                     raise KeypointStoreError(
                         f"{npy}: frame order differs from {index.source} (index_sha256 mismatch in {META_FILE})"
                     )
+            bad = first_bad_value(arr)
+            if bad is not None:
+                row, what = bad
+                raise KeypointStoreError(f"{npy}: row {row} (frame {index.keys[row]!r}): {what}")
 
     @staticmethod
     def _compare_index(index_file: Path, index: FrameIndex) -> None:
-        with open(index_file, encoding="utf-8") as f:
-            stored = f.read().splitlines()
+        stored = read_lines(index_file)
         for i, (a, b) in enumerate(zip(stored, index.keys)):
             if a != b:
                 raise KeypointStoreError(

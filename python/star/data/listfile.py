@@ -29,8 +29,10 @@ LIST_TREE = """\
 _MODALITY_TOKENS = {"ir": INFRARED, "infrared": INFRARED, "0": INFRARED, "rgb": VISIBLE, "visible": VISIBLE, "1": VISIBLE}
 
 
-def _read_list(path: Path, root: Path, split: str, min_frames: int) -> tuple[list[Tracklet], FrameIndex]:
+def _read_list(path: Path, root: Path, split: str, min_frames: int) -> tuple[list[Tracklet], FrameIndex, int]:
+    """The tracklets of one list file, its frame index, and how many tracklets were too short."""
     keys: list[str] = []
+    lines: list[int] = []
     groups: dict[tuple[int, int, int, str], list[int]] = {}
     for lineno, line in enumerate(read_lines(path), start=1):
         text = line.strip()
@@ -48,14 +50,15 @@ def _read_list(path: Path, root: Path, split: str, min_frames: int) -> tuple[lis
             raise DataFormatError(path, lineno, f"modality must be ir/infrared/0 or rgb/visible/1, got {mod!r}") from None
         groups.setdefault(key, []).append(len(keys))
         keys.append(frame)
+        lines.append(lineno)
     # Path resolution keeps absolute paths as they are; relative ones are under root.
-    index = FrameIndex(keys=keys, paths=[str(root / k) for k in keys], source=str(path))
+    index = FrameIndex(keys=keys, paths=[str(root / k) for k in keys], source=str(path), lines=lines)
     tracklets = [
         Tracklet(tuple(index.paths[r] for r in rows), pid, cam, mod, tid, split, tuple(rows))
         for (pid, cam, mod, tid), rows in groups.items()
         if len(rows) >= min_frames
     ]
-    return tracklets, index
+    return tracklets, index, len(groups) - len(tracklets)
 
 
 def read_list_dataset(root: str | Path, min_frames: int = 1) -> VideoReidData:
@@ -63,12 +66,12 @@ def read_list_dataset(root: str | Path, min_frames: int = 1) -> VideoReidData:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(root, LIST_TREE, "list-file dataset")
-    splits, index = {}, {}
+    splits, index, dropped = {}, {}, {}
     for split in SPLITS:
         path = root / f"{split}.txt"
         if not path.is_file():
             raise DatasetLayoutError(path, LIST_TREE, "list-file dataset")
-        splits[split], index[split] = _read_list(path, root, split, min_frames)
+        splits[split], index[split], dropped[split] = _read_list(path, root, split, min_frames)
     train, pid_map = relabel_train(splits["train"])
     return VideoReidData(
         name="list",
@@ -78,4 +81,7 @@ def read_list_dataset(root: str | Path, min_frames: int = 1) -> VideoReidData:
         gallery=splits["gallery"],
         frame_index=index,
         train_pid_map=pid_map,
+        sources={split: str(root / f"{split}.txt") for split in SPLITS},
+        min_frames=min_frames,
+        dropped=dropped,
     )

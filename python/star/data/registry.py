@@ -6,12 +6,13 @@ import inspect
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .bupt import read_bupt
 from .hitsz_vcm import read_hitsz_vcm
 from .listfile import read_list_dataset
 from .tracklet import SPLITS, VideoReidData
+from .validate import require_frames, require_splits
 
 
 class DataWarning(UserWarning):
@@ -73,13 +74,23 @@ def _uses_defaults(reader: Callable[..., VideoReidData], options: dict[str, Any]
     return all(k in params and params[k].default == v for k, v in options.items())
 
 
-def load_dataset(name: str, root: str | Path, *, verbose: bool = True, **options: Any) -> VideoReidData:
-    """Read dataset ``name`` (one of ``DATASET_NAMES``) under ``root``.
+def load_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    verbose: bool = True,
+    required_splits: Iterable[str] = SPLITS,
+    check_frames: bool = True,
+    **options: Any,
+) -> VideoReidData:
+    """Read dataset ``name`` (one of ``DATASET_NAMES``) under ``root`` and check it is usable.
 
     ``options`` go to the reader (e.g. ``min_frames``, ``auxiliary`` for bupt).
     With ``verbose`` the counts are printed. Annotation problems that published code
     tolerates, and counts that differ from the published ones (real datasets with
-    default options only), are reported as ``DataWarning``.
+    default options only), are reported as ``DataWarning``. Raises ``EmptySplitError``
+    when one of ``required_splits`` has no tracklet and, with ``check_frames``,
+    ``MissingFramesError`` when a listed frame file does not exist.
     """
     if name not in _READERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
@@ -96,4 +107,7 @@ def load_dataset(name: str, root: str | Path, *, verbose: bool = True, **options
                 DataWarning,
                 stacklevel=2,
             )
+    require_splits(data, required_splits)
+    if check_frames:
+        require_frames(data)
     return data

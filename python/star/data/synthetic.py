@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write
+from .hitsz_vcm import MIN_FRAMES
 from .keypoint_store import write_keypoints
 from .synthetic_render import Identity, camera_background, render_tracklet
 
@@ -61,8 +62,22 @@ class SynthConfig:
             raise ValueError("need tracklets >= 1 and cameras >= 2")
         if not 1 <= self.min_frames <= self.max_frames:
             raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if self.max_frames < MIN_FRAMES:
+            raise ValueError(
+                f"max_frames={self.max_frames}: every tracklet would be shorter than the {MIN_FRAMES}-frame "
+                "minimum of the HITSZ-VCM reader and dropped; use max_frames >= 12"
+            )
+        if not 0.0 <= self.short_fraction <= 1.0:
+            raise ValueError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
         if self.height < 16 or self.width < 8:
             raise ValueError("frames must be at least 16 x 8 pixels")
+        empty = _empty_splits(self)
+        if empty:
+            raise ValueError(
+                f"these settings give an empty split ({', '.join(empty)}): every tracklet there is shorter "
+                f"than the {MIN_FRAMES}-frame minimum of the HITSZ-VCM reader; "
+                "use more ids or tracklets, a larger min_frames or a smaller short_fraction"
+            )
 
     @property
     def num_test_ids(self) -> int:
@@ -78,6 +93,29 @@ def _tracklet_length(cfg: SynthConfig, rng: np.random.Generator) -> int:
     if rng.random() < cfg.short_fraction:
         return int(rng.integers(max(1, cfg.min_frames // 2), cfg.min_frames)) if cfg.min_frames > 1 else 1
     return int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+
+
+def _split_pids(cfg: SynthConfig) -> dict[str, range]:
+    n_train = cfg.ids - cfg.num_test_ids
+    return {"train": range(1, n_train + 1), "test": range(n_train + 1, cfg.ids + 1)}
+
+
+def _tracklet_rng(cfg: SynthConfig, pid: int, code: int, k: int) -> np.random.Generator:
+    """The stream of one tracklet; its first draw is the length (``_tracklet_length``)."""
+    return _rng(cfg, 5, pid, code, k)
+
+
+def _empty_splits(cfg: SynthConfig) -> list[str]:
+    """The reader's splits (train, query = infrared test, gallery = visible test) that would hold
+    no tracklet of at least ``MIN_FRAMES`` frames; the lengths are drawn as ``_write_dataset`` draws them."""
+    kept = {"train": 0, "query": 0, "gallery": 0}
+    for split, pids in _split_pids(cfg).items():
+        for pid in pids:
+            for code in (1, 2):
+                for k in range(cfg.tracklets):
+                    if _tracklet_length(cfg, _tracklet_rng(cfg, pid, code, k)) >= MIN_FRAMES:
+                        kept[split if split == "train" else ("query" if code == 1 else "gallery")] += 1
+    return [split for split, n in kept.items() if n == 0]
 
 
 class _SplitWriter:
@@ -139,8 +177,7 @@ def _write_dataset(root: Path, cfg: SynthConfig) -> None:
         for code in (1, 2)
     }
     palettes = _palettes(cfg)
-    n_train = cfg.ids - cfg.num_test_ids
-    for split, pids in (("train", range(1, n_train + 1)), ("test", range(n_train + 1, cfg.ids + 1))):
+    for split, pids in _split_pids(cfg).items():
         writer = _SplitWriter(root, cfg)
         for pid in pids:
             ident = Identity.sample(_rng(cfg, 1, pid))
@@ -149,7 +186,7 @@ def _write_dataset(root: Path, cfg: SynthConfig) -> None:
                 for k in range(cfg.tracklets):
                     # Visible tracklet k uses the camera after infrared tracklet k's: positives across cameras.
                     cam = cams[(k + (code == 2)) % cfg.cameras]
-                    rng = _rng(cfg, 5, pid, code, k)
+                    rng = _tracklet_rng(cfg, pid, code, k)
                     n = _tracklet_length(cfg, rng)
                     frames, kps = render_tracklet(
                         ident, code == 1, cam - 1, backgrounds[(cam, code)],

@@ -6,6 +6,7 @@ Modality convention of the whole package: ``INFRARED = 0``, ``VISIBLE = 1``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 INFRARED = 0
@@ -49,9 +50,14 @@ class FrameIndex:
     keys: list[str]
     paths: list[str]
     source: str
+    lines: Sequence[int] | None = None  # line of ``source`` holding each frame; None: not a line file
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def where(self, i: int) -> str:
+        """Where frame ``i`` is listed, for messages: ``line 12`` or ``frame 12``."""
+        return f"line {self.lines[i]}" if self.lines is not None else f"frame {i + 1}"
 
 
 @dataclass
@@ -66,6 +72,11 @@ class VideoReidData:
     frame_index: dict[str, FrameIndex]
     train_pid_map: dict[int, int] = field(default_factory=dict)  # dataset pid -> train label
     warnings: list[str] = field(default_factory=list)  # non-fatal annotation problems
+    # What the reader dropped, for the empty-split error: the file listing each split's tracklets,
+    # the minimum length applied and, per split, how many tracklets were shorter.
+    sources: dict[str, str] = field(default_factory=dict)
+    min_frames: int = 1
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_train_pids(self) -> int:
