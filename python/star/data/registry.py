@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 from .bupt import read_bupt
 from .hitsz_vcm import read_hitsz_vcm
 from .listfile import read_list_dataset
+from .errors import DataError
 from .tracklet import SPLITS, VideoReidData
 from .validate import require_frames, require_splits
 
@@ -93,7 +94,7 @@ def load_dataset(
     ``MissingFramesError`` when a listed frame file does not exist.
     """
     if name not in _READERS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+        raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     data = _READERS[name](root, **options)
     if verbose:
         print(format_summary(data))

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import ConfigError, RunConfig
-from ..data import DataError, KeypointStore, VideoReidData, load_dataset, open_keypoint_store
+from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..models import STAR, ModelConfig
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .evaluator import METRICS_FILE, EvalResult, evaluate, extraction_settings
@@ -145,10 +145,7 @@ def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
 
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:
     """The dataset and keypoint store named by ``cfg.data`` (checked before any model work)."""
-    data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=verbose)
-    for split in ("query", "gallery"):
-        if not data.split(split):
-            raise DataError(f"{cfg.data.dataset} at {cfg.data.root}: the {split} split is empty")
+    data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=verbose, required_splits=("query", "gallery"))
     return data, open_keypoint_store(data, cfg.data.keypoints)
 
 
