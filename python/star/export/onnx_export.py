@@ -128,9 +128,12 @@ def export_onnx(
     out: str | Path,
     *,
     batch: str | int | None = "dynamic",
-    opset: int = DEFAULT_OPSET,
+    opset: Optional[int] = None,
 ) -> ExportReport:
     """Write the eval network of ``checkpoint`` to ``out`` as ONNX (atomically) and check it.
+
+    ``batch``: ``"dynamic"`` (a dynamic batch axis) or a fixed batch size; ``opset``: 14 to 20,
+    default ``DEFAULT_OPSET``.
 
     When onnxruntime is installed the model is run on random batches (the traced batch and,
     with a dynamic batch, another size) and must match the PyTorch network with its fused
@@ -138,6 +141,7 @@ def export_onnx(
     much it differed. Bad checkpoints raise ``CheckpointError``, bad options ``ExportError``.
     """
     out = Path(out)
+    opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset must be in [{MIN_OPSET}, {MAX_OPSET}] for this exporter, got {opset}")
     fixed = parse_batch(batch)
