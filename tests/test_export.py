@@ -34,14 +34,6 @@ SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames"
 T, H, W = 6, 32, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(checkpoint path, dataset, keypoint store) of a 3-iteration demo-sized run."""
@@ -62,7 +54,12 @@ def trained(tmp_path_factory):
         "eval": {"visrank_queries": 0},
     })
     torch.manual_seed(0)
-    Trainer(cfg).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the box's cores are shared; one thread trains as fast here
+    try:
+        Trainer(cfg).run()
+    finally:
+        torch.set_num_threads(threads)
     data = load_dataset("synthetic", root, verbose=False)
     return base / "run" / "last.pt", data, open_keypoint_store(data)
 

@@ -94,8 +94,10 @@ def test_dataset_protocol_and_rerank_are_never_averaged_together(tmp_path):
     ]
     table = build_table([read_run(p) for p in runs])
     assert [len(r.runs) for r in table.rows] == [2, 1, 1, 1]
-    assert {r.split for r in table.rows} == {("synthetic", "hitsz-vcm", False), ("synthetic", "bupt-official-dropped", False),
-                                            ("bupt", "hitsz-vcm", False), ("synthetic", "hitsz-vcm", True)}
+    assert {r.split for r in table.rows} == {
+        ("synthetic", "hitsz-vcm", False), ("synthetic", "bupt-official-dropped", False),
+        ("bupt", "hitsz-vcm", False), ("synthetic", "hitsz-vcm", True),
+    }
     # --group-by cannot merge them either
     grouped = build_table([read_run(p) for p in runs], group_by=["data.dataset"])
     assert len(grouped.rows) == 4

@@ -63,7 +63,8 @@ class Run:
     def split(self) -> tuple[str, str, bool]:
         """(dataset, protocol, rerank): runs that differ here are never averaged together."""
         m = self.metrics
-        return str(m.get("dataset") or self.config.get("data.dataset", "")), str(m.get("protocol", "")), bool(m.get("rerank"))
+        dataset = str(m.get("dataset") or self.config.get("data.dataset", ""))
+        return dataset, str(m.get("protocol", "")), bool(m.get("rerank"))
 
 
 @dataclass

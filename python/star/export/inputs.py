@@ -62,7 +62,9 @@ def modality_codes(modality: Any, batch: int) -> torch.Tensor:
     if isinstance(modality, (torch.Tensor, np.ndarray)):
         modality = modality.tolist()
     if not isinstance(modality, Sequence) or isinstance(modality, (bytes, bytearray)):
-        raise InferenceInputError(f"modality must be a name, a flag or a sequence of them, got {type(modality).__name__}")
+        raise InferenceInputError(
+            f"modality must be a name, a flag or a sequence of them, got {type(modality).__name__}"
+        )
     if len(modality) != batch:
         raise InferenceInputError(f"modality has {len(modality)} entries but the batch has {batch} tracklets")
     return torch.tensor([_modality_code(m) for m in modality], dtype=torch.int64)

@@ -50,17 +50,8 @@ class DenseGraphAttention:
         counts.index_put_((dst, col.long()), torch.ones(col.numel()), accumulate=True)
         self.multiplicity = counts
 
-    def __call__(
-        self,
-        h: torch.Tensor,
-        a_src: torch.Tensor,
-        a_dst: torch.Tensor,
-        rowptr: torch.Tensor,
-        col: torch.Tensor,
-        negative_slope: float = 0.2,
-        edge_keep: torch.Tensor | None = None,
-        keep_scale: float = 1.0,
-    ) -> torch.Tensor:
+    def __call__(self, h, a_src, a_dst, rowptr, col, negative_slope=0.2, edge_keep=None, keep_scale=1.0):
+        """``star_ext.keypoint_graph_attention``'s signature and result, for the template given at construction."""
         if rowptr is not self.rowptr or col is not self.col:
             raise ExportError("DenseGraphAttention was built for another graph template")
         if edge_keep is not None:
