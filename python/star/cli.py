@@ -216,7 +216,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     try:
         report = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset)
-    except StarError as e:
+    except (StarError, *_user_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())
@@ -229,7 +229,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
     try:
         text, notes = run_table(args.run_dirs, args.format, args.group_by)
-    except StarError as e:
+    except (StarError, *_user_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(text)

@@ -42,14 +42,17 @@ class Embedder:
         when it is not a star checkpoint, lacks weights or records a model this version cannot build."""
         from ..engine.inference import load_trained_model, run_config_from_checkpoint
 
+        data = run_config_from_checkpoint(checkpoint).get("data") or {}
         try:
-            data = run_config_from_checkpoint(checkpoint).get("data") or {}
             height, width = int(data["height"]), int(data["width"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{checkpoint} does not record the frame size (data.height, data.width)") from None
+        try:
             trained = load_trained_model(checkpoint, device)
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
-            # The recorded config does not build a model here (older/newer keys, missing sections).
+            # The recorded model config does not build a model here (older/newer keys, missing sections).
             detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(f"{checkpoint}: unsupported model configuration: {detail}") from None
         return cls(trained.model, seq_len=trained.model.cfg.seq_len, height=height, width=width, **kwargs)
