@@ -246,6 +246,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from star.export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset)
+    print(report.summary())
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from star.engine.run_table import run_table
+
+    text, notes = run_table(args.run_dirs, args.format, args.group_by)
+    print(text)
+    for note in notes:  # on stderr, so a csv/latex table on stdout stays clean
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from star import __version__
 
@@ -355,6 +373,20 @@ def _build_parser() -> argparse.ArgumentParser:
                         "generated when missing)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seed=1 optim.epochs=4")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("export", help="write a checkpoint's eval network as ONNX (standard ops, onnxruntime-checked)")
+    p.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default: a dynamic batch axis) or a fixed batch size")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: star.export.DEFAULT_OPSET)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("table", help="aggregate runs: one row per configuration, mean ± std over seeds")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (each with metrics.json and config.yaml)")
+    p.add_argument("--format", default="markdown", help="markdown (default), csv or latex")
+    p.add_argument("--group-by", action="append", default=[], metavar="KEY",
+                   help="rows by this config key (repeatable, e.g. model.sequence.enabled) instead of by whole config")
+    p.set_defaults(func=_cmd_table)
 
     return parser
 

@@ -32,6 +32,7 @@ from ..data.keypoint_store import KeypointStore
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
 from ..metrics import RankingResult, format_table
 from ..metrics import protocols
+from .cmc_plot import CMC_PLOT_FILE, write_cmc_plot
 from .features import Features, extract_features
 from .output_paths import prepare_output_file
 from .visrank import write_rank_lists
@@ -204,11 +205,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_metrics(result: EvalResult, path: str | Path) -> Path:
-    """Write ``result.to_dict()`` as JSON to ``path`` (a directory means ``<path>/metrics.json``), atomically."""
+    """Write ``result.to_dict()`` as JSON to ``path`` (a directory means ``<path>/metrics.json``), atomically,
+    and its CMC curves to ``cmc.png`` beside it."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     path = prepare_output_file(path, "metrics file")
     text = json.dumps(_json_safe(result.to_dict()), indent=2)
     atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
+    write_cmc_plot(result.to_dict(), path.with_name(CMC_PLOT_FILE))  # cmc.png beside every metrics.json
     return path
