@@ -245,11 +245,12 @@ def test_synthetic_dataset(tmp_path, models):
 _KILLABLE = r"""
 import json, sys, time
 import star.pose.extract as ex
-slow = ex.read_frame_bgr
+import star.pose.frames as frames
+slow = frames.read_frame_bgr
 def read(path):
     time.sleep(0.05)
     return slow(path)
-ex.read_frame_bgr = read
+frames.read_frame_bgr = read
 class Ix:
     def __init__(self, keys, paths):
         self.keys, self.paths = keys, paths

@@ -24,11 +24,8 @@ Only numpy, OpenCV, onnxruntime and tqdm are needed (``pip install star-reid[pos
 
 from .errors import ModelNotFoundError, PoseError, UnreadableFrameError
 from .extract import (
-    DEFAULT_BATCH,
     DEFAULT_SHARD_SIZE,
-    FrameExtractor,
     PoseRun,
-    PoseSettings,
     PoseWarning,
     Shard,
     extract_keypoints,
@@ -37,6 +34,7 @@ from .extract import (
     plan_shards,
     select_part,
 )
+from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .runtime import RTMPoseModel, YOLOXDetector, to_store
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolve_model, rtmlib_cache_dir
 
