@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import pytest
 import rtmlib  # the oracle; installed with the test extra (the pose tests must run, not skip)
 
 from data_fixtures import make_hitsz
-from pose_fixtures import make_list_dataset, person_frame, random_frame, repaint, rtmlib_rows, store_files
+from pose_fixtures import (make_list_dataset, person_frame, random_frame, repaint, rtmlib_rows, start_slow_pose,
+                           store_files, wait_for)
 
 from star.cli import main as cli_main
 from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
@@ -242,42 +241,14 @@ def test_synthetic_dataset(tmp_path, models):
 # ----------------------------------------------------------------------------- resume, shards
 
 
-_KILLABLE = r"""
-import json, sys, time
-import star.pose.extract as ex
-import star.pose.frames as frames
-slow = frames.read_frame_bgr
-def read(path):
-    time.sleep(0.05)
-    return slow(path)
-frames.read_frame_bgr = read
-class Ix:
-    def __init__(self, keys, paths):
-        self.keys, self.paths = keys, paths
-spec = json.load(open(sys.argv[1]))
-index = {s: Ix(v["keys"], v["paths"]) for s, v in spec["index"].items()}
-ex.extract_keypoints(index, spec["out"], spec["model"], batch=2, shard_size=4, threads=1, decode_threads=1,
-                     progress=False)
-"""
-
-
 def test_resume_after_sigkill(tmp_path, models, listdata):
     ref = tmp_path / "ref"
     extract_keypoints(listdata, ref, models["pose"], batch=2, shard_size=4, **FAST)
     out = tmp_path / "kp"
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({
-        "index": {s: {"keys": ix.keys, "paths": ix.paths} for s, ix in listdata.frame_index.items()},
-        "out": str(out), "model": models["pose"],
-    }))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=2, shard_size=4)
     shards = out / ".pose-work" / "shards"
-    deadline = time.monotonic() + 60
-    try:
-        while len(list(shards.glob("*.npy"))) < 2:  # some shards done, the next one in progress
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the extraction did not start"
-            time.sleep(0.02)
+    try:  # some shards done, the next one in progress
+        wait_for(lambda: len(list(shards.glob("*.npy"))) >= 2, proc, "the extraction")
         time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)

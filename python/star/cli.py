@@ -60,8 +60,9 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
-    from star.data import DataError, load_dataset
-    from star.pose import PoseError, extract_keypoints, merge_shards
+    from star.data import load_dataset
+    from star.errors import StarError
+    from star.pose import extract_keypoints, merge_shards
 
     try:
         data = load_dataset(args.dataset, args.root, verbose=not args.quiet)
@@ -75,7 +76,7 @@ def _cmd_pose(args: argparse.Namespace) -> int:
             threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
             skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
         )
-    except (PoseError, DataError, ValueError) as e:
+    except (StarError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(run.summary().replace("force=True", "--force"))
@@ -263,7 +264,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per worker (default: CPUs / workers)")
     p.add_argument("--decode-threads", type=int, default=None, help="frame decoding threads per worker")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (onnxruntime execution provider)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N (onnxruntime's CUDA provider: the pose-gpu extra) or auto (cuda if present)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="compute only part I of N (0 <= I < N, e.g. $SLURM_ARRAY_TASK_ID/8); then run --merge")
     p.add_argument("--merge", action="store_true", help="check that every shard is present and assemble the store")
