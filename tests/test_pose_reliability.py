@@ -156,3 +156,36 @@ def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys)
     assert cli_main([*argv, "--out", str(tmp_path / "cpu")]) == 0
     a = np.load(tmp_path / "auto" / "train.npy")
     np.testing.assert_allclose(a, np.load(tmp_path / "cpu" / "train.npy"), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- progress off a terminal (issue 16, 6)
+
+
+def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listdata, capsys):
+    import io
+
+    from star.pose.progress import PlainProgress, frame_progress
+
+    now = [100.0]
+    stream = io.StringIO()
+    plain = PlainProgress(1000, "pose", stream, period_s=30.0, clock=lambda: now[0])
+    for _ in range(10):  # 100 frames every 10 s: a line every third update
+        now[0] += 10.0
+        plain.update(100)
+    plain.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "pose: 300/1000 frames (30.0 %), 10.0 frames/s, ETA 0:01:10",
+        "pose: 600/1000 frames (60.0 %), 10.0 frames/s, ETA 0:00:40",
+        "pose: 900/1000 frames (90.0 %), 10.0 frames/s, ETA 0:00:10",
+        "pose: 1000/1000 frames in 0:01:40, 10.0 frames/s",
+    ]
+    with frame_progress(5, "pose", stream=io.StringIO()) as advance:
+        assert advance.__self__.__class__ is PlainProgress  # a StringIO is no terminal
+    # the CLI, its stderr captured (no terminal): no bar redraws, one closing line
+    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--model",
+            models["pose"], "--threads", "1"]
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    n = sum(len(ix) for ix in listdata.frame_index.values())
+    assert "\r" not in err and f"pose: {n}/{n} frames in 0:00:0" in err
