@@ -51,11 +51,15 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.stats))
+        print(json.dumps(report.stats if report.pose_quality is None else {**report.stats, "pose_quality": report.pose_quality}))
     else:
         print(report.summary)
         print(f"  {report.frames_checked} frames present" + (" and decodable" if args.decode else ""))
         print(f"  keypoint store: {report.keypoints or 'none found'}" + (" (aligned)" if report.keypoints else ""))
+        if report.pose_quality is not None:
+            from star.pose.quality import format_pose_quality
+
+            print(format_pose_quality(report.pose_quality))
     return 0
 
 
@@ -246,9 +250,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="validate a dataset layout, its frames and keypoint store; print counts")
     p.add_argument("--dataset", required=True, choices=["hitsz-vcm", "bupt", "synthetic", "list"])
     p.add_argument("--root", required=True, help="dataset root directory")
-    p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present)")
+    p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too")
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts (and pose_quality with --keypoints)")
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")

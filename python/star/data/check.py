@@ -24,6 +24,7 @@ class CheckReport:
     frames_checked: int
     keypoints: str | None  # the verified store, or None when there is none
     warnings: list[str] = field(default_factory=list)
+    pose_quality: dict | None = None  # with an explicit --keypoints: star.pose.quality's section
 
 
 def _first_missing(index: FrameIndex) -> tuple[int, int] | None:
@@ -57,7 +58,9 @@ def check_dataset(
 
     Checks: the annotation files parse (file:line on error), every indexed frame exists
     (every frame is decoded too with ``decode``), and the keypoint store, ``keypoints``
-    or else ``<root>/keypoints`` when present, is aligned with the frame index.
+    or else ``<root>/keypoints`` when present, is aligned with the frame index. With an
+    explicit ``keypoints`` the report carries its pose quality per split and modality
+    (``meta.json``'s section, or computed from the arrays for an older store).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -80,14 +83,20 @@ def check_dataset(
         checked += len(index)
 
     store_dir = Path(keypoints) if keypoints is not None else Path(root) / "keypoints"
-    store = None
+    store = quality = None
     if keypoints is not None or (store_dir / META_FILE).is_file():
-        KeypointStore(store_dir).verify(data.frame_index)
+        opened = KeypointStore(store_dir)
+        opened.verify(data.frame_index)
         store = str(store_dir)
+        if keypoints is not None:
+            from star.pose.quality import store_pose_quality  # numpy only; pose builds on data, not the reverse
+
+            quality = store_pose_quality(opened, data)
     return CheckReport(
         summary=format_summary(data),
         stats=data.stats(),
         frames_checked=checked,
         keypoints=store,
         warnings=found,
+        pose_quality=quality,
     )

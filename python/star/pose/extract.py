@@ -52,6 +52,7 @@ from .errors import PoseError, UnreadableFrameError
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .locks import pose_run_lock
 from .progress import frame_progress
+from .quality import META_KEY as QUALITY_KEY, pose_quality, row_modalities
 from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
 from .workers import run_pool
@@ -443,6 +444,9 @@ def _merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
                         input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
     meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
     meta["pose_extraction"] = fp
+    stored = {split: np.load(staging / f"{split}.npy", mmap_mode="r") for split in plan["splits"]}
+    meta[QUALITY_KEY] = pose_quality(stored, row_modalities(data, {s: len(a) for s, a in stored.items()}), meta["created_at"])
+    del stored  # the memory maps, before the files move
     atomic_write(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), "w", durable=True)
     # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.
     (out / META_FILE).unlink(missing_ok=True)
