@@ -95,13 +95,14 @@ def rtmlib_rows(pose_path: str, paths, det_path: str | None = None, best_index: 
 
 
 def store_files(out: Path) -> dict[str, object]:
-    """Every file of a keypoint store: bytes of the arrays and indices, meta.json without created_at."""
+    """Every file of a keypoint store: bytes of the arrays and indices, meta.json without its time stamps."""
     files: dict[str, object] = {}
     for f in sorted(Path(out).iterdir()):
         if f.is_file() and not f.name.startswith("."):
             if f.name == "meta.json":
                 meta = json.loads(f.read_text())
                 meta.pop("created_at")
+                meta.get("pose_quality", {}).pop("store_created_at", None)
                 files[f.name] = meta
             else:
                 files[f.name] = f.read_bytes()
