@@ -52,6 +52,9 @@ H, W = 256, 128
 COMPUTE_FRAMES = 4 if SMALL else 128  # RTMPose-m stand-in: ~10-20 frames/s on the 2-core box
 DET_FRAMES = 2 if SMALL else 12  # YOLOX-m stand-in: ~1 frame/s
 COMPUTE_ROUNDS = 1 if SMALL else 2
+# Shards are what workers share: enough of them that 2 workers get equal work (a real run has hundreds).
+SHARD = 4 if SMALL else 64
+COMPUTE_SHARD = 2 if SMALL else 32
 _FPS: dict[str, float] = {}
 
 
@@ -138,7 +141,8 @@ def test_rtmlib_pose_only(benchmark, setup):
 def test_star_pose(benchmark, setup, workers):
     data, paths, pose_path, _, root = setup
     out = root / f"kp_w{workers}"
-    run = lambda: extract_keypoints(data, out, pose_path, batch=32, workers=workers, force=True, progress=False)  # noqa: E731
+    run = lambda: extract_keypoints(data, out, pose_path, batch=32, workers=workers, shard_size=SHARD,  # noqa: E731
+                                    force=True, progress=False)
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_w{workers}", len(paths))
 
@@ -172,7 +176,7 @@ def test_model_alone_rtmpose_m(benchmark, compute):
 def test_star_pose_rtmpose_m(benchmark, compute, workers):
     out = compute["root"] / f"kp_w{workers}"
     run = lambda: extract_keypoints(compute["data"], out, compute["pose"], batch=32, workers=workers,  # noqa: E731
-                                    force=True, progress=False)
+                                    shard_size=COMPUTE_SHARD, force=True, progress=False)
     benchmark.pedantic(run, rounds=COMPUTE_ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_rtmpose_m_w{workers}", len(compute["paths"]), base="model_alone_rtmpose_m")
 

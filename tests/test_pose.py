@@ -355,3 +355,23 @@ def test_unreadable_frames(tmp_path, models):
     with pytest.raises(UnreadableFrameError, match=r"f1.png \(frame 2 of .*train.txt\)"):
         extract_keypoints(data, tmp_path / "kp2", models["pose"], **FAST)
     assert not (tmp_path / "kp2" / ".pose-work" / "shards").exists() or not any((tmp_path / "kp2" / ".pose-work" / "shards").iterdir())
+
+
+# ----------------------------------------------------------------------------- compute-realistic stand-ins (benchmarks)
+
+
+def test_standins_have_the_real_models_compute_and_signatures():
+    import torch
+
+    from star.pose.standins import RTMPoseStandin, YOLOXStandin, count_macs, person_bias
+
+    with torch.device("meta"):  # shapes only: counting needs no arithmetic
+        pose, det = RTMPoseStandin(), YOLOXStandin()
+        assert 1.8e9 < count_macs(pose, torch.zeros(1, 3, 256, 192)) < 2.0e9  # RTMPose-m: ~1.9 GMACs at 256 x 192
+        assert 33e9 < count_macs(det, torch.zeros(1, 3, 640, 640)) < 40e9  # YOLOX-m: ~37 GMACs at 640 x 640
+        sx, sy = pose(torch.zeros(3, 3, 256, 192))
+        raw = det(torch.zeros(2, 3, 640, 640))
+    assert sx.shape == (3, 17, 384) and sy.shape == (3, 17, 512) and raw.shape == (2, 8400, 6)
+    # the detector's fixed bias: one anchor with a person score far above rtmlib's 0.7, all others far below
+    logits = person_bias(640, 640)[0, :, 4:]
+    assert int((logits > 0).all(dim=1).sum()) == 1 and int((logits < 0).all(dim=1).sum()) == 8399

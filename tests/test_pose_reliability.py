@@ -189,3 +189,10 @@ def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listda
     err = capsys.readouterr().err
     n = sum(len(ix) for ix in listdata.frame_index.values())
     assert "\r" not in err and f"pose: {n}/{n} frames in 0:00:0" in err
+
+
+def test_more_workers_than_shards_is_said(tmp_path, models, listdata):
+    from star.pose import PoseWarning
+
+    with pytest.warns(PoseWarning, match="2 workers but 1 shard"):
+        extract_keypoints(listdata, tmp_path / "kp", models["pose"], shard="0/3", shard_size=8, workers=2, **FAST)

@@ -359,6 +359,9 @@ def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, 
 
     pending = [s for s in mine if not (shard_dir / f"{s.name}.npy").is_file()]
     unreadable = _check_frames(index, pending, settings.skip_unreadable)
+    if 1 < workers and len(pending) < workers:  # a shard is one worker's task
+        warnings.warn(f"{workers} workers but {len(pending)} shard(s) to compute: {workers - len(pending)} worker(s) "
+                      "will idle (a smaller --shard-size makes more shards)", PoseWarning, stacklevel=3)
     todo = sum(len(s) for s in pending)
     computed = 0
     bad: list[str] = []

@@ -21,6 +21,7 @@ counts the multiply-accumulates of convolutions and linear layers.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -75,6 +76,16 @@ class RTMPoseStandin(nn.Module):
         return self.simcc_x(f), self.simcc_y(f)
 
 
+def person_bias(h: int, w: int) -> torch.Tensor:
+    """[1, anchors, 6] raw-output bias: one stride-32 anchor holds a 128 x 256 px person box with
+    objectness and person logits +8; every other anchor -8 (scores ~0 after the sigmoids)."""
+    cells = [(h // s) * (w // s) for s in YOLOX_STRIDES]
+    base = torch.zeros(1, sum(cells), 6)
+    base[..., 4:] = -8.0
+    base[0, cells[0] + cells[1] + 6 * (w // 32) + 5] = torch.tensor([0.5, 0.5, math.log(4.0), math.log(8.0), 8.0, 8.0])
+    return base
+
+
 class YOLOXStandin(nn.Module):
     """YOLOX-m-like compute at 640 x 640 (36.3 GMACs): raw predictions [N, anchors, 4 + 1 + 1] on the 8/16/32 grids."""
 
@@ -87,14 +98,7 @@ class YOLOXStandin(nn.Module):
                           nn.Conv2d(head, 6, 1))
             for c in widths[2:]
         ])
-        h, w = DET_HW
-        cells = [(h // s) * (w // s) for s in YOLOX_STRIDES]
-        # One stride-32 anchor holds a 128 x 256 px person box with objectness ~1; every other anchor ~0.
-        base = torch.zeros(1, sum(cells), 6)
-        base[..., 4:] = -8.0
-        j = cells[0] + cells[1] + 6 * (w // 32) + 5
-        base[0, j] = torch.tensor([0.5, 0.5, float(torch.log(torch.tensor(4.0))), float(torch.log(torch.tensor(8.0))), 8.0, 8.0])
-        self.register_buffer("base", base)
+        self.register_buffer("base", person_bias(*DET_HW))
 
     def forward(self, x):
         x = self.stem(x)
@@ -109,7 +113,10 @@ class YOLOXStandin(nn.Module):
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of the Conv2d and Linear layers for input ``x``, per sample."""
+    """Multiply-accumulates of the Conv2d and Linear layers for input ``x``, per sample.
+
+    Works on the ``meta`` device (model and ``x`` built there): shapes only, no arithmetic.
+    """
     total = [0]
 
     def conv(m, _inp, out):
