@@ -18,8 +18,11 @@ Typical use (the ``star pose`` command does the same)::
   resumes; ``shard="I/N"`` + :func:`merge_shards` split the work across machines.
 - Weights: a local ``.onnx`` or rtmlib's cache (:func:`resolve_model`); never downloaded.
 
-Only numpy, OpenCV, onnxruntime and tqdm are needed (``pip install star-reid[pose]``);
-:mod:`star.pose.testing` builds tiny stand-in models with ``onnx``.
+Only numpy, OpenCV, onnxruntime and tqdm are needed (``pip install star-reid[pose]``, or
+``[pose-gpu]`` -- onnxruntime-gpu, in place of onnxruntime -- for ``device="cuda"``); rtmlib
+is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onnx``,
+:mod:`star.pose.standins` compute-realistic ones with torch (benchmarks);
+:mod:`star.pose.quality` summarises a store's pose quality per split and modality.
 """
 
 from .errors import ModelNotFoundError, PoseError, UnreadableFrameError

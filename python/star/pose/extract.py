@@ -27,6 +27,10 @@ width / height and conf the rtmlib score clipped to [0, 1]; keypoints with score
 outside the frame, and every keypoint of a frame where the detector finds no person, are
 (0, 0, 0) -- see :func:`star.pose.runtime.to_store`.
 
+One run per output folder: a run holds ``<out>/.star.lock`` (parts of ``shard=I/N`` their own
+lock and run side by side; see :mod:`star.pose.locks`), and a second run fails at once naming
+the first. A full run removes the temporaries that killed runs left in the work directory.
+
 A missing frame stops the run before any inference starts (naming the file and the index it
 comes from); a frame that cannot be decoded stops it when met, naming the file (finished
 shards are kept: fix the frame and rerun). With ``skip_unreadable=True`` such frames get a
