@@ -375,3 +375,12 @@ def test_standins_have_the_real_models_compute_and_signatures():
     # the detector's fixed bias: one anchor with a person score far above rtmlib's 0.7, all others far below
     logits = person_bias(640, 640)[0, :, 4:]
     assert int((logits > 0).all(dim=1).sum()) == 1 and int((logits < 0).all(dim=1).sum()) == 8399
+
+
+def test_pose_workers_start_without_torch():
+    """Spawned workers import star.pose: it must not pull in star.data (whose package loads torch)."""
+    import subprocess
+    import sys
+
+    code = "import sys, star.pose, star.pose.workers; print(sorted(m for m in ('torch', 'star.data') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -19,8 +19,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..data.skeleton import COCO17_KEYPOINTS, NUM_KEYPOINTS
-from ..data.tracklet import MODALITY_NAMES, SPLITS
+from .runtime import NUM_KEYPOINTS
+
+# star.data is imported inside the functions: importing the package loads torch, and pose worker
+# processes (which import this module through star.pose) start without it.
 
 QUALITY_FORMAT = 1
 META_KEY = "pose_quality"
@@ -35,6 +37,8 @@ def row_modalities(data, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
     ``data`` is a ``VideoReidData`` (its tracklets say which rows are which modality) or a
     bare mapping split -> frame index (every row -1: only ``all`` is reported).
     """
+    from ..data.tracklet import SPLITS
+
     rows = {split: np.full(n, -1, np.int8) for split, n in sizes.items()}
     if hasattr(data, "split"):
         for name in SPLITS:
@@ -44,6 +48,8 @@ def row_modalities(data, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
 
 
 def _summary(frames: int, conf_sum: np.ndarray, undetected: np.ndarray, empty_frames: int) -> dict:
+    from ..data.skeleton import COCO17_KEYPOINTS
+
     if frames == 0:
         return {"frames": 0, "mean_conf": None, "undetected_joints": None, "frames_without_joints": None,
                 "worst_joints": []}
@@ -65,6 +71,8 @@ def pose_quality(arrays: Mapping[str, np.ndarray], modalities: Mapping[str, np.n
     ``created_at`` is the store's ``meta.json`` stamp: a split rewritten later (``write_keypoints``
     renews the stamp) makes the section stale, and it is then computed again.
     """
+    from ..data.tracklet import MODALITY_NAMES
+
     splits = {}
     for split, arr in arrays.items():
         mod = modalities[split]
