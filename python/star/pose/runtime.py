@@ -68,7 +68,7 @@ def execution_providers(device: str) -> list:
             raise PoseError(
                 f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA execution provider "
                 f"(it has {', '.join(available)}); install the GPU build in its place: "
-                "`pip uninstall -y onnxruntime && pip install 'star-reid[pose-gpu]'` (onnxruntime-gpu, CUDA 12 + cuDNN 9), "
+                "`pip uninstall -y onnxruntime && pip install 'star-reid[pose-gpu]'` (onnxruntime-gpu, with the CUDA and cuDNN libraries its release requires), "
                 "or run with --device cpu (or auto: the GPU when there is one)"
             )
         return [(CUDA_PROVIDER, {"device_id": int(device[5:] or 0)}), "CPUExecutionProvider"]
@@ -79,7 +79,8 @@ def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | No
     """An onnxruntime session on ``device`` (see :func:`execution_providers`) with ``threads`` intra-op threads.
 
     A file onnxruntime cannot load is a :class:`PoseError` naming it; so is a CUDA device on
-    which onnxruntime fell back to the CPU (it only warns: CUDA or cuDNN libraries missing).
+    which onnxruntime fell back to the CPU (it only warns: CUDA or cuDNN libraries missing),
+    unless the device is "auto".
     """
     import onnxruntime as ort
 
@@ -98,10 +99,10 @@ def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | No
     except _onnxruntime_errors() as e:
         reason = str(e).split(" failed:")[-1].strip()
         raise PoseError(f"{what} {path} is not a loadable ONNX model ({reason})") from None
-    if providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != CUDA_PROVIDER:
+    if device != "auto" and providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != CUDA_PROVIDER:
         raise PoseError(
             f"--device {device}: onnxruntime could not start its CUDA execution provider for {path} "
-            "(no GPU visible, or the CUDA 12 / cuDNN 9 libraries onnxruntime-gpu needs are missing); "
+            "(no GPU visible, or the CUDA / cuDNN libraries this onnxruntime-gpu needs are missing); "
             "run with --device cpu or auto"
         )
     return session
