@@ -6,3 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install "torch==${STAR_TORCH:-2.14.1}" torchvision
 python -m pip install --no-build-isolation ".[test]"
+# rtmlib is the pose tests' oracle only; its declared opencv-python / opencv-contrib-python would
+# overwrite opencv-python-headless's cv2 (three distributions, one module): no dependencies.
+python -m pip install --no-deps "rtmlib==0.0.16"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -91,14 +94,87 @@ def rtmlib_rows(pose_path: str, paths, det_path: str | None = None, best_index: 
 
 
 def store_files(out: Path) -> dict[str, object]:
-    """Every file of a keypoint store: bytes of the arrays and indices, meta.json without created_at."""
+    """Every file of a keypoint store: bytes of the arrays and indices, meta.json without its time stamps."""
     files: dict[str, object] = {}
     for f in sorted(Path(out).iterdir()):
         if f.is_file() and not f.name.startswith("."):
             if f.name == "meta.json":
                 meta = json.loads(f.read_text())
                 meta.pop("created_at")
+                meta.get("pose_quality", {}).pop("store_created_at", None)
                 files[f.name] = meta
             else:
                 files[f.name] = f.read_bytes()
     return files
+
+
+# A `star pose` run whose frame reads are slow, in its own process (a file, not -c: the spawned
+# workers import it as __mp_main__, so they are slowed too); killed or raced by the tests.
+_SLOW_POSE = r"""
+import json, sys, time
+import star.pose.frames as frames
+_read = frames.read_frame_bgr
+def slow_read(path):
+    time.sleep(0.05)
+    return _read(path)
+frames.read_frame_bgr = slow_read
+if __name__ == "__main__":
+    from star.pose import extract_keypoints
+    class Ix:
+        def __init__(self, keys, paths):
+            self.keys, self.paths = keys, paths
+    spec = json.load(open(sys.argv[1]))
+    index = {s: Ix(v["keys"], v["paths"]) for s, v in spec.pop("index").items()}
+    extract_keypoints(index, spec.pop("out"), spec.pop("model"), progress=False, threads=1, decode_threads=1, **spec)
+"""
+
+
+def start_slow_pose(tmp_path: Path, data, out: Path, model: str, **options) -> subprocess.Popen:
+    """Start ``extract_keypoints(data, out, model, **options)`` in a subprocess, 50 ms per frame read."""
+    script = tmp_path / "slow_pose.py"
+    script.write_text(_SLOW_POSE)
+    spec = tmp_path / f"spec-{time.monotonic_ns()}.json"
+    index = {s: {"keys": ix.keys, "paths": ix.paths} for s, ix in data.frame_index.items()}
+    spec.write_text(json.dumps(dict(index=index, out=str(out), model=model, **options)))
+    return subprocess.Popen([sys.executable, str(script), str(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition()`` until true; fail if ``proc`` ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def descendants(pid: int) -> set[int]:
+    """Live (non-zombie) descendants of ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in found:
+                found.add(c)
+                todo.append(c)
+    return found
+
+
+def alive(pids) -> set[int]:
+    """The pids of ``pids`` still running (zombies count as gone)."""
+    live = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.add(pid)
+    return live

@@ -28,7 +28,8 @@ LAYERS = {
     "metrics": 3,
     "config": 4,
     "engine": 5,
-    "cli": 6,
+    "export": 6,
+    "cli": 7,
 }
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import pytest
 import rtmlib  # the oracle; installed with the test extra (the pose tests must run, not skip)
 
 from data_fixtures import make_hitsz
-from pose_fixtures import make_list_dataset, person_frame, random_frame, repaint, rtmlib_rows, store_files
+from pose_fixtures import (make_list_dataset, person_frame, random_frame, repaint, rtmlib_rows, start_slow_pose,
+                           store_files, wait_for)
 
 from star.cli import main as cli_main
 from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
@@ -242,41 +241,14 @@ def test_synthetic_dataset(tmp_path, models):
 # ----------------------------------------------------------------------------- resume, shards
 
 
-_KILLABLE = r"""
-import json, sys, time
-import star.pose.extract as ex
-slow = ex.read_frame_bgr
-def read(path):
-    time.sleep(0.05)
-    return slow(path)
-ex.read_frame_bgr = read
-class Ix:
-    def __init__(self, keys, paths):
-        self.keys, self.paths = keys, paths
-spec = json.load(open(sys.argv[1]))
-index = {s: Ix(v["keys"], v["paths"]) for s, v in spec["index"].items()}
-ex.extract_keypoints(index, spec["out"], spec["model"], batch=2, shard_size=4, threads=1, decode_threads=1,
-                     progress=False)
-"""
-
-
 def test_resume_after_sigkill(tmp_path, models, listdata):
     ref = tmp_path / "ref"
     extract_keypoints(listdata, ref, models["pose"], batch=2, shard_size=4, **FAST)
     out = tmp_path / "kp"
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({
-        "index": {s: {"keys": ix.keys, "paths": ix.paths} for s, ix in listdata.frame_index.items()},
-        "out": str(out), "model": models["pose"],
-    }))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=2, shard_size=4)
     shards = out / ".pose-work" / "shards"
-    deadline = time.monotonic() + 60
-    try:
-        while len(list(shards.glob("*.npy"))) < 2:  # some shards done, the next one in progress
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the extraction did not start"
-            time.sleep(0.02)
+    try:  # some shards done, the next one in progress
+        wait_for(lambda: len(list(shards.glob("*.npy"))) >= 2, proc, "the extraction")
         time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -383,3 +355,32 @@ def test_unreadable_frames(tmp_path, models):
     with pytest.raises(UnreadableFrameError, match=r"f1.png \(frame 2 of .*train.txt\)"):
         extract_keypoints(data, tmp_path / "kp2", models["pose"], **FAST)
     assert not (tmp_path / "kp2" / ".pose-work" / "shards").exists() or not any((tmp_path / "kp2" / ".pose-work" / "shards").iterdir())
+
+
+# ----------------------------------------------------------------------------- compute-realistic stand-ins (benchmarks)
+
+
+def test_standins_have_the_real_models_compute_and_signatures():
+    import torch
+
+    from star.pose.standins import RTMPoseStandin, YOLOXStandin, count_macs, person_bias
+
+    with torch.device("meta"):  # shapes only: counting needs no arithmetic
+        pose, det = RTMPoseStandin(), YOLOXStandin()
+        assert 1.8e9 < count_macs(pose, torch.zeros(1, 3, 256, 192)) < 2.0e9  # RTMPose-m: ~1.9 GMACs at 256 x 192
+        assert 33e9 < count_macs(det, torch.zeros(1, 3, 640, 640)) < 40e9  # YOLOX-m: ~37 GMACs at 640 x 640
+        sx, sy = pose(torch.zeros(3, 3, 256, 192))
+        raw = det(torch.zeros(2, 3, 640, 640))
+    assert sx.shape == (3, 17, 384) and sy.shape == (3, 17, 512) and raw.shape == (2, 8400, 6)
+    # the detector's fixed bias: one anchor with a person score far above rtmlib's 0.7, all others far below
+    logits = person_bias(640, 640)[0, :, 4:]
+    assert int((logits > 0).all(dim=1).sum()) == 1 and int((logits < 0).all(dim=1).sum()) == 8399
+
+
+def test_pose_workers_start_without_torch():
+    """Spawned workers import star.pose: it must not pull in star.data (whose package loads torch)."""
+    import subprocess
+    import sys
+
+    code = "import sys, star.pose, star.pose.workers; print(sorted(m for m in ('torch', 'star.data') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

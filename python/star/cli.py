@@ -106,11 +106,15 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.stats))
+        print(json.dumps(report.stats if report.pose_quality is None else {**report.stats, "pose_quality": report.pose_quality}))
     else:
         print(report.summary)
         print(f"  {report.frames_checked} frames present" + (" and decodable" if args.decode else ""))
         print(f"  keypoint store: {report.keypoints or 'none found'}" + (" (aligned)" if report.keypoints else ""))
+        if report.pose_quality is not None:
+            from star.data.keypoint_quality import format_pose_quality
+
+            print(format_pose_quality(report.pose_quality))
     return 0
 
 
@@ -120,7 +124,9 @@ def _cmd_pose(args: argparse.Namespace) -> int:
     from star.data import load_dataset
     from star.pose import extract_keypoints, merge_shards
 
-    data = load_dataset(args.dataset, args.root, verbose=not args.quiet)
+    # every frame is extracted, so no split is required; --skip-unreadable tolerates missing frames
+    data = load_dataset(args.dataset, args.root, verbose=not args.quiet, required_splits=(),
+                        check_frames=not args.skip_unreadable)
     if args.merge:
         out = merge_shards(data, args.out)
         print(f"merged every shard: keypoint store written to {out}")
@@ -300,9 +306,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
                    help="dataset: %(choices)s")
     p.add_argument("--root", required=True, help="dataset root directory")
-    p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present)")
+    p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too")
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts (and pose_quality with --keypoints)")
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")
@@ -319,7 +325,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per worker (default: CPUs / workers)")
     p.add_argument("--decode-threads", type=int, default=None, help="frame decoding threads per worker")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (onnxruntime execution provider)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N (onnxruntime's CUDA provider: the pose-gpu extra) or auto (cuda if present)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="compute only part I of N (0 <= I < N, e.g. $SLURM_ARRAY_TASK_ID/8); then run --merge")
     p.add_argument("--merge", action="store_true", help="check that every shard is present and assemble the store")

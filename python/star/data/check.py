@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import DataFormatError
 from .fileio import read_frame
+from .keypoint_quality import store_pose_quality
 from .keypoint_store import META_FILE, KeypointStore
 from .registry import format_summary, load_dataset
 from .tracklet import FrameIndex
@@ -24,6 +25,7 @@ class CheckReport:
     frames_checked: int
     keypoints: str | None  # the verified store, or None when there is none
     warnings: list[str] = field(default_factory=list)
+    pose_quality: dict | None = None  # with an explicit --keypoints: star.data.keypoint_quality's section
 
 
 def _first_undecodable(index: FrameIndex, workers: int) -> int | None:
@@ -43,7 +45,9 @@ def check_dataset(
     Checks: the annotation files parse (file:line on error), no split is empty, every
     indexed frame exists (``load_dataset`` does these; every frame is decoded too with
     ``decode``), and the keypoint store, ``keypoints`` or else ``<root>/keypoints`` when
-    present, is aligned with the frame index and holds valid values.
+    present, is aligned with the frame index and holds valid values. With an explicit
+    ``keypoints`` the report carries its pose quality per split and modality
+    (``meta.json``'s section, or computed from the arrays for an older store).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -59,14 +63,18 @@ def check_dataset(
         checked += len(index)
 
     store_dir = Path(keypoints) if keypoints is not None else Path(root) / "keypoints"
-    store = None
+    store = quality = None
     if keypoints is not None or (store_dir / META_FILE).is_file():
-        KeypointStore(store_dir).verify(data.frame_index)
+        opened = KeypointStore(store_dir)
+        opened.verify(data.frame_index)
         store = str(store_dir)
+        if keypoints is not None:
+            quality = store_pose_quality(opened, data)
     return CheckReport(
         summary=format_summary(data),
         stats=data.stats(),
         frames_checked=checked,
         keypoints=store,
         warnings=found,
+        pose_quality=quality,
     )

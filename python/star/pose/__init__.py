@@ -18,17 +18,17 @@ Typical use (the ``star pose`` command does the same)::
   resumes; ``shard="I/N"`` + :func:`merge_shards` split the work across machines.
 - Weights: a local ``.onnx`` or rtmlib's cache (:func:`resolve_model`); never downloaded.
 
-Only numpy, OpenCV, onnxruntime and tqdm are needed (``pip install star-reid[pose]``);
-:mod:`star.pose.testing` builds tiny stand-in models with ``onnx``.
+Only numpy, OpenCV, onnxruntime and tqdm are needed (``pip install star-reid[pose]``, or
+``[pose-gpu]`` -- onnxruntime-gpu, in place of onnxruntime -- for ``device="cuda"``); rtmlib
+is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onnx``,
+:mod:`star.pose.standins` compute-realistic ones with torch (benchmarks);
+:mod:`star.data.keypoint_quality` summarises a store's pose quality per split and modality.
 """
 
 from .errors import ModelNotFoundError, PoseError, UnreadableFrameError
 from .extract import (
-    DEFAULT_BATCH,
     DEFAULT_SHARD_SIZE,
-    FrameExtractor,
     PoseRun,
-    PoseSettings,
     PoseWarning,
     Shard,
     extract_keypoints,
@@ -37,6 +37,7 @@ from .extract import (
     plan_shards,
     select_part,
 )
+from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .runtime import RTMPoseModel, YOLOXDetector, to_store
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolve_model, rtmlib_cache_dir
 

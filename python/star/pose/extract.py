@@ -27,6 +27,10 @@ width / height and conf the rtmlib score clipped to [0, 1]; keypoints with score
 outside the frame, and every keypoint of a frame where the detector finds no person, are
 (0, 0, 0) -- see :func:`star.pose.runtime.to_store`.
 
+One run per output folder: a run holds ``<out>/.star.lock`` (parts of ``shard=I/N`` their own
+lock and run side by side; see :mod:`star.pose.locks`), and a second run fails at once naming
+the first. A full run removes the temporaries that killed runs left in the work directory.
+
 A missing frame stops the run before any inference starts (naming the file and the index it
 comes from); a frame that cannot be decoded stops it when met, naming the file (finished
 shards are kept: fix the frame and rerun). With ``skip_unreadable=True`` such frames get a
@@ -35,34 +39,33 @@ warning and conf 0 instead.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import shutil
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 
-from ..fileio import atomic_write, lines_digest
+from ..fileio import atomic_write, lines_digest, remove_stale_temporaries
 from .errors import PoseError, UnreadableFrameError
-from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus, to_store
+from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
+from .locks import pose_run_lock
+from .progress import frame_progress
+from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
+from .workers import run_pool
 
 WORK_DIR = ".pose-work"
 PLAN_FILE = "plan.json"
 SHARD_DIR = "shards"
+STAGING_DIR = "store"
 PLAN_FORMAT = 1
 DEFAULT_SHARD_SIZE = 1024
-DEFAULT_BATCH = 32
 DETECTORS = ("yolox",)
 
 
@@ -128,168 +131,6 @@ def _file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- per-frame work
-
-
-@dataclass(frozen=True)
-class PoseSettings:
-    """What a (worker) process needs to build its models: resolved weights and run options."""
-
-    model_path: str
-    det_path: str | None = None
-    device: str = "cpu"
-    batch: int = DEFAULT_BATCH
-    threads: int | None = None  # onnxruntime intra-op threads (None: onnxruntime's default)
-    decode_threads: int = 2
-    skip_unreadable: bool = False
-
-
-def read_frame_bgr(path: str) -> np.ndarray | None:
-    """The frame as OpenCV/rtmlib read it (BGR uint8 [H, W, 3]); None when missing or undecodable."""
-    return cv2.imread(path, cv2.IMREAD_COLOR)
-
-
-class FrameExtractor:
-    """Store rows for lists of frame files: decoding + warping in threads, overlapped with batched inference."""
-
-    def __init__(self, settings: PoseSettings, pose: RTMPoseModel | None = None):
-        self.settings = settings
-        self.pose = pose or RTMPoseModel(settings.model_path, settings.device, settings.threads)
-        self.detector = (
-            YOLOXDetector(settings.det_path, settings.device, settings.threads) if settings.det_path else None
-        )
-        self.batch = max(1, int(settings.batch))
-        self.pool = cf.ThreadPoolExecutor(max(1, settings.decode_threads), thread_name_prefix="star-pose-decode")
-        self.depth = max(1, settings.decode_threads) + 1  # batches being decoded ahead of inference
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> "FrameExtractor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _read(self, path: str, bad: list[str]) -> np.ndarray | None:
-        img = read_frame_bgr(path)
-        if img is None:
-            if not self.settings.skip_unreadable:
-                reason = "does not exist" if not os.path.exists(path) else "cannot be decoded (corrupt or not an image)"
-                raise UnreadableFrameError(path, reason)
-            bad.append(path)
-        return img
-
-    def _load(self, paths: Sequence[str]) -> dict:
-        n = len(paths)
-        bad: list[str] = []
-        ok = np.ones(n, bool)
-        sizes = np.ones((n, 2), np.float64)
-        if self.detector is not None:
-            det_in = self.detector.new_batch(n)
-            ratios = [1.0] * n  # Python floats, as rtmlib (a float64 scalar would promote float32 boxes)
-            images: list[np.ndarray | None] = []
-            for i, p in enumerate(paths):
-                img = self._read(p, bad)
-                images.append(img)
-                if img is None:
-                    ok[i] = False
-                    det_in[i] = 0
-                    continue
-                sizes[i] = (img.shape[1], img.shape[0])
-                ratios[i] = self.detector.prepare(img, det_in[i])
-            return dict(det_in=det_in, ratios=ratios, images=images, ok=ok, sizes=sizes, bad=bad)
-        x = self.pose.new_batch(n)
-        centers = np.zeros((n, 2), np.float64)
-        scales = np.ones((n, 2), np.float64)
-        for i, p in enumerate(paths):
-            img = self._read(p, bad)
-            if img is None:
-                ok[i] = False
-                x[i] = 0
-                continue
-            h, w = img.shape[:2]
-            sizes[i] = (w, h)
-            centers[i], scales[i] = self.pose.prepare(img, np.array([0, 0, w, h]), x[i])
-        return dict(x=x, centers=centers, scales=scales, ok=ok, sizes=sizes, bad=bad)
-
-    def _infer(self, b: dict) -> np.ndarray:
-        ok, sizes = b["ok"], b["sizes"]
-        rows = np.zeros((len(ok), NUM_KEYPOINTS, 3), np.float32)
-        if self.detector is not None:
-            outputs = self.detector.infer(b["det_in"], self.batch)
-            boxes = [self.detector.best_box(outputs[i], b["ratios"][i]) if ok[i] else None for i in range(len(ok))]
-            have = [i for i, box in enumerate(boxes) if box is not None]
-            if not have:
-                return rows
-            x = self.pose.new_batch(len(have))
-            centers = np.zeros((len(have), 2), np.float64)
-            scales = np.ones((len(have), 2), np.float64)
-            for j, i in enumerate(have):
-                centers[j], scales[j] = self.pose.prepare(b["images"][i], boxes[i], x[j])
-            sel = np.array(have)
-        else:
-            x, centers, scales = b["x"], b["centers"], b["scales"]
-            sel = np.arange(len(ok))
-        simcc_x, simcc_y = self.pose.run(x, self.batch)[:2]
-        kpts, scores = self.pose.decode(simcc_x, simcc_y, centers, scales)
-        rows[sel] = to_store(kpts, scores, sizes[sel, 0], sizes[sel, 1])
-        rows[~ok] = 0.0
-        return rows
-
-    def __call__(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str]]:
-        """Store rows [len(paths), 17, 3] (float32) and the unreadable frames (with ``skip_unreadable``)."""
-        out = np.zeros((len(paths), NUM_KEYPOINTS, 3), np.float32)
-        bad: list[str] = []
-        starts = list(range(0, len(paths), self.batch))
-        pending: deque = deque()
-        nxt = 0
-
-        def submit() -> None:
-            nonlocal nxt
-            if nxt < len(starts):
-                s = starts[nxt]
-                pending.append((s, self.pool.submit(self._load, paths[s:s + self.batch])))
-                nxt += 1
-
-        for _ in range(self.depth):
-            submit()
-        try:
-            while pending:
-                s, fut = pending.popleft()
-                b = fut.result()
-                submit()
-                rows = self._infer(b)
-                out[s:s + len(rows)] = rows
-                bad.extend(b["bad"])
-                if progress is not None:
-                    progress(len(rows))
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-        return out, bad
-
-
-# --------------------------------------------------------------------------- worker processes
-
-_WORKER: FrameExtractor | None = None
-_PROGRESS = None
-
-
-def _worker_init(settings: PoseSettings, progress_queue) -> None:
-    global _WORKER, _PROGRESS
-    cv2.setNumThreads(1)  # parallelism comes from the decode threads and the worker processes
-    _WORKER = FrameExtractor(settings)
-    _PROGRESS = progress_queue
-
-
-def _worker_run(name: str, paths: list[str], target: str) -> tuple[str, int, list[str]]:
-    assert _WORKER is not None
-    rows, bad = _WORKER(paths, progress=_PROGRESS.put)
-    atomic_write(Path(target), lambda f: np.save(f, rows), durable=True)
-    return name, len(paths), bad
 
 
 # --------------------------------------------------------------------------- the run
@@ -481,17 +322,35 @@ def extract_keypoints(
     plan = _plan(index, fingerprint, shard_size)
     plan["models"] = {"pose": _model_name(model, model_path), "detector": _model_name(det_model or DEFAULT_DET_MODEL, det_path) if detector else None}
 
+    det = YOLOXDetector(det_path, device, settings.threads) if detector else None  # checked before any work
     work = out / WORK_DIR
-    shard_dir = work / SHARD_DIR
-    if force and work.exists():
-        shutil.rmtree(work)
     all_shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, shard_size)
     mine = select_part(all_shards, *part) if part else all_shards
+    # --force discards every part's work: it holds the whole store, as a full run does.
+    with pose_run_lock(out, work, None if force else part):
+        run = _extract_locked(data, index, out, plan, settings, pose, det, mine, part, workers, force, progress,
+                              on_shard_done)
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, pose: RTMPoseModel, det,
+                    mine: list[Shard], part, workers: int, force: bool, progress: bool, on_shard_done) -> PoseRun:
+    """The body of :func:`extract_keypoints`, run while holding the output folder's lock."""
+    work = out / WORK_DIR
+    shard_dir = work / SHARD_DIR
     n_frames = sum(len(s) for s in mine)
-    if not force and not work.exists() and _store_matches(out, plan):
-        return PoseRun(out, n_frames, 0, len(mine), len(mine), 0, time.perf_counter() - t0, True, part, up_to_date=True)
+    if force:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        shutil.rmtree(work / STAGING_DIR, ignore_errors=True)
+        (work / PLAN_FILE).unlink(missing_ok=True)
+    elif not (work / PLAN_FILE).exists() and _store_matches(out, plan):
+        return PoseRun(out, n_frames, 0, len(mine), len(mine), 0, 0.0, True, part, up_to_date=True)
 
     shard_dir.mkdir(parents=True, exist_ok=True)
+    if part is None:  # no other run writes here now: temporaries of killed runs are garbage
+        remove_stale_temporaries(shard_dir)
+        remove_stale_temporaries(work)
     old = _read_json(work / PLAN_FILE)
     if old is None:
         atomic_write(work / PLAN_FILE, lambda f: json.dump(plan, f, indent=2), "w", durable=True)
@@ -502,77 +361,39 @@ def extract_keypoints(
         )
 
     pending = [s for s in mine if not (shard_dir / f"{s.name}.npy").is_file()]
-    unreadable = _check_frames(index, pending, skip_unreadable)
+    unreadable = _check_frames(index, pending, settings.skip_unreadable)
+    if 1 < workers and len(pending) < workers:  # a shard is one worker's task
+        warnings.warn(f"{workers} workers but {len(pending)} shard(s) to compute: {workers - len(pending)} worker(s) "
+                      "will idle (a smaller --shard-size makes more shards)", PoseWarning, stacklevel=3)
     todo = sum(len(s) for s in pending)
     computed = 0
     bad: list[str] = []
     if pending:
-        from tqdm.auto import tqdm
-
         desc = f"pose {part[0]}/{part[1]}" if part else "pose"
-        with tqdm(total=todo, unit="frame", desc=desc, disable=not progress, smoothing=0.1) as bar:
+        with frame_progress(todo, desc, enabled=progress) as advance:
             if workers == 1:
-                with FrameExtractor(settings, pose) as fx:
+                with FrameExtractor(settings, pose, det) as fx:
                     for sh in pending:
-                        rows, b = fx(index[sh.split].paths[sh.start:sh.stop], progress=bar.update)
+                        rows, b = fx(index[sh.split].paths[sh.start:sh.stop], progress=advance)
                         atomic_write(shard_dir / f"{sh.name}.npy", lambda f: np.save(f, rows), durable=True)
                         bad += b
                         computed += 1
                         if on_shard_done is not None:
                             on_shard_done(sh.name)
             else:
-                del pose  # each worker builds its own sessions
-                bad += _run_pool(settings, workers, index, pending, shard_dir, bar, on_shard_done)
+                del pose, det  # each worker builds its own sessions
+                bad += run_pool(settings, workers, index, pending, shard_dir, advance, on_shard_done)
                 computed = len(pending)
     for p in sorted(set(bad) - set(unreadable)) + unreadable:
-        warnings.warn(f"frame {p} is unreadable: stored with conf 0", PoseWarning, stacklevel=2)
+        warnings.warn(f"frame {p} is unreadable: stored with conf 0", PoseWarning, stacklevel=3)
     complete = False
     if part is None:
-        merge_shards(data, out)
+        _merge_locked(data, index, out)
         complete = True
     return PoseRun(
-        out, n_frames, todo, len(mine), len(mine) - len(pending), computed, time.perf_counter() - t0, complete, part,
+        out, n_frames, todo, len(mine), len(mine) - len(pending), computed, 0.0, complete, part,
         sorted(set(bad) | set(unreadable)),
     )
-
-
-def _run_pool(settings, workers, index, pending, shard_dir, bar, on_shard_done) -> list[str]:
-    ctx = mp.get_context("spawn")  # no inherited onnxruntime/OpenCV thread state
-    progress_queue = ctx.Queue()
-    bad: list[str] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                bar.update(progress_queue.get_nowait())
-            except queue_mod.Empty:
-                return
-
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(settings, progress_queue)) as ex:
-        futures = {
-            ex.submit(_worker_run, sh.name, list(index[sh.split].paths[sh.start:sh.stop]), str(shard_dir / f"{sh.name}.npy"))
-            for sh in pending
-        }
-        try:
-            while futures:
-                done, futures = cf.wait(futures, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                drain()
-                for fut in done:
-                    name, _, b = fut.result()
-                    bad += b
-                    if on_shard_done is not None:
-                        on_shard_done(name)
-        except cf.process.BrokenProcessPool as e:
-            raise PoseError(
-                "a pose worker process died; when calling extract_keypoints(workers > 1) from a script, "
-                "guard the call with `if __name__ == '__main__':` (worker processes are spawned)"
-            ) from e
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-        drain()
-    return bad
 
 
 def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
@@ -581,10 +402,16 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
     Raises :class:`PoseError` naming the missing shards (and the frames they cover), or when
     the shards were computed for another frame index. Returns ``out``.
     """
-    from star.data.keypoint_store import META_FILE, write_keypoints
-
     index = _frame_lists(data)
     out = Path(out) if out is not None else Path(data.root) / "keypoints"
+    with pose_run_lock(out, out / WORK_DIR, None):
+        return _merge_locked(data, index, out)
+
+
+def _merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
+    from star.data.keypoint_quality import META_KEY as QUALITY_KEY, pose_quality, row_modalities
+    from star.data.keypoint_store import META_FILE, write_keypoints
+
     work = out / WORK_DIR
     plan = _read_json(work / PLAN_FILE)
     if plan is None:
@@ -605,7 +432,7 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
             "run the missing --shard parts (or `star pose` without --shard) first"
         )
     fp = dict(plan["pose_extraction"], models=plan.get("models"))
-    staging = work / "store"
+    staging = work / STAGING_DIR
     if staging.exists():
         shutil.rmtree(staging)
     for split, info in plan["splits"].items():
@@ -624,6 +451,9 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
                         input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
     meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
     meta["pose_extraction"] = fp
+    stored = {split: np.load(staging / f"{split}.npy", mmap_mode="r") for split in plan["splits"]}
+    meta[QUALITY_KEY] = pose_quality(stored, row_modalities(data, {s: len(a) for s, a in stored.items()}), meta["created_at"])
+    del stored  # the memory maps, before the files move
     atomic_write(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), "w", durable=True)
     # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.
     (out / META_FILE).unlink(missing_ok=True)

@@ -19,6 +19,8 @@ import os
 import cv2
 import numpy as np
 
+from .errors import PoseError
+
 NUM_KEYPOINTS = 17  # COCO-17 (star.data.skeleton.COCO17_KEYPOINTS)
 RTMPOSE_MEAN = (123.675, 116.28, 103.53)  # BGR, as rtmlib
 RTMPOSE_STD = (58.395, 57.12, 57.375)
@@ -39,44 +41,115 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
-    """An onnxruntime session on ``device`` ("cpu", "cuda" or "cuda:N") with ``threads`` intra-op threads."""
+CUDA_PROVIDER = "CUDAExecutionProvider"
+DEVICES = "cpu, cuda, cuda:N or auto"
+
+
+def _onnxruntime_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception classes (pybind ones, not derived from a common base)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
+def execution_providers(device: str) -> list:
+    """onnxruntime providers for ``device``; "cuda" without the CUDA provider is an error, "auto" falls back to CPU."""
     import onnxruntime as ort
 
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if CUDA_PROVIDER in available else "cpu"
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" or device.startswith("cuda:") and device[5:].isdigit():
+        if CUDA_PROVIDER not in available:
+            raise PoseError(
+                f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA execution provider "
+                f"(it has {', '.join(available)}); install the GPU build in its place: "
+                "`pip uninstall -y onnxruntime && pip install 'star-reid[pose-gpu]'` (onnxruntime-gpu, with the CUDA and cuDNN libraries its release requires), "
+                "or run with --device cpu (or auto: the GPU when there is one)"
+            )
+        return [(CUDA_PROVIDER, {"device_id": int(device[5:] or 0)}), "CPUExecutionProvider"]
+    raise PoseError(f"--device must be one of {DEVICES}, got {device!r}")
+
+
+def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, what: str = "model"):
+    """An onnxruntime session on ``device`` (see :func:`execution_providers`) with ``threads`` intra-op threads.
+
+    A file onnxruntime cannot load is a :class:`PoseError` naming it; so is a CUDA device on
+    which onnxruntime fell back to the CPU (it only warns: CUDA or cuDNN libraries missing),
+    unless the device is "auto".
+    """
+    import onnxruntime as ort
+
+    path = os.fspath(path)
+    providers = execution_providers(device)
     opts = ort.SessionOptions()
     # Idle intra-op threads sleep instead of spinning: the decoding threads need those cores.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-    if device == "cpu":
-        providers = ["CPUExecutionProvider"]
-    elif device.startswith("cuda"):
-        dev_id = int(device.split(":")[1]) if ":" in device else 0
-        providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
-    else:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
-
-
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise PoseError(f"{what} {path} is empty (0 bytes): not an ONNX model")
+    try:
+        session = ort.InferenceSession(path, sess_options=opts, providers=providers)
+    except _onnxruntime_errors() as e:
+        reason = str(e).split(" failed:")[-1].strip()
+        raise PoseError(f"{what} {path} is not a loadable ONNX model ({reason})") from None
+    if device != "auto" and providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != CUDA_PROVIDER:
+        raise PoseError(
+            f"--device {device}: onnxruntime could not start its CUDA execution provider for {path} "
+            "(no GPU visible, or the CUDA / cuDNN libraries this onnxruntime-gpu needs are missing); "
+            "run with --device cpu or auto"
+        )
+    return session
 def _static_dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
+def _signature(args) -> str:
+    return ", ".join(f"{a.name} {[d if isinstance(d, int) else '?' for d in a.shape]}" for a in args)
+
+
 class _OnnxModel:
-    """A session plus its input geometry: fixed batch size (None = dynamic) and spatial size."""
+    """A session plus its input geometry: fixed batch size (None = dynamic) and spatial size.
+
+    Subclasses say what they expect (``what``, ``expected``, :meth:`_outputs_problem`);
+    a model that does not match is a :class:`PoseError` at load, naming the file.
+    """
+
+    what = "model"
+    expected = ""
 
     def __init__(self, path, device: str, threads: int | None, default_hw: tuple[int, int]):
         self.path = os.fspath(path)
-        self.session = make_session(path, device, threads)
-        inp = self.session.get_inputs()[0]
-        if len(inp.shape) != 4:
-            raise ValueError(f"{self.path}: expected a 4-d image input N x 3 x H x W, got {inp.shape}")
+        self.session = make_session(path, device, threads, self.what)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        inp = inputs[0]
+        problem = None
+        if len(inputs) != 1 or len(inp.shape) != 4 or _static_dim(inp.shape[1]) not in (3, None):
+            problem = "one image input N x 3 x H x W"
+        elif inp.type != "tensor(float)":
+            problem = f"a float32 input, not {inp.type}"
+        else:
+            h, w = _static_dim(inp.shape[2]), _static_dim(inp.shape[3])
+            self.input_hw = (h, w) if h and w else default_hw
+            problem = self._outputs_problem([[_static_dim(d) for d in o.shape] for o in outputs])
+        if problem:
+            raise PoseError(
+                f"{self.what} {self.path} does not look like {self.expected}: expected {problem}; "
+                f"it has inputs {_signature(inputs)} and outputs {_signature(outputs)}"
+            )
         self.input_name = inp.name
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_names = [o.name for o in outputs]
         self.batch_size = _static_dim(inp.shape[0])  # None: any batch size
-        h, w = _static_dim(inp.shape[2]), _static_dim(inp.shape[3])
-        self.input_hw = (h, w) if h and w else default_hw
+
+    def _outputs_problem(self, shapes: list[list[int | None]]) -> str | None:
+        """What is wrong with the output shapes (None: unknown dims), or None when they fit."""
+        raise NotImplementedError
 
     def run(self, x: np.ndarray, max_batch: int | None = None) -> list[np.ndarray]:
         """Outputs for every row of ``x``: chunked to the model's batch size (zero-padded) or ``max_batch``."""
@@ -136,15 +209,28 @@ class RTMPoseModel(_OnnxModel):
     :meth:`decode` on the outputs; or ``model(image, bboxes)`` like ``rtmlib.RTMPose``.
     """
 
+    what = "pose model"
+    expected = "an RTMPose (SimCC) model"
+
     def __init__(self, path, device: str = "cpu", threads: int | None = None):
         super().__init__(path, device, threads, DEFAULT_POSE_INPUT)
-        if len(self.output_names) < 2:
-            raise ValueError(f"{self.path}: expected SimCC outputs (simcc_x, simcc_y), got {self.output_names}")
         self.input_wh = (self.input_hw[1], self.input_hw[0])
         # uint8 -> normalised float32, computed in float64 then rounded, exactly as rtmlib's
         # (img - mean) / std followed by the float32 cast.
         levels = np.arange(256, dtype=np.float64)
         self._luts = [((levels - m) / s).astype(np.float32).reshape(1, 256) for m, s in zip(RTMPOSE_MEAN, RTMPOSE_STD)]
+
+    def _outputs_problem(self, shapes):
+        h, w = self.input_hw
+        want = [[None, NUM_KEYPOINTS, int(SIMCC_SPLIT_RATIO * w)], [None, NUM_KEYPOINTS, int(SIMCC_SPLIT_RATIO * h)]]
+        fits = len(shapes) >= 2 and all(
+            len(got) == 3 and all(g is None or e is None or g == e for g, e in zip(got, exp))
+            for got, exp in zip(shapes, want)
+        )
+        return None if fits else (
+            f"outputs simcc_x [N, {NUM_KEYPOINTS}, {want[0][2]}] and simcc_y [N, {NUM_KEYPOINTS}, {want[1][2]}] "
+            f"for its {h} x {w} input (a detector goes to --det-model)"
+        )
 
     def prepare(self, image_bgr: np.ndarray, box, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Warp ``box`` of the BGR image into ``out`` ([3, H, W] float32); return (centre, size) for decoding."""
@@ -213,10 +299,24 @@ class YOLOXDetector(_OnnxModel):
     re-ID crop (the one rtmlib's NMS ranks first); none kept = no person.
     """
 
+    what = "detector model"
+    expected = "a YOLOX detector"
+
     def __init__(self, path, device: str = "cpu", threads: int | None = None, score_thr: float = YOLOX_RAW_SCORE_THR):
         super().__init__(path, device, threads, DEFAULT_DET_INPUT)
         self.score_thr = score_thr
         self._grid = None
+
+    def _outputs_problem(self, shapes):
+        h, w = self.input_hw
+        cells = sum((h // s) * (w // s) for s in YOLOX_STRIDES)
+        first = shapes[0] if shapes else []
+        nms = len(first) == 3 and first[2] == 5
+        raw = len(first) == 3 and (first[2] is None or first[2] >= 6) and first[1] in (cells, None)
+        return None if nms or raw else (
+            f"a first output dets [N, boxes, 5] (NMS inside) or raw predictions [N, {cells}, 5 + classes] "
+            f"(the 8/16/32 grids of its {h} x {w} input)"
+        )
 
     def prepare(self, image_bgr: np.ndarray, out: np.ndarray) -> float:
         """Letterbox the BGR image into ``out`` ([H, W, 3] uint8, padded with 114); return the scale ratio."""
@@ -248,7 +348,7 @@ class YOLOXDetector(_OnnxModel):
                 strides.append(np.full((gh * gw, 1), s))
             grid, stride = np.concatenate(cells), np.concatenate(strides)
             if grid.shape[0] != anchors:
-                raise ValueError(f"{self.path}: {anchors} anchors do not match the 8/16/32 grids of {self.input_hw}")
+                raise PoseError(f"detector model {self.path}: {anchors} anchors do not match the 8/16/32 grids of {self.input_hw}")
             self._grid = (grid, stride)
         return self._grid
 
@@ -261,7 +361,7 @@ class YOLOXDetector(_OnnxModel):
             keep = scores > YOLOX_NMS_SCORE_THR
             return boxes[keep], scores[keep]
         if output.shape[-1] < 6:
-            raise ValueError(f"{self.path}: unexpected YOLOX output width {output.shape[-1]}")
+            raise PoseError(f"detector model {self.path}: unexpected YOLOX output width {output.shape[-1]}")
         grid, stride = self._grids(output.shape[0])
         pred = output.astype(np.float32, copy=True)
         pred[:, :2] = (pred[:, :2] + grid) * stride
