@@ -199,7 +199,7 @@ def evaluate(
     """
     device = torch.device(device)
     kw = dict(
-        num_frames=cfg.model_config(1).seq_len,
+        num_frames=cfg.model.seq_len,
         height=cfg.data.height,
         width=cfg.data.width,
         batch_size=cfg.data.eval_batch_size,

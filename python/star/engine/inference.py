@@ -20,7 +20,7 @@ from ..models import STAR, ModelConfig
 from .checkpoint import CheckpointError, load_checkpoint
 from .evaluator import EvalResult, evaluate
 from .features import Features, extract_features, save_npz
-from .trainer import resolve_device
+from .runtime import resolve_device
 from .visrank import write_rank_lists
 
 
@@ -50,10 +50,10 @@ def load_trained_model(checkpoint: str | Path, device: str | torch.device = "aut
     """Rebuild the network of ``checkpoint`` from its own model config and load its weights."""
     state = load_checkpoint(checkpoint)
     config = state.get("config") or {}
-    if "model" not in config or "num_classes" not in config["model"]:
+    if "model" not in config or "num_classes" not in state:
         raise CheckpointError(f"{checkpoint} does not record its model configuration")
     model_cfg = ModelConfig.from_dict({**config["model"], "backbone": {**config["model"]["backbone"], "pretrained": None}})
-    model = STAR(model_cfg)
+    model = STAR(model_cfg, state["num_classes"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -72,7 +72,7 @@ def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidDa
 
 
 def _check_seq_len(trained: TrainedModel, cfg: RunConfig) -> None:
-    want, have = cfg.model_config(1).seq_len, trained.model.cfg.seq_len
+    want, have = cfg.model.seq_len, trained.model.cfg.seq_len
     if want != have:
         raise ValueError(f"model.seq_len is {want} in the config but the checkpoint's model uses {have}")
 
