@@ -254,3 +254,25 @@ def config_differences(
             fmt = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
             diffs.append(f"{key}: checkpoint {fmt(va)}, now {fmt(vb)}")
     return diffs
+
+
+def check_resumable(
+    ckpt: Mapping[str, Any], path: Path, config: Mapping[str, Any], num_classes: int, epochs: int
+) -> None:
+    """``CheckpointError`` unless run ``config`` (``RunConfig.to_dict()``, ``num_classes``
+    identities, ``epochs`` in all) may continue from ``ckpt``, read from ``path``."""
+    # num_classes is not part of the config, but a checkpoint for another identity count cannot resume either
+    saved = {**ckpt.get("config", {}), "num_classes": ckpt.get("num_classes")}
+    diffs = config_differences(saved, {**config, "num_classes": num_classes})
+    if diffs:
+        raise CheckpointError(
+            f"{path} was written by a run with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse another output_dir for the new configuration, restore the old settings to resume, "
+            "or set train.resume=false to start over (overwriting the checkpoint)."
+        )
+    if ckpt["epoch"] > epochs:
+        raise CheckpointError(
+            f"{path} is at epoch {ckpt['epoch']}, beyond optim.epochs={epochs}; "
+            "raise optim.epochs or use another output_dir"
+        )

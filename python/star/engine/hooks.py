@@ -12,8 +12,8 @@ is logged, then checkpointed, then evaluated:
 - :class:`EvalHook`: evaluates every ``train.eval_period`` epochs and after the last one
   (and a pending evaluation of a resumed run), keeps ``best.pt`` for the best mean mAP.
 
-The hooks read the trainer's state (``cfg``, ``out``, ``dist``, ``model``, ``step``, ...;
-see ``star.engine.trainer.Trainer``).
+The hooks read the trainer's state (``cfg``, ``out``, ``dist``, ``model``, ``step``, ...:
+``star.engine.trainer.Trainer``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from . import distributed as dist_utils
 from .checkpoint import (
     BEST,
     LAST,
-    CheckpointError,
     best_state,
     capture_rng_state,
-    config_differences,
+    check_resumable,
     load_checkpoint,
     preserved_rng,
     restore_rng_state,
@@ -136,22 +135,8 @@ class CheckpointHook(HookBase):
             seed_everything(cfg.seed + 1 + t.dist.rank)  # per-rank streams for augmentation
             return None
         ckpt = load_checkpoint(last)
-        # num_classes is not part of the config, but a checkpoint for another identity count cannot resume either
-        saved = {**ckpt.get("config", {}), "num_classes": ckpt.get("num_classes")}
-        diffs = config_differences(saved, {**t.resolved_config, "num_classes": t.num_classes})
-        if diffs:
-            raise CheckpointError(
-                f"{last} was written by a run with a different configuration:\n  "
-                + "\n  ".join(diffs)
-                + "\nUse another output_dir for the new configuration, restore the old settings to resume, "
-                "or set train.resume=false to start over (overwriting the checkpoint)."
-            )
+        check_resumable(ckpt, last, t.resolved_config, t.num_classes, t.max_epochs)
         epochs = t.max_epochs
-        if ckpt["epoch"] > epochs:
-            raise CheckpointError(
-                f"{last} is at epoch {ckpt['epoch']}, beyond optim.epochs={epochs}; "
-                "raise optim.epochs or use another output_dir"
-            )
         t.model.load_state_dict(ckpt["model"])
         t.optimizer.load_state_dict(ckpt["optimizer"])
         t.scheduler.load_state_dict(ckpt["scheduler"])
@@ -273,7 +258,16 @@ class LoggingHook(HookBase):
             self.tb = open_tensorboard(t.out / TB_DIR, purge_step=t.step if t.step else None)
         self.run_start = time.perf_counter()
         self._resumed = t.resumed_from  # logged with the first record: a finished rerun logs nothing
-        t.print_header()
+        n_params = sum(p.numel() for p in t.model.parameters())
+        groups = ", ".join(f"{g['name']} {len(g['params'])} tensors @ lr {g['lr']:.2e}" for g in t.optimizer.param_groups)
+        print(
+            f"training {t.cfg.data.dataset} ({t.num_classes} ids) on {t.device}"
+            f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}: "
+            f"{n_params / 1e6:.1f}M parameters, {t.iters_per_epoch} iterations/epoch, "
+            f"{t.max_epochs} epochs, AMP {'on' if t.amp else 'off'}, "
+            f"deterministic {'on' if t.cfg.deterministic else 'off'}; param groups: {groups}; output {t.out}",
+            flush=True,
+        )
 
     def after_train(self) -> None:
         if self.jsonl is not None:

@@ -6,11 +6,12 @@ import contextlib
 import os
 import random
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
 
-__all__ = ["DeterminismSettings", "autocast", "resolve_device", "seed_everything"]
+__all__ = ["DeterminismSettings", "mixed_precision", "resolve_device", "seed_everything", "use_device"]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -26,6 +27,18 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def use_device(device: torch.device, local_rank: Optional[int] = None) -> torch.device:
+    """The device this process computes on, made current: under DDP (``local_rank``) its
+    own GPU; a bare ``cuda`` is the current GPU."""
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    elif device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's global and torch's (CPU and all CUDA devices) generators."""
     random.seed(seed)
@@ -33,7 +46,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+def mixed_precision(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
     """float16 autocast on CUDA when ``amp``; a no-op context otherwise (CPU runs in float32)."""
     if amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)

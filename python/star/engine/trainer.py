@@ -2,33 +2,28 @@
 
 What a run does, in order:
 
-1. Takes an exclusive lock on ``output_dir`` (``star.fileio.exclusive_dir_lock``, held
-   until the run ends; rank 0 under DDP): a second training into the same folder fails
-   at once naming the first. Temporaries left there by a killed checkpoint write are
-   removed. When ``output_dir`` does not exist yet, the lock is taken once it is created.
+1. Locks ``output_dir`` (``star.fileio.exclusive_dir_lock``, rank 0, until the run ends;
+   at once when it exists, else when it is created in 3): a second training into it fails
+   at once naming the first. Temporaries of killed checkpoint writes there are removed.
 2. Reads the dataset and its keypoint store (generating the synthetic dataset first when
    ``data.dataset`` is ``synthetic`` and ``data.root`` holds none yet). Bad paths and
    files fail here, before a model is built or anything is written to ``output_dir``.
-3. Builds (``build_model``, ``build_optimizer``, ``build_loss``: override them in a
-   subclass to replace a part) the model for the number of training identities, the
-   optimiser (pretrained backbone tensors at ``optim.pretrained_lr_mult`` x lr, only when
-   the backbone really was initialised from a file), the per-iteration warm-up/step
-   schedule (``schedule.py``) and, on CUDA with ``train.amp``, float16 autocast with a
-   ``GradScaler``.
-4. Runs the loop of ``star.engine.loop`` with the hooks of ``star.engine.hooks``:
-   resume from ``<output_dir>/last.pt`` when ``train.resume`` and the file exists (the
-   config must match the checkpoint's in everything that shapes the run, see
-   ``checkpoint.RESUMABLE_CHANGES``); ``last.pt`` written atomically every
-   ``checkpoint_period`` epochs, at every evaluation and after the last epoch (a kill at
-   any moment loses at most the current epoch; it holds model, optimiser, scheduler,
-   scaler, epoch, step, best metric, every rank's RNG and DataLoader generator states, the
-   sampler state and the resolved config); evaluation every ``eval_period`` epochs (0 =
-   only after the last) and after the last epoch (table printed, ``metrics.json``
-   written, ``best.pt`` kept for the best mean mAP over the evaluation modes; evaluation
-   never changes the training's random streams, so a run's result does not depend on
-   where it was interrupted); logs in ``log.jsonl`` (``train`` records every
-   ``log_period`` iterations, ``epoch`` and ``eval`` records, and a ``resumed`` record
-   after a resume: see ``hooks.LoggingHook``), TensorBoard (``tb/``) and a tqdm bar.
+3. Builds the model for the number of training identities, the optimiser (pretrained
+   backbone tensors at ``optim.pretrained_lr_mult`` x lr, only when the backbone really
+   was initialised from a file) with its per-iteration schedule (``schedule.py``), the
+   loss and, on CUDA with ``train.amp``, float16 autocast with a ``GradScaler``; each by
+   an overridable ``build_*`` method, so a subclass replaces one part.
+4. Runs the loop of ``star.engine.loop`` with the hooks of ``star.engine.hooks``: resume
+   from ``last.pt`` (``train.resume``; the config must match the checkpoint's in all that
+   shapes the run, ``checkpoint.RESUMABLE_CHANGES``), ``last.pt`` written atomically
+   every ``checkpoint_period`` epochs, at every evaluation and after the last epoch (model,
+   optimiser, scheduler, scaler, epoch, step, best metric, every rank's RNG and loader
+   generator states, sampler state, resolved config: a kill loses at most the current
+   epoch); evaluation every ``eval_period`` epochs (0 = only after the last) and after the
+   last (table, ``metrics.json``, ``best.pt`` for the best mean mAP; it never changes the
+   training's random streams, so a result does not depend on where a run was
+   interrupted); ``log.jsonl`` (``train``, ``epoch``, ``eval`` and, after a resume,
+   ``resumed`` records: see ``logs.py``), TensorBoard (``tb/``) and a tqdm bar.
 
 A non-finite loss (or, without AMP, a non-finite gradient norm when clipping) raises
 :class:`TrainingDiverged` before the optimiser step; ``last.pt`` stays the last good one.
@@ -39,11 +34,10 @@ fresh DataLoader workers every epoch, so a resumed run reproduces an uninterrupt
 exactly. Otherwise workers persist across epochs (faster) and a resumed run is a valid
 continuation but not bit-identical.
 
-DDP: launch with ``torchrun --nproc_per_node N``; with ``WORLD_SIZE > 1`` each process
-joins the group (NCCL on CUDA, Gloo on CPU), trains on its share of every epoch's batches
-(``CrossModalIdentitySampler`` rank/world_size; the effective batch is N x the configured
-one, the lr is not rescaled), and only rank 0 logs, checkpoints and evaluates. Logged loss
-values are rank 0's.
+DDP: ``torchrun --nproc_per_node N``; each process joins the group (NCCL on CUDA, Gloo on
+CPU) and trains on its share of every epoch's batches (the effective batch is N x the
+configured one, the lr is not rescaled); rank 0 alone logs (its losses), checkpoints and
+evaluates.
 
 Epochs and iterations are 1-based in everything printed or logged; ``step`` counts
 optimiser steps taken.
@@ -72,7 +66,7 @@ from .checkpoint import LAST
 from .diverged import TrainingDiverged
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .loop import HookBase, TrainerBase
-from .runtime import DeterminismSettings, autocast, resolve_device, seed_everything
+from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
 from .schedule import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "TrainingDiverged", "train"]
@@ -116,6 +110,7 @@ class Trainer(TrainerBase):
         self.last_summary: Optional[dict[str, Any]] = None
         self.resumed_from: Optional[dict[str, Any]] = None
         self.resolved_config = cfg.to_dict()
+        self._lock: Optional[Path] = None
 
     # -- top level -----------------------------------------------------------------------
 
@@ -125,13 +120,7 @@ class Trainer(TrainerBase):
         with DeterminismSettings(cfg.deterministic), contextlib.ExitStack() as self._exit:
             self.dist, owned = dist_utils.init_distributed(device.type)
             self._exit.callback(dist_utils.destroy, self.dist, owned)
-            if device.type == "cuda" and self.dist.enabled:
-                device = torch.device("cuda", self.dist.local_rank)
-            elif device.type == "cuda" and device.index is None:
-                device = torch.device("cuda", torch.cuda.current_device())
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            self.device = device
+            self.device = use_device(device, self.dist.local_rank if self.dist.enabled else None)
             return self._run()
 
     def _run(self) -> dict[str, Any]:
@@ -149,7 +138,7 @@ class Trainer(TrainerBase):
         return dict(summary) if summary is not None else {}
 
     def _lock_output(self) -> None:
-        if self.dist.is_main and self.out.is_dir() and not hasattr(self, "_lock"):
+        if self.dist.is_main and self.out.is_dir() and self._lock is None:
             self._lock = self._exit.enter_context(exclusive_dir_lock(self.out, "star train"))
             remove_stale_temporaries(self.out)  # safe: nobody else writes here while we hold the lock
 
@@ -233,7 +222,7 @@ class Trainer(TrainerBase):
         return CheckpointHook()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.amp)
+        return mixed_precision(self.device, self.amp)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -293,19 +282,4 @@ class Trainer(TrainerBase):
         return evaluate(
             self.model, self.data, self.keypoints, self.cfg,
             device=self.device, output_dir=self.out, progress=self.cfg.train.progress, visrank=final,
-        )
-
-    def print_header(self) -> None:
-        n_params = sum(p.numel() for p in self.model.parameters())
-        groups = ", ".join(
-            f"{g['name']} {len(g['params'])} tensors @ lr {g['lr']:.2e}" for g in self.optimizer.param_groups
-        )
-        print(
-            f"training {self.cfg.data.dataset} ({self.num_classes} ids) on {self.device}"
-            f"{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}: "
-            f"{n_params / 1e6:.1f}M parameters, {self.iters_per_epoch} iterations/epoch, "
-            f"{self.cfg.optim.epochs} epochs, AMP {'on' if self.amp else 'off'}, "
-            f"deterministic {'on' if self.cfg.deterministic else 'off'}; param groups: {groups}; "
-            f"output {self.out}",
-            flush=True,
         )
