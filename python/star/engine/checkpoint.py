@@ -128,11 +128,7 @@ def training_state(
     entry per rank; ``epoch`` is the number of epochs done, ``step`` the optimiser steps;
     ``eval_pending``: the evaluation after this epoch has not finished yet."""
     return {
-        "version": CHECKPOINT_VERSION,
-        "package_version": __version__,
-        "epoch": epoch,
-        "step": step,
-        "model": model,
+        **_identity(epoch, step, model),
         "optimizer": optimizer,
         "scheduler": scheduler,
         "scaler": scaler,
@@ -154,16 +150,12 @@ def best_state(
     metrics: Mapping[str, Any],
 ) -> dict[str, Any]:
     """``best.pt``: the weights of the best evaluation so far and its metrics summary."""
-    return {
-        "version": CHECKPOINT_VERSION,
-        "package_version": __version__,
-        "epoch": epoch,
-        "step": step,
-        "model": model,
-        "num_classes": num_classes,
-        "config": config,
-        "metrics": metrics,
-    }
+    return {**_identity(epoch, step, model), "num_classes": num_classes, "config": config, "metrics": metrics}
+
+
+def _identity(epoch: int, step: int, model: Mapping[str, Any]) -> dict[str, Any]:
+    """What every checkpoint starts with: format and package version, where in the run, the weights."""
+    return {"version": CHECKPOINT_VERSION, "package_version": __version__, "epoch": epoch, "step": step, "model": model}
 
 
 # ----------------------------------------------------------------------------- RNG state

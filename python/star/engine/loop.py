@@ -63,16 +63,18 @@ class TrainerBase:
     def train(self) -> None:
         """``before_train``, the epochs, ``after_train`` (always, also on an exception)."""
         try:
-            self.before_train()
+            self._call_hooks("before_train")
             for self.epoch in range(self.start_epoch, self.max_epochs):
-                self.before_epoch()
+                self.begin_epoch()
+                self._call_hooks("before_epoch")
                 for self.iter, batch in enumerate(self.epoch_batches()):
-                    self.before_step()
+                    self._call_hooks("before_step")
                     self.run_step(batch)
-                    self.after_step()
-                self.after_epoch()
+                    self._call_hooks("after_step")
+                self._call_hooks("after_epoch")
+                self.end_epoch()
         finally:
-            self.after_train()
+            self._call_hooks("after_train")
 
     def epoch_batches(self) -> Iterable[Any]:
         """The batches of the current epoch."""
@@ -82,28 +84,12 @@ class TrainerBase:
         """One optimisation step on ``batch``."""
         raise NotImplementedError
 
-    # Subclasses extend these (calling super()) for work of their own at the same points.
+    def begin_epoch(self) -> None:
+        """The trainer's own work before the hooks' ``before_epoch`` (nothing by default)."""
 
-    def before_train(self) -> None:
-        for hook in self.hooks:
-            hook.before_train()
+    def end_epoch(self) -> None:
+        """The trainer's own work after the hooks' ``after_epoch`` (nothing by default)."""
 
-    def after_train(self) -> None:
+    def _call_hooks(self, point: str) -> None:
         for hook in self.hooks:
-            hook.after_train()
-
-    def before_epoch(self) -> None:
-        for hook in self.hooks:
-            hook.before_epoch()
-
-    def after_epoch(self) -> None:
-        for hook in self.hooks:
-            hook.after_epoch()
-
-    def before_step(self) -> None:
-        for hook in self.hooks:
-            hook.before_step()
-
-    def after_step(self) -> None:
-        for hook in self.hooks:
-            hook.after_step()
+            getattr(hook, point)()

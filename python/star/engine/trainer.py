@@ -229,13 +229,11 @@ class Trainer(TrainerBase):
     def epoch_batches(self) -> DataLoader:
         return self.loader
 
-    def before_epoch(self) -> None:
+    def begin_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch)
         self.model.train()
-        super().before_epoch()
 
-    def after_epoch(self) -> None:
-        super().after_epoch()
+    def end_epoch(self) -> None:
         dist_utils.barrier(self.dist)
 
     def run_step(self, batch: dict[str, torch.Tensor]) -> None:
