@@ -7,13 +7,11 @@ is logged, then checkpointed, then evaluated:
   ``train.checkpoint_period`` epochs and after every epoch that is evaluated, then marked
   "evaluation pending" until the evaluation's result is in it (a kill during an
   evaluation repeats only the evaluation); all checkpoint writes go through ``write``.
-- :class:`LoggingHook`: ``config.yaml``, the header line, the progress bar, loss meters,
-  ``log.jsonl`` and TensorBoard (rank 0 only).
+- :class:`LoggingHook`: ``config.yaml``, header, progress bar, meters, ``log.jsonl``, TensorBoard.
 - :class:`EvalHook`: evaluates every ``train.eval_period`` epochs and after the last one
   (and a pending evaluation of a resumed run), keeps ``best.pt`` for the best mean mAP.
 
-The hooks read the trainer's state (``cfg``, ``out``, ``dist``, ``model``, ``step``, ...:
-``star.engine.trainer.Trainer``).
+The hooks read the trainer's state (``cfg``, ``out``, ``dist``, ``model``, ``step``, ...).
 """
 
 from __future__ import annotations
@@ -29,18 +27,8 @@ import numpy as np
 
 from ..config import save_run_info
 from . import distributed as dist_utils
-from .checkpoint import (
-    BEST,
-    LAST,
-    best_state,
-    capture_rng_state,
-    check_resumable,
-    load_checkpoint,
-    preserved_rng,
-    restore_rng_state,
-    save_checkpoint,
-    training_state,
-)
+from .checkpoint import BEST, LAST, best_state, capture_rng_state, check_resumable, load_checkpoint
+from .checkpoint import preserved_rng, restore_rng_state, save_checkpoint, training_state
 from .logs import LOG_FILE, TB_DIR, JsonlLog, format_duration, memory_mb, open_tensorboard
 from .loop import HookBase
 from .runtime import seed_everything
@@ -105,12 +93,13 @@ class CheckpointHook(HookBase):
         self._pending_state = state if eval_pending else None
 
     def evaluation_done(self) -> None:
-        """Rank 0, after the evaluation of the pending ``last.pt``: rewrite it with the result."""
+        """After the evaluation of the pending ``last.pt`` (every rank): rank 0 rewrites it with the result."""
         t = self.trainer
-        state = self._pending_state
-        state.update(eval_pending=False, best={"mAP": t.best_map, "epoch": t.best_epoch}, last_metrics=t.last_summary)
-        self.write(state, t.out / LAST)
-        self._pending_state, self.eval_pending = None, False
+        state, self._pending_state, self.eval_pending = self._pending_state, None, False
+        if t.dist.is_main:
+            best = {"mAP": t.best_map, "epoch": t.best_epoch}
+            state.update(eval_pending=False, best=best, last_metrics=t.last_summary)
+            self.write(state, t.out / LAST)
 
     def write_best(self, epochs_done: int, summary: dict[str, Any]) -> None:
         t = self.trainer
@@ -200,7 +189,7 @@ class EvalHook(HookBase):
             if improved:
                 self.checkpointer.write_best(epochs_done, summary)
             self.logger.log_eval(summary)
-            self.checkpointer.evaluation_done()
+        self.checkpointer.evaluation_done()
         dist_utils.barrier(t.dist)
 
     def _summary(self, epochs_done: int, final: bool) -> dict[str, Any]:
@@ -226,8 +215,8 @@ class EvalHook(HookBase):
         }
 
 
-def _loss_key(term: str) -> str:
-    return "loss" if term == "total" else ("grad_norm" if term == "grad_norm" else f"loss_{term}")
+def _loss_key(term: str) -> str:  # the log.jsonl name of a meter
+    return {"total": "loss", "grad_norm": "grad_norm"}.get(term, f"loss_{term}")
 
 
 class LoggingHook(HookBase):
@@ -245,7 +234,7 @@ class LoggingHook(HookBase):
         self._resumed: Optional[dict[str, Any]] = None
 
     @property
-    def active(self) -> bool:
+    def active(self) -> bool:  # rank 0 logs alone
         return self.trainer.dist.is_main
 
     def before_train(self) -> None:
@@ -259,7 +248,9 @@ class LoggingHook(HookBase):
         self.run_start = time.perf_counter()
         self._resumed = t.resumed_from  # logged with the first record: a finished rerun logs nothing
         n_params = sum(p.numel() for p in t.model.parameters())
-        groups = ", ".join(f"{g['name']} {len(g['params'])} tensors @ lr {g['lr']:.2e}" for g in t.optimizer.param_groups)
+        groups = ", ".join(
+            f"{g['name']} {len(g['params'])} tensors @ lr {g['lr']:.2e}" for g in t.optimizer.param_groups
+        )
         print(
             f"training {t.cfg.data.dataset} ({t.num_classes} ids) on {t.device}"
             f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}: "
@@ -313,9 +304,8 @@ class LoggingHook(HookBase):
         now = time.perf_counter()
         if self.bar is not None:
             ipe = t.iters_per_epoch
-            done_iters = (t.epoch - t.start_epoch) * ipe + t.iter + 1
             left = (t.max_epochs - t.epoch) * ipe - t.iter - 1
-            eta = (now - self.run_start) / done_iters * left
+            eta = (now - self.run_start) / ((t.epoch - t.start_epoch) * ipe + t.iter + 1) * left
             self.bar.set_postfix(
                 loss=f"{terms['total']:.3f}", lr=f"{lr:.2e}", eta=format_duration(eta),
                 mem=f"{memory_mb(t.device):.0f}M", refresh=False,

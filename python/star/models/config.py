@@ -63,17 +63,17 @@ def dataclass_from_dict(
         data = {}
     if not isinstance(data, Mapping):
         source = origins.get(where)
-        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}" + (f" ({source})" if source else ""))
+        where_set = f" ({source})" if source else ""
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}{where_set}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{where}.{key}" if where else str(key)
         source = origins.get(dotted)
+        where_set = f" ({source})" if source else ""
         if key not in fields:
-            raise ConfigError(
-                f"unknown config key {dotted!r}" + (f" ({source})" if source else "") + f"; valid keys: {', '.join(fields)}"
-            )
+            raise ConfigError(f"unknown config key {dotted!r}{where_set}; valid keys: {', '.join(fields)}")
         hint = fields[key]
         if _is_section(hint):
             kwargs[key] = dataclass_from_dict(hint, value, dotted, origins)
@@ -81,9 +81,7 @@ def dataclass_from_dict(
         try:
             kwargs[key] = _coerce(value, hint)
         except _TypeMismatch:
-            raise ConfigError(
-                f"{dotted} must be {_type_name(hint)}, got {value!r}" + (f" ({source})" if source else "")
-            ) from None
+            raise ConfigError(f"{dotted} must be {_type_name(hint)}, got {value!r}{where_set}") from None
     return cls(**kwargs)
 
 
