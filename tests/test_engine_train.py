@@ -622,3 +622,15 @@ def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.warns(UserWarning, match="tensorboard is not importable"):
         assert open_tensorboard(tmp_path / "tb") is None
+
+
+def test_drop_superseded_keeps_each_step_epoch_and_evaluation_once():
+    killed = [
+        {"type": "train", "step": 1}, {"type": "train", "step": 2}, {"type": "epoch", "epoch": 1},
+        {"type": "eval", "epoch": 1}, {"type": "train", "step": 3},  # killed in epoch 2, after step 3
+    ]
+    redone = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": False}, {"type": "train", "step": 3}]
+    assert drop_superseded(killed + redone) == killed[:4] + redone[1:]
+    # killed after logging the evaluation of epoch 1 but before last.pt recorded it: evaluated again
+    pending = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": True}, {"type": "eval", "epoch": 1}]
+    assert drop_superseded(killed[:4] + pending) == killed[:3] + pending[1:]
