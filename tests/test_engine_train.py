@@ -348,6 +348,30 @@ def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path):
     assert records[-2]["eval_pending"] is True
 
 
+def _sleep(started, seconds: float) -> None:
+    started.set()
+    time.sleep(seconds)
+
+
+def test_forked_workers_do_not_hold_the_output_lock(tmp_path):
+    # DataLoader workers are forked while the trainer holds the lock; one that outlives its
+    # killed parent must not keep the folder locked (the next run would fail naming a dead pid).
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    started = fork.Event()
+    with exclusive_dir_lock(tmp_path, "star train"):
+        worker = fork.Process(target=_sleep, args=(started, 30), daemon=True)
+        worker.start()
+        assert started.wait(30)  # the worker runs (and had the lock's descriptor at fork time)
+    try:
+        with exclusive_dir_lock(tmp_path, "star train"):  # free although the worker lives on
+            assert worker.is_alive()
+    finally:
+        worker.kill()
+        worker.join()
+
+
 def test_second_training_into_a_locked_output_dir_fails_at_once(synth_root, tmp_path):
     out = tmp_path / "run"
     cfg = RunConfig.from_dict(config(synth_root, out))
