@@ -83,12 +83,11 @@ def test_train_step(benchmark, network, device):
     model_overrides, loss_overrides = NETWORKS[network]
     torch.manual_seed(0)
     cfg = {
-        "num_classes": s.ids,
         "seq_len": s.frames,
         "backbone": {"name": s.backbone, "pretrained": None},
         **model_overrides,
     }
-    model = build_model(cfg).to(device).train()
+    model = build_model(cfg, s.ids).to(device).train()
     loss_cfg = LossConfig(**loss_overrides)
     frames, keypoints, modality, pids = inputs(s, device)
     scaler = torch.amp.GradScaler(device, enabled=s.amp)

@@ -10,9 +10,12 @@ from typing import Iterable
 
 import torch
 
+# The one definition of the COCO-17 joint count and bones in the project (star.data.skeleton
+# re-exports them): star_ext is importable without the star package, so they live here.
 NUM_COCO_KEYPOINTS = 17
 
-# The 19 COCO-17 bones STAR uses for bone geometry and the graph (0-indexed).
+# The 19 COCO-17 bones STAR uses for bone geometry and the graph (SPEC §3.2), 0-indexed (i, j):
+# bone vector p_j - p_i.
 COCO_BONES: tuple[tuple[int, int], ...] = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
     (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),

@@ -21,32 +21,39 @@ import torch
 torch.set_num_threads(1)
 
 from star.config import RunConfig  # noqa: E402
-from star.engine import trainer as trainer_module  # noqa: E402
+from star.engine import Trainer  # noqa: E402
+from star.losses import StarLoss  # noqa: E402
 
 
-def _install_pause(call: int, flag: Path) -> None:
-    real = trainer_module.StarLoss
+class PausingLoss(StarLoss):
+    """Writes ``flag`` and blocks in its ``call``-th computation."""
 
-    class PausingLoss(real):
-        calls = 0
+    def __init__(self, cfg, call: int, flag: Path):
+        super().__init__(cfg)
+        self.call, self.flag, self.calls = call, flag, 0
 
-        def forward(self, outputs, pids):
-            PausingLoss.calls += 1
-            if PausingLoss.calls == call:
-                flag.write_text("paused\n")
-                time.sleep(3600)
-            return super().forward(outputs, pids)
+    def forward(self, outputs, pids):
+        self.calls += 1
+        if self.calls == self.call:
+            self.flag.write_text("paused\n")
+            time.sleep(3600)
+        return super().forward(outputs, pids)
 
-    trainer_module.StarLoss = PausingLoss
+
+class PausingTrainer(Trainer):
+    def __init__(self, cfg, call: int, flag: Path):
+        super().__init__(cfg)
+        self.call, self.flag = call, flag
+
+    def build_loss(self):
+        return PausingLoss(self.cfg.loss, self.call, self.flag)
 
 
 def main() -> None:
     config_path, result_dir = Path(sys.argv[1]), Path(sys.argv[2])
     cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
     pause = int(os.environ.get("STAR_TEST_PAUSE_AT_CALL", "0"))
-    if pause:
-        _install_pause(pause, Path(os.environ["STAR_TEST_PAUSE_FILE"]))
-    trainer = trainer_module.Trainer(cfg)
+    trainer = PausingTrainer(cfg, pause, Path(os.environ["STAR_TEST_PAUSE_FILE"])) if pause else Trainer(cfg)
     summary = trainer.run()
     rank = int(os.environ.get("RANK", "0"))
     result_dir.mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,7 @@ def test_demo_config_is_the_packaged_yaml(tmp_path, monkeypatch):
     assert dataclasses.replace(
         cfg, output_dir=packaged.output_dir, seed=packaged.seed, data=dataclasses.replace(cfg.data, root=packaged.data.root)
     ) == packaged
-    assert cfg.data.dataset == "synthetic" and cfg.model["backbone"]["name"] == "resnet18"
+    assert cfg.data.dataset == "synthetic" and cfg.model.backbone.name == "resnet18"
     assert load_config(REPO / "configs" / "synthetic.yaml") == packaged  # the repo's copy is the same config
 
     monkeypatch.setenv("STAR_CACHE_DIR", str(tmp_path / "cache"))

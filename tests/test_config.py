@@ -49,8 +49,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def test_none_is_the_defaults_with_model_spelled_out():
     cfg = load_config(None)
     assert cfg.data == RunConfig().data and cfg.optim == RunConfig().optim
-    assert cfg.model["backbone"]["name"] == "resnet50" and "num_classes" not in cfg.model
-    assert cfg.model_config(10) == RunConfig().model_config(10)
+    assert cfg.model.backbone.name == "resnet50" and not hasattr(cfg.model, "num_classes")
+    assert cfg.model == RunConfig().model == ModelConfig()
 
 
 def test_multi_level_inheritance_and_deep_merge(tmp_path):
@@ -61,7 +61,7 @@ def test_multi_level_inheritance_and_deep_merge(tmp_path):
     cfg = load_config(tmp_path / "sub/deeper/c.yaml")
     assert cfg.seed == 2  # b overrides a
     assert (cfg.data.num_ids, cfg.data.height, cfg.data.width) == (4, 128, 48)  # merged across three files
-    assert cfg.model["backbone"]["name"] == "resnet34" and cfg.model["backbone"]["last_stride"] == 2
+    assert cfg.model.backbone.name == "resnet34" and cfg.model.backbone.last_stride == 2
     assert cfg.optim.milestones == (5,)  # lists are replaced, not merged
     assert cfg.data.dataset == "hitsz-vcm"  # untouched keys keep the defaults
 
@@ -115,7 +115,7 @@ def test_overrides_types_nested_and_null(tmp_path):
     assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.optim.epochs == 7
     assert cfg.output_dir == "runs/x=y"
-    model = cfg.model_config(5)
+    model = cfg.model
     assert model.backbone.name == "resnet18" and model.pooling.exponents == (1.0, 3.0)
     assert model.sequence.enabled is False and model.sequence.hidden_dim == 8
     assert model.sequence.out_dim == 12  # the rest of the section is kept
@@ -246,10 +246,9 @@ def test_configs_directory_is_complete():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
-def test_every_shipped_config_loads_and_builds_a_model_config(path):
+def test_every_shipped_config_loads_with_a_typed_model_config(path):
     cfg = load_config(path)
-    model = cfg.model_config(10)
-    assert isinstance(model, ModelConfig) and model.num_classes == 10
+    assert isinstance(cfg.model, ModelConfig)
     assert load_config(path, ["seed=0"]) == cfg  # deterministic, and overrides work on every file
 
 
@@ -257,7 +256,7 @@ def test_hitsz_rows_follow_the_recipe():
     cfg = load_config(CONFIGS / "hitsz_vcm/star.yaml")
     assert (cfg.data.dataset, cfg.data.root, cfg.eval.protocol) == ("hitsz-vcm", "data/HITSZ-VCM", "hitsz-vcm")
     assert (cfg.data.height, cfg.data.width, cfg.data.num_ids, cfg.data.num_per_modality) == (288, 144, 8, 2)
-    model = cfg.model_config(500)
+    model = cfg.model
     assert model.seq_len == 12 and model.backbone.name == "resnet50" and model.backbone.pretrained == "imagenet"
     o = cfg.optim
     assert (o.lr, o.momentum, o.weight_decay, o.nesterov, o.pretrained_lr_mult) == (0.1, 0.9, 5e-4, True, 0.1)
@@ -291,10 +290,10 @@ def test_bupt_and_synthetic_configs():
 
     synth = load_config(CONFIGS / "synthetic.yaml")
     assert (synth.data.dataset, synth.data.root) == ("synthetic", "data/synthetic")  # not expanded
-    assert synth.model["backbone"]["name"] == "resnet18" and synth.model["backbone"]["pretrained"] is None
+    assert synth.model.backbone.name == "resnet18" and synth.model.backbone.pretrained is None
     assert (synth.data.height, synth.data.width, synth.train.amp) == (32, 16, False)  # sized for the CPU demo
-    assert synth.model["frame_correction"]["enabled"] and synth.model["sequence"]["enabled"]
-    assert (synth.optim.name, synth.model["neck_feat"]) == ("adamw", "before")  # the CPU-budget deviations
+    assert synth.model.frame_correction.enabled and synth.model.sequence.enabled
+    assert (synth.optim.name, synth.model.neck_feat) == ("adamw", "before")  # the CPU-budget deviations
 
     baseline = flatten(config_to_dict(load_config(CONFIGS / "synthetic_baseline.yaml")))
     flat = flatten(config_to_dict(synth))
@@ -328,9 +327,9 @@ def test_save_run_info_round_trip(tmp_path, path):
 
 
 def test_save_run_info_of_a_plain_run_config(tmp_path):
-    cfg = RunConfig(model={"seq_len": 4}, seed=3)
+    cfg = RunConfig(model=ModelConfig(seq_len=4), seed=3)
     loaded = load_config(save_run_info(cfg, tmp_path))
-    assert loaded.seed == 3 and loaded.model_config(7) == cfg.model_config(7)
+    assert loaded == cfg and loaded.model.seq_len == 4
 
 
 def test_run_info_contents(tmp_path, monkeypatch):

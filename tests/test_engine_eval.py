@@ -57,7 +57,7 @@ def make_cfg(data, **eval_options) -> RunConfig:
 @pytest.fixture(scope="module")
 def model(data):
     torch.manual_seed(0)
-    return build_model(make_cfg(data).model_config(data.num_train_pids))
+    return build_model(make_cfg(data).model, data.num_train_pids)
 
 
 class OracleModel(nn.Module):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,11 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from star.config import OptimConfig, RunConfig
+from star.config import OptimConfig, RunConfig, load_config
 from star.data import SynthConfig, generate_synthetic
 from star.data.errors import KeypointStoreError
 from star.engine import Trainer, TrainingDiverged, train
-from star.engine import trainer as trainer_module
 from star.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -34,7 +34,11 @@ from star.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from star.engine.logs import open_tensorboard, read_jsonl
+from star.engine.hooks import CheckpointHook
+from star.engine.logs import drop_superseded, open_tensorboard, read_jsonl
+from star.errors import OutputLockedError
+from star.fileio import exclusive_dir_lock
+from star.losses import StarLoss
 from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
 
 TESTS = Path(__file__).resolve().parent
@@ -127,7 +131,6 @@ def test_end_to_end_run_writes_outputs(finished_run):
     assert set(summary["modes"]) == {"IR->RGB", "RGB->IR"}
     assert 0 <= summary["mAP"] <= 1
     assert summary["mAP"] == pytest.approx(sum(m["mAP"] for m in summary["modes"].values()) / 2)
-    assert summary["best_mAP"] >= summary["mAP"] and summary["best_epoch"] in (1, 2)
 
     metrics = json.loads((out / "metrics.json").read_text())
     for mode, m in summary["modes"].items():
@@ -142,14 +145,17 @@ def test_end_to_end_run_writes_outputs(finished_run):
     assert all(math.isfinite(r["loss"]) for r in steps)
     evals = [r for r in records if r["type"] == "eval"]
     assert [r["epoch"] for r in evals] == [1, 2] and evals[-1]["mAP"] == pytest.approx(summary["mAP"])
+    best = max(evals, key=lambda r: r["mAP"])  # the first of equal ones: a tie does not improve
+    assert summary["best_epoch"] == best["epoch"] and summary["best_mAP"] == pytest.approx(best["mAP"])
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
-    assert (out / "config.yaml").is_file() or (out / "config.json").is_file()
+    assert load_config(out / "config.yaml") == cfg  # the resolved config, loadable again
 
     last = load_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["step"] == 4 and last["eval_pending"] is False
     assert states_equal(last["model"], trainer.model.state_dict())
-    assert last["config"]["model"]["num_classes"] == trainer.num_classes
+    assert last["version"] == 2 and last["num_classes"] == trainer.num_classes
+    assert last["config"] == cfg.to_dict()  # the typed config as it is: no num_classes in the model section
     for key in ("optimizer", "scheduler", "scaler", "sampler", "rng", "loader_generator"):
         assert key in last
     best = load_checkpoint(out / "best.pt")
@@ -184,11 +190,52 @@ def test_config_mismatch_with_checkpoint_is_a_clear_error(finished_run, synth_ro
     out.mkdir()
     (out / "last.pt").write_bytes((Path(cfg.output_dir) / "last.pt").read_bytes())
     changed = config(synth_root, out, model={"sequence": {"hidden_dim": 8}}, optim={"grad_clip": 10.0})
-    changed["model"]["backbone"]["pretrained"] = cfg.model["backbone"]["pretrained"]
+    changed["model"]["backbone"]["pretrained"] = cfg.model.backbone.pretrained
     with pytest.raises(CheckpointError, match=r"model\.sequence\.hidden_dim: checkpoint 16, now 8") as info:
         train(RunConfig.from_dict(changed))
     assert "train.resume=false" in str(info.value)
     assert not (out / "log.jsonl").exists()
+
+
+def _as_format_version_1(state: dict) -> dict:
+    """``state`` in the checkpoint layout before the typed model config (format version 1):
+    ``num_classes`` also inside ``config.model``, the 8-key ``data.synthetic`` section."""
+    config = copy.deepcopy(state["config"])
+    config["model"]["num_classes"] = state["num_classes"]
+    config["data"]["synthetic"] = {k: v for k, v in config["data"]["synthetic"].items() if k in SYNTH_V1_KEYS}
+    return {**state, "version": 1, "config": config}
+
+
+SYNTH_V1_KEYS = ("ids", "tracklets", "cameras", "min_frames", "max_frames", "height", "width", "seed")
+
+
+def test_checkpoint_of_format_version_1_resumes_and_loads(finished_run, tmp_path, capsys):
+    from star.engine.inference import load_trained_model
+
+    cfg, trainer, _ = finished_run
+    out = tmp_path / "run"
+    out.mkdir()
+    old_last = _as_format_version_1(load_checkpoint(Path(cfg.output_dir) / "last.pt"))
+    assert "num_classes" in old_last["config"]["model"]
+    save_checkpoint(old_last, out / "last.pt")
+    save_checkpoint(_as_format_version_1(load_checkpoint(Path(cfg.output_dir) / "best.pt")), out / "best.pt")
+
+    restored = load_trained_model(out / "best.pt", "cpu")
+    assert restored.model.num_classes == trainer.num_classes
+
+    longer = copy.deepcopy(cfg)
+    longer.output_dir, longer.optim.epochs, longer.train.progress = str(out), 3, False
+    summary = train(longer)
+    assert "resumed from" in capsys.readouterr().out and summary["epoch"] == 3
+    new_last = load_checkpoint(out / "last.pt")
+    assert new_last["version"] == 2 and "num_classes" not in new_last["config"]["model"]
+
+
+def test_checkpoint_of_format_version_1_without_num_classes_is_a_clear_error(tmp_path):
+    path = tmp_path / "old.pt"
+    save_checkpoint({"version": 1, "model": {}, "config": {"model": {"seq_len": 4}}}, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint format version 1 records no num_classes"):
+        load_checkpoint(path)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -218,10 +265,10 @@ def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_
     (tmp_path / "ta").mkdir()
     (tmp_path / "tb").mkdir()
 
-    # Run B: paused (then SIGKILLed) in the loss of epoch 3, iteration 1 -- after the
-    # checkpoints of epochs 1 and 2 and the evaluation after epoch 2.
+    # Run B: paused (then SIGKILLed) in the loss of epoch 3, iteration 2 -- after the
+    # checkpoints of epochs 1 and 2, the evaluation after epoch 2 and step 5 (logged).
     flag = tmp_path / "paused"
-    proc_b = _run(cfg_b, tmp_path / "res_b1", tmp_path / "tb", STAR_TEST_PAUSE_AT_CALL="5",
+    proc_b = _run(cfg_b, tmp_path / "res_b1", tmp_path / "tb", STAR_TEST_PAUSE_AT_CALL="6",
                   STAR_TEST_PAUSE_FILE=str(flag))
     proc_a = _run(cfg_a, tmp_path / "res_a", tmp_path / "ta")  # uninterrupted reference
     deadline = time.monotonic() + 240
@@ -251,36 +298,88 @@ def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_
     metrics_a = json.loads((tmp_path / "a" / "metrics.json").read_text())["modes"]
     metrics_b = json.loads((tmp_path / "b" / "metrics.json").read_text())["modes"]
     assert metrics_a == metrics_b
+    # The killed run's step 5 is in the log twice; the resumed record marks the first as
+    # superseded, so a reader counts every step once.
+    records_b = read_jsonl(tmp_path / "b" / "log.jsonl")
+    assert [r["step"] for r in records_b if r["type"] == "train"] == [1, 2, 3, 4, 5, 5, 6]
+    resumed = [r for r in records_b if r["type"] == "resumed"]
+    assert [(r["step"], r["epoch"], r["eval_pending"]) for r in resumed] == [(4, 2, False)]
+
     # the resumed epoch saw the same batches and random draws: identical losses
     def losses(run: Path) -> list:
-        return [(r["step"], r["loss"]) for r in read_jsonl(run / "log.jsonl") if r["type"] == "train"]
+        records = drop_superseded(read_jsonl(run / "log.jsonl"))
+        return [(r["step"], r["loss"]) for r in records if r["type"] == "train"]
 
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert [r["epoch"] for r in drop_superseded(records_b) if r["type"] == "epoch"] == [1, 2, 3]
 
 
-def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path, monkeypatch):
-    import star.engine.evaluator as evaluator
-
-    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1}))
-    real = evaluator.evaluate
-
-    def killed(*args, **kwargs):
+class KilledInEvaluation(Trainer):
+    def evaluate(self, final):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluator, "evaluate", killed)
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path):
+    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1}))
     with pytest.raises(KeyboardInterrupt):
-        train(cfg)
+        KilledInEvaluation(cfg).run()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 1 and state["eval_pending"] is True
     assert not (tmp_path / "run" / "metrics.json").exists()
 
-    monkeypatch.setattr(evaluator, "evaluate", real)
+    # a kill -9 during a checkpoint write leaves its temporary behind: the next run removes it
+    stale = tmp_path / "run" / f".last.pt.{dead_pid()}.0123abcd.tmp"
+    stale.write_bytes(b"partial checkpoint")
     summary = train(cfg)
+    assert not stale.exists()
     assert summary["epoch"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["eval_pending"] is False
     assert states_equal(state["model"], load_checkpoint(tmp_path / "run" / "best.pt")["model"])
-    assert len([r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]) == 2  # not retrained
+    records = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert len([r for r in records if r["type"] == "train"]) == 2  # not retrained
+    assert [(r["type"], r.get("epoch")) for r in records[-2:]] == [("resumed", 1), ("eval", 1)]
+    assert records[-2]["eval_pending"] is True
+
+
+def _sleep(started, seconds: float) -> None:
+    started.set()
+    time.sleep(seconds)
+
+
+def test_forked_workers_do_not_hold_the_output_lock(tmp_path):
+    # DataLoader workers are forked while the trainer holds the lock; one that outlives its
+    # killed parent must not keep the folder locked (the next run would fail naming a dead pid).
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    started = fork.Event()
+    with exclusive_dir_lock(tmp_path, "star train"):
+        worker = fork.Process(target=_sleep, args=(started, 30), daemon=True)
+        worker.start()
+        assert started.wait(30)  # the worker runs (and had the lock's descriptor at fork time)
+    try:
+        with exclusive_dir_lock(tmp_path, "star train"):  # free although the worker lives on
+            assert worker.is_alive()
+    finally:
+        worker.kill()
+        worker.join()
+
+
+def test_second_training_into_a_locked_output_dir_fails_at_once(synth_root, tmp_path):
+    out = tmp_path / "run"
+    cfg = RunConfig.from_dict(config(synth_root, out))
+    with exclusive_dir_lock(out, "star train"):  # the first run, still training
+        match = rf"{re.escape(str(out))} is in use by another run \(star train, pid {os.getpid()} "
+        with pytest.raises(OutputLockedError, match=match):
+            Trainer(cfg).run()
+    assert not (out / "log.jsonl").exists() and not (out / "last.pt").exists()
 
 
 # ----------------------------------------------------------------------------- DDP
@@ -318,32 +417,42 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
 # ----------------------------------------------------------------------------- NaN guard
 
 
-def test_non_finite_loss_stops_before_the_step_and_keeps_last_checkpoint(synth_root, tmp_path, monkeypatch):
-    real = trainer_module.StarLoss
+class NanAtThirdCall(StarLoss):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.calls = 0
 
-    class NanAtThirdCall(real):
-        calls = 0
+    def forward(self, outputs, pids):
+        loss, terms = super().forward(outputs, pids)
+        self.calls += 1
+        if self.calls == 3:  # epoch 2, iteration 1
+            loss = loss * float("nan")
+            terms = {**terms, "triplet": float("nan"), "total": float("nan")}
+        return loss, terms
 
-        def forward(self, outputs, pids):
-            loss, terms = super().forward(outputs, pids)
-            NanAtThirdCall.calls += 1
-            if NanAtThirdCall.calls == 3:  # epoch 2, iteration 1
-                loss = loss * float("nan")
-                terms = {**terms, "triplet": float("nan"), "total": float("nan")}
-            return loss, terms
 
-    saved = []
-    real_save = trainer_module.save_checkpoint
+class RecordingCheckpoints(CheckpointHook):
+    def __init__(self):
+        super().__init__()
+        self.saved = []
 
-    def recording_save(state, path):
-        out = real_save(state, path)
-        saved.append((Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
-        return out
+    def write(self, state, path):
+        super().write(state, path)
+        self.saved.append((Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
 
-    monkeypatch.setattr(trainer_module, "StarLoss", NanAtThirdCall)
-    monkeypatch.setattr(trainer_module, "save_checkpoint", recording_save)
+
+class DivergingTrainer(Trainer):
+    def build_loss(self):
+        return NanAtThirdCall(self.cfg.loss)
+
+    def build_checkpointer(self):
+        self.recorder = RecordingCheckpoints()
+        return self.recorder
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_last_checkpoint(synth_root, tmp_path):
     cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 3}))
-    trainer = Trainer(cfg)
+    trainer = DivergingTrainer(cfg)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 1 .*triplet=nan") as info:
         trainer.run()
     err = info.value
@@ -352,6 +461,7 @@ def test_non_finite_loss_stops_before_the_step_and_keeps_last_checkpoint(synth_r
     assert "intact" in str(err)
 
     last = tmp_path / "run" / "last.pt"
+    saved = trainer.recorder.saved
     assert saved == [("last.pt", hashlib.sha256(last.read_bytes()).hexdigest())]  # untouched since epoch 1
     state = load_checkpoint(last)
     assert state["epoch"] == 1 and state["step"] == 2
@@ -403,18 +513,19 @@ def test_cuda_device_without_cuda(synth_root, tmp_path):
         train(RunConfig.from_dict(config(synth_root, tmp_path / "run", train={"device": "cuda"})))
 
 
-def test_synthetic_dataset_is_generated_when_root_is_empty(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_generate(root, synth_cfg):
-        calls.append((Path(root), synth_cfg))
+class StopAfterData(Trainer):
+    def build_model(self):
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(trainer_module, "generate_synthetic", fake_generate)
+
+def test_synthetic_dataset_is_generated_when_root_is_empty(tmp_path, capsys):
     root = tmp_path / "synth"
     with pytest.raises(RuntimeError, match="stop here"):
-        train(RunConfig.from_dict(config(root, tmp_path / "run")))
-    assert calls and calls[0][0] == root and calls[0][1].ids == SYNTH["ids"] and calls[0][1].height == 32
+        StopAfterData(RunConfig.from_dict(config(root, tmp_path / "run"))).run()
+    assert f"generating the synthetic dataset in {root}" in capsys.readouterr().out
+    written = json.loads((root / "synthetic.json").read_text())
+    assert {k: written[k] for k in SYNTH} == SYNTH  # the configured data.synthetic (a SynthConfig)
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- units
@@ -535,3 +646,15 @@ def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.warns(UserWarning, match="tensorboard is not importable"):
         assert open_tensorboard(tmp_path / "tb") is None
+
+
+def test_drop_superseded_keeps_each_step_epoch_and_evaluation_once():
+    killed = [
+        {"type": "train", "step": 1}, {"type": "train", "step": 2}, {"type": "epoch", "epoch": 1},
+        {"type": "eval", "epoch": 1}, {"type": "train", "step": 3},  # killed in epoch 2, after step 3
+    ]
+    redone = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": False}, {"type": "train", "step": 3}]
+    assert drop_superseded(killed + redone) == killed[:4] + redone[1:]
+    # killed after logging the evaluation of epoch 1 but before last.pt recorded it: evaluated again
+    pending = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": True}, {"type": "eval", "epoch": 1}]
+    assert drop_superseded(killed[:4] + pending) == killed[:3] + pending[1:]

@@ -42,14 +42,14 @@ ABLATIONS = {
 
 
 def config(**overrides) -> dict:
-    cfg = {"num_classes": CLASSES, "seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}}
+    cfg = {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}}
     cfg.update(overrides)
     return cfg
 
 
 def make_model(seed: int = 0, **overrides) -> STAR:
     torch.manual_seed(seed)
-    return build_model(config(**overrides))
+    return build_model(config(**overrides), CLASSES)
 
 
 def make_batch(b: int = B, t: int = T, h: int = H, w: int = W, seed: int = 0):
@@ -102,7 +102,7 @@ def test_ablation_rows_shapes_and_losses(row):
 
 
 def test_dims_scale_with_backbone():
-    model = STAR(ModelConfig.from_dict(config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12)))
+    model = STAR(ModelConfig.from_dict(config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12)), CLASSES)
     c = 2048
     assert model.feature_dim == c
     assert model.skeleton_encoder.lstm.hidden_size == c // 2 and model.skeleton_encoder.lstm.bidirectional
@@ -327,11 +327,13 @@ def test_config_from_dict_nested_and_lists():
 
 
 def test_config_unknown_keys_name_the_valid_ones():
-    match = r"unknown config key\(s\) backbon for ModelConfig; valid keys: num_classes, seq_len, backbone"
+    match = r"unknown config key 'backbon'; valid keys: seq_len, backbone"
     with pytest.raises(ValueError, match=match):
-        ModelConfig.from_dict({"num_classes": 2, "backbon": {}})
-    with pytest.raises(ValueError, match=r"sequence\.visual_node .*valid keys: enabled, pose_classifier, visual_nodes"):
-        build_model(config(sequence={"visual_node": True}))
+        ModelConfig.from_dict({"backbon": {}})
+    with pytest.raises(ValueError, match=r"unknown config key 'num_classes'"):  # a property of the data
+        ModelConfig.from_dict({"num_classes": 2})
+    with pytest.raises(ValueError, match=r"sequence\.visual_node'.*valid keys: enabled, pose_classifier, visual_nodes"):
+        build_model(config(sequence={"visual_node": True}), CLASSES)
 
 
 @pytest.mark.parametrize(
@@ -364,7 +366,7 @@ def test_pretrained_from_path_fills_both_stems(tmp_path, caplog):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a complete checkpoint gives no warning
         with caplog.at_level("INFO", logger="star.models.pretrained"):
-            model = build_model(config(backbone={"name": "resnet18", "pretrained": str(path)}))
+            model = build_model(config(backbone={"name": "resnet18", "pretrained": str(path)}), CLASSES)
     backbone = model.backbone
     for stem in (backbone.visible_stem, backbone.infrared_stem):
         torch.testing.assert_close(stem.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
@@ -390,7 +392,7 @@ def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
     assert expected == tmp_path / "checkpoints" / "resnet18-f37072fd.pth"
     expected.parent.mkdir()
     state = _save_resnet18(expected)
-    model = build_model(config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}))
+    model = build_model(config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}), CLASSES)
     torch.testing.assert_close(model.backbone.infrared_stem.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
 
 
@@ -398,11 +400,11 @@ def test_missing_pretrained_file_warns_once_or_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     missing = str(tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match="nope.pth.*require_pretrained"):
-        build_model(config(backbone={"name": "resnet18", "pretrained": missing, "require_pretrained": True}))
+        build_model(config(backbone={"name": "resnet18", "pretrained": missing, "require_pretrained": True}), CLASSES)
     for source in (missing, "imagenet"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = build_model(config(backbone={"name": "resnet18", "pretrained": source}))
+            model = build_model(config(backbone={"name": "resnet18", "pretrained": source}), CLASSES)
         assert len(caught) == 1, [str(w.message) for w in caught]
         assert "not found" in str(caught[0].message) and "randomly initialised" in str(caught[0].message)
         assert isinstance(model, STAR)
@@ -519,3 +521,18 @@ def test_graph_attention_has_gatconv_semantics(concat):
     torch.testing.assert_close(out, _dense_gat(layer, x, rowptr, col), rtol=1e-5, atol=1e-5)
     layer.train()  # attention dropout: random in training, mean preserved by the 1/(1-p) scaling
     assert not torch.allclose(layer(x, rowptr, col), out)
+
+
+def test_num_classes_is_given_to_the_model_not_its_config():
+    cfg = ModelConfig.from_dict(config())
+    model = STAR(cfg, 7)
+    assert model.num_classes == 7 and model.head.classifier.out_features == 7
+    with pytest.raises(ValueError, match="num_classes .* must be >= 1, got 0"):
+        STAR(cfg, 0)
+
+
+def test_coco_skeleton_is_defined_once():
+    from star.data import COCO17_BONES, COCO17_KEYPOINTS, NUM_KEYPOINTS
+
+    assert COCO17_BONES is star_ext.COCO_BONES and NUM_KEYPOINTS == star_ext.NUM_COCO_KEYPOINTS
+    assert len(COCO17_KEYPOINTS) == NUM_KEYPOINTS  # the joint names agree with star_ext's count

@@ -5,14 +5,15 @@ Data flows one way: ``star.data`` -> ``star.models`` -> ``star.metrics``;
 module that parses command-line arguments.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
-def build_model(cfg):
-    """Build the STAR network from a ``star.models.ModelConfig`` or a mapping (see ``star.models``)."""
+def build_model(cfg, num_classes):
+    """Build the STAR network for ``num_classes`` identities from a ``star.models.ModelConfig``
+    or a mapping (see ``star.models``)."""
     from .models import build_model as _build_model
 
-    return _build_model(cfg)
+    return _build_model(cfg, num_classes)
 
 
 def train(cfg):

@@ -79,6 +79,24 @@ def lines_digest(lines: Iterable[str]) -> str:
 
 LOCK_FILE = ".star.lock"
 
+# Descriptors of the locks this process holds. A forked child (a DataLoader or pose worker)
+# shares their open file descriptions, and flock holds until the last descriptor closes: a
+# worker that outlives its killed parent by a few seconds would keep the folder locked.
+# Children therefore close their copies at once (the parent's lock is unaffected).
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in _HELD_LOCK_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
 
 @contextlib.contextmanager
 def exclusive_dir_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Path]:
@@ -107,8 +125,10 @@ def exclusive_dir_lock(directory: str | os.PathLike[str], what: str) -> Iterator
         info = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
                 "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        _HELD_LOCK_FDS.add(fd)
         yield path
     finally:
+        _HELD_LOCK_FDS.discard(fd)
         os.close(fd)  # closing the descriptor releases the flock
 
 

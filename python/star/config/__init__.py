@@ -9,7 +9,7 @@
 
 from .loader import ConfigError, config_from_dict, config_to_dict, format_config, load_config, parse_override
 from .run_info import git_sha, read_run_info, run_info, save_run_info
-from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, SyntheticDataConfig, TrainConfig
+from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig
 
 __all__ = [
     "ConfigError",
@@ -17,7 +17,6 @@ __all__ = [
     "EvalConfig",
     "OptimConfig",
     "RunConfig",
-    "SyntheticDataConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",

@@ -23,8 +23,7 @@ Overrides
 override is applied after all files. The value is parsed with
 ``yaml.safe_load`` (``false``, ``null``, ``[1, 2]``, ``{name: resnet18}``); a
 mapping value is deep-merged like a file. The key is checked against the schema
-at once, so a typo names the key and lists the valid keys at that level, also
-inside the ``model`` section.
+at once, so a typo names the key and lists the valid keys at that level.
 
 Checks
 ------
@@ -36,9 +35,8 @@ numbers are accepted for string fields. An empty section (``data:`` with
 nothing under it) counts as ``{}``. Then the dataclasses validate the values
 (``__post_init__``).
 
-The returned ``RunConfig`` has its ``model`` section fully spelled out (every
-``ModelConfig`` field except ``num_classes``, lists for tuples), so
-``load_config`` of a saved config gives back an equal ``RunConfig``.
+``load_config`` of a saved config (``config_to_dict``, every field spelled out)
+gives back an equal ``RunConfig``.
 ``data.root`` and other paths are kept exactly as written (relative paths are
 relative to the working directory at run time; ``~`` is not expanded).
 """
@@ -47,24 +45,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
-from ..errors import StarError
-from ..models.config import ModelConfig
-from .schema import RunConfig, _plain
+from ..models.config import ConfigError, dataclass_from_dict
+from .schema import RunConfig
 
 BASE_KEY = "_base_"
 RUN_KEY = "_run_"
-
-
-class ConfigError(StarError, ValueError):
-    """A config file or override is malformed, unknown or invalid."""
 
 
 # ---------------------------------------------------------------------------
@@ -187,126 +179,16 @@ def _load_tree(path: Path, stack: list[Path], included_by: Path | None) -> tuple
 
 
 # ---------------------------------------------------------------------------
-# The schema: which keys exist at each level and what type they hold
+# The schema: which keys exist at each level (the values are checked by dataclass_from_dict)
 
 
 def _section_fields(cls: type) -> dict[str, Any]:
-    """Field name -> type hint; ``RunConfig.model`` is typed as ``ModelConfig`` minus ``num_classes``."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    if cls is RunConfig:
-        fields["model"] = ModelConfig
-    if cls is ModelConfig:
-        del fields["num_classes"]
-    return fields
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _is_section(hint: Any) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _unknown_key_message(dotted: str, cls: type, source: str | None) -> str:
-    where = f" ({source})" if source else ""
-    return f"unknown config key {dotted!r}{where}; valid keys: {', '.join(_section_fields(cls))}"
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
-    if _is_section(hint):
-        return "a mapping"
-    return getattr(hint, "__name__", str(hint))
-
-
-class _TypeMismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` checked against ``hint`` (plain data out), or ``_TypeMismatch``."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except _TypeMismatch:
-                pass
-        raise _TypeMismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _TypeMismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return [_coerce(v, args[0]) for v in value]
-        if len(value) != len(args):
-            raise _TypeMismatch
-        return [_coerce(v, a) for v, a in zip(value, args)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _TypeMismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _TypeMismatch
-    return value  # a type this schema does not use: leave it to the dataclass
-
-
-def _check_tree(tree: Any, cls: type, origins: Mapping[str, str], prefix: str = "") -> dict[str, Any]:
-    """``tree`` checked against section ``cls``: unknown keys and value types; returns plain data."""
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, Mapping):
-        name = prefix.rstrip(".") or "the config"
-        source = origins.get(prefix.rstrip("."))
-        raise ConfigError(
-            f"{name} must be a mapping, got {tree!r}" + (f" ({source})" if source else "")
-        )
-    fields = _section_fields(cls)
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(_unknown_key_message(dotted, cls, origins.get(dotted)))
-        hint = fields[key]
-        if _is_section(hint):
-            out[key] = _check_tree(value, hint, origins, dotted + ".")
-            continue
-        try:
-            out[key] = _coerce(value, hint)
-        except _TypeMismatch:
-            source = origins.get(dotted)
-            raise ConfigError(
-                f"{dotted} must be {_type_name(hint)}, got {value!r}" + (f" ({source})" if source else "")
-            ) from None
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +214,9 @@ def parse_override(override: str) -> tuple[list[str], Any]:
         fields = _section_fields(cls)
         dotted = ".".join(parts[: i + 1])
         if part not in fields:
-            raise ConfigError(_unknown_key_message(dotted, cls, f"override {override!r}"))
+            # the message of the one unknown-key check (dataclass_from_dict), raised here at
+            # once so that the override, not a later one, is named
+            dataclass_from_dict(cls, {part: None}, ".".join(parts[:i]), {dotted: f"override {override!r}"})
         cls = fields[part]
         if i < len(parts) - 1 and not _is_section(cls):
             raise ConfigError(
@@ -360,18 +244,9 @@ def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
 # Public API
 
 
-def resolved_model_dict(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``model`` section with every ``ModelConfig`` field (except ``num_classes``) filled in."""
-    full = _plain(dataclasses.asdict(ModelConfig.from_dict({**model, "num_classes": 1})))
-    del full["num_classes"]
-    return full
-
-
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    """``cfg.to_dict()`` with the ``model`` section fully spelled out (what ``save_run_info`` writes)."""
-    data = cfg.to_dict()
-    data["model"] = resolved_model_dict(cfg.model)
-    return data
+    """``cfg.to_dict()``: every section fully spelled out (what ``save_run_info`` writes)."""
+    return cfg.to_dict()
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -409,16 +284,16 @@ def _resolve(tree: dict[str, Any], origins: dict[str, str], overrides: Sequence[
     if overrides:
         described += " with overrides " + " ".join(overrides)
 
-    checked = _check_tree(tree, RunConfig, origins)
     try:
-        checked["model"] = resolved_model_dict(checked.get("model", {}))
-        return RunConfig.from_dict(checked)
+        return dataclass_from_dict(RunConfig, tree, origins=origins)
+    except ConfigError:
+        raise  # names the key and where it was set
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid config ({described}): {e}") from e
 
 
 def format_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML text (the ``model`` section fully spelled out)."""
+    """The resolved config as YAML text (every section fully spelled out)."""
     return dump_yaml(config_to_dict(cfg))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .._version import __version__
 from ..fileio import atomic_write_text
 from .loader import RUN_KEY, config_to_dict, dump_yaml
 from .schema import RunConfig
@@ -61,8 +62,6 @@ def git_sha(source_dir: str | os.PathLike[str] | None = None) -> str:
 
 def run_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Version, git SHA, torch/CUDA/Python versions, local date and command line of this process."""
-    from .. import __version__
-
     try:
         import torch
 

@@ -5,40 +5,25 @@ evaluation settings as nested dataclasses. YAML files map onto it section by
 section (``star.config.load_config`` adds ``_base_`` inheritance and
 ``key=value`` overrides); unknown keys are errors listing the valid ones.
 
-The ``model`` section is a ``ModelConfig`` without ``num_classes``: that is the
-number of training identities, known only once the dataset is read, and is
-filled in by ``RunConfig.model_config(num_classes)``.
+The ``model`` section is the ``ModelConfig`` (the architecture; the number of
+training identities comes from the dataset: ``STAR(cfg.model, num_classes)``),
+the ``data.synthetic`` section the ``star.data.SynthConfig`` of the generator.
 
 Defaults are the STAR recipe of SPEC §6 on HITSZ-VCM.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
-from ..models.config import ModelConfig, _check, dataclass_from_dict
+from ..models.config import ModelConfig, _check, dataclass_from_dict, to_plain
 
 DATASETS = ("hitsz-vcm", "bupt", "synthetic", "list")
 PROTOCOLS = ("auto", "hitsz-vcm", "bupt", "bupt-official-dropped")
-
-
-@dataclass
-class SyntheticDataConfig:
-    """Used when ``data.dataset`` is ``synthetic`` and ``data.root`` does not hold one yet:
-    the dataset is generated there first (the ``star.data.SynthConfig`` fields)."""
-
-    ids: int = 80
-    tracklets: int = 3
-    cameras: int = 3
-    min_frames: int = 12
-    max_frames: int = 24
-    height: int = 96
-    width: int = 48
-    seed: int = 0
 
 
 @dataclass
@@ -55,7 +40,8 @@ class DataConfig:
     num_workers: int = 4
     batches_per_epoch: Optional[int] = None  # None = the sampler's natural epoch length
     eval_batch_size: int = 32
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    # Used when dataset is synthetic and root holds none yet: the dataset is generated there first.
+    synthetic: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
         _check(self.dataset in DATASETS, f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
@@ -137,10 +123,6 @@ class EvalConfig:
         _check(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
 
 
-def _model_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(ModelConfig)} - {"num_classes"}
-
-
 @dataclass
 class RunConfig:
     """Everything one run needs; see the module docstring."""
@@ -149,38 +131,17 @@ class RunConfig:
     seed: int = 0
     deterministic: bool = False
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields except num_classes
+    model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.model) - _model_fields())
-        _check(
-            not unknown,
-            f"unknown config key(s) {', '.join('model.' + k for k in unknown)}; "
-            f"valid keys: {', '.join(sorted(_model_fields()))}",
-        )
-        self.model_config(1)  # validate the model section now, not after the dataset is read
-
-    def model_config(self, num_classes: int) -> ModelConfig:
-        """The model section as a ``ModelConfig`` for ``num_classes`` training identities."""
-        return ModelConfig.from_dict({**self.model, "num_classes": num_classes})
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
-        """Build from a nested mapping; unknown keys raise ``ValueError`` listing the valid ones."""
+        """Build from a nested mapping; unknown keys raise ``ConfigError`` listing the valid ones."""
         return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), suitable for YAML/JSON."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return to_plain(self)

@@ -31,7 +31,7 @@ from .registry import DATASET_NAMES, EXPECTED_COUNTS, DataWarning, format_summar
 from .samplers import CrossModalIdentitySampler
 from .sampling import chunk_indices, sample_frame_indices
 from .skeleton import COCO17_BONES, COCO17_FLIP, COCO17_KEYPOINTS, NUM_KEYPOINTS
-from .synthetic import SynthConfig, generate_synthetic
+from .synthetic import SynthConfig, generate_synthetic, prepare_synthetic
 from .tracklet import INFRARED, MODALITY_NAMES, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, CropFlip, TrackletTransform, normalize_frames
 
@@ -43,6 +43,6 @@ __all__ = [
     "MODALITY_NAMES", "NUM_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
     "TrackletTransform", "VISIBLE", "VideoReidData", "check_dataset", "chunk_indices", "decode_frame_name",
     "format_summary", "generate_synthetic", "load_dataset", "normalize_frames", "open_keypoint_store",
-    "read_bupt", "read_hitsz_vcm", "read_list_dataset", "sample_frame_indices", "eval_loader", "train_loader",
+    "prepare_synthetic", "read_bupt", "read_hitsz_vcm", "read_list_dataset", "sample_frame_indices", "eval_loader", "train_loader",
     "write_keypoints",
 ]

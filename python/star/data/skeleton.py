@@ -1,6 +1,14 @@
-"""COCO-17 keypoint conventions shared by the data pipeline, pose extraction and models."""
+"""COCO-17 keypoint conventions shared by the data pipeline, pose extraction and models.
+
+The bones and the joint count are defined once, in ``star_ext`` (the compiled ops' graph
+needs them and ``star_ext`` does not import ``star``); they are re-exported here under
+the data pipeline's names (tests/test_models.py ties the joint names to the count).
+"""
 
 from __future__ import annotations
+
+from star_ext.graph import COCO_BONES as COCO17_BONES
+from star_ext.graph import NUM_COCO_KEYPOINTS as NUM_KEYPOINTS
 
 COCO17_KEYPOINTS: tuple[str, ...] = (
     "nose",
@@ -21,7 +29,6 @@ COCO17_KEYPOINTS: tuple[str, ...] = (
     "left_ankle",
     "right_ankle",
 )
-NUM_KEYPOINTS = len(COCO17_KEYPOINTS)
 
 
 def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
@@ -38,9 +45,3 @@ def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
 
 # After a horizontal flip, joint k of the new skeleton is joint COCO17_FLIP[k] of the old one.
 COCO17_FLIP: tuple[int, ...] = _flip_permutation(COCO17_KEYPOINTS)
-
-# The 19 COCO bones (SPEC §3.2), 0-indexed (i, j): bone vector p_j - p_i.
-COCO17_BONES: tuple[tuple[int, int], ...] = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)

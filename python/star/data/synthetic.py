@@ -1,6 +1,7 @@
 """The synthetic VVI dataset (SPEC §4.3), written in the HITSZ-VCM merged layout.
 
-``generate_synthetic(out, SynthConfig(...))`` writes::
+``generate_synthetic(out, SynthConfig(...))`` writes (``prepare_synthetic`` only when
+``out`` holds no dataset yet, as training does)::
 
     <out>/info/train_name.txt  track_train_info.txt  test_name.txt  track_test_info.txt  query_IDX.txt
     <out>/<pid4>/<ir|rgb>/D<cam>/<frame>.jpg
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,3 +229,34 @@ def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, 
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
+    """Generate the synthetic dataset into ``root`` unless one is there; True when generated.
+
+    An existing synthetic dataset whose settings differ from ``config`` is used as it is,
+    with one warning naming the differences. A ``root`` that exists and
+    holds something else is left alone (reading it as a dataset reports what is wrong).
+    """
+    root = Path(root)
+    marker = root / MARKER
+    if marker.is_file():
+        try:
+            existing = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            existing = {}
+        wanted = asdict(config)
+        differ = sorted(k for k in wanted if k in existing and existing[k] != wanted[k] and k != "test_ids")
+        if differ:
+            warnings.warn(
+                f"data.synthetic differs from the synthetic dataset already at {root} "
+                f"({', '.join(f'{k}: {existing[k]} there, {wanted[k]} configured' for k in differ)}); "
+                "using the existing dataset (remove it or choose another data.root to regenerate)",
+                stacklevel=2,
+            )
+        return False
+    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+        return False
+    print(f"generating the synthetic dataset in {root} ...", flush=True)
+    generate_synthetic(root, config)
+    return True

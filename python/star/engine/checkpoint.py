@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, safe loading, RNG state capture, config compatibility.
+"""Training checkpoints: their layout, atomic writes, safe loading, RNG state capture,
+config compatibility.
 
 A checkpoint is a plain dict saved with ``torch.save``; everything in it (tensors,
 numbers, strings, lists, tuples, dicts) loads with ``torch.load(weights_only=True)``,
@@ -6,11 +7,18 @@ so reading a checkpoint never executes pickled code. ``save_checkpoint`` writes 
 temporary file in the target directory, fsyncs it and renames it over the target:
 a crash at any moment leaves either the previous file or the new one, never a
 half-written file.
+
+Layout (``version`` 2, see :func:`training_state` and :func:`best_state`): ``config`` is
+the run's ``RunConfig.to_dict()`` and ``num_classes`` (the training identities) sits
+next to it. Version 1 (before the typed model config) kept ``num_classes`` also inside
+``config["model"]``; :func:`load_checkpoint` moves it out, so old checkpoints still
+load and resume.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._version import __version__
 from ..errors import StarError
 from ..fileio import atomic_write
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -74,7 +83,79 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} was written by a newer star-reid (checkpoint version {version} > {CHECKPOINT_VERSION})"
         )
+    return _upgrade(state, path, version)
+
+
+def _upgrade(state: dict[str, Any], path: Path, version: int) -> dict[str, Any]:
+    """A version 0/1 checkpoint in the current layout (``num_classes`` out of ``config["model"]``)."""
+    config = state.get("config")
+    if version >= 2 or not isinstance(config, dict):  # no run config: nothing to move
+        return state
+    model = config.get("model")
+    if isinstance(model, dict) and "num_classes" in model:
+        model = dict(model)
+        state.setdefault("num_classes", model.pop("num_classes"))
+        state["config"] = {**config, "model": model}
+    if "num_classes" not in state:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} records no num_classes (neither at top level nor "
+            f"in config.model); it cannot be rebuilt by this star-reid (format version {CHECKPOINT_VERSION})"
+        )
     return state
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def training_state(
+    *,
+    epoch: int,
+    step: int,
+    model: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    scaler: Mapping[str, Any],
+    sampler: Mapping[str, Any],
+    rng: list[Any],
+    loader_generator: list[Any],
+    num_classes: int,
+    config: Mapping[str, Any],
+    best: Mapping[str, Any],
+    last_metrics: Any,
+    eval_pending: bool,
+) -> dict[str, Any]:
+    """``last.pt``: everything a resumed run needs. ``rng`` / ``loader_generator`` hold one
+    entry per rank; ``epoch`` is the number of epochs done, ``step`` the optimiser steps;
+    ``eval_pending``: the evaluation after this epoch has not finished yet."""
+    return {
+        **_identity(epoch, step, model),
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "sampler": sampler,
+        "rng": rng,
+        "loader_generator": loader_generator,
+        "world_size": len(rng),
+        "num_classes": num_classes,
+        "config": config,
+        "best": dict(best),
+        "last_metrics": last_metrics,
+        "eval_pending": eval_pending,
+        "time": time.time(),
+    }
+
+
+def best_state(
+    *, epoch: int, step: int, model: Mapping[str, Any], num_classes: int, config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``best.pt``: the weights of the best evaluation so far and its metrics summary."""
+    return {**_identity(epoch, step, model), "num_classes": num_classes, "config": config, "metrics": metrics}
+
+
+def _identity(epoch: int, step: int, model: Mapping[str, Any]) -> dict[str, Any]:
+    """What every checkpoint starts with: format and package version, where in the run, the weights."""
+    return {"version": CHECKPOINT_VERSION, "package_version": __version__, "epoch": epoch, "step": step, "model": model}
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -165,3 +246,25 @@ def config_differences(
             fmt = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
             diffs.append(f"{key}: checkpoint {fmt(va)}, now {fmt(vb)}")
     return diffs
+
+
+def check_resumable(
+    ckpt: Mapping[str, Any], path: Path, config: Mapping[str, Any], num_classes: int, epochs: int
+) -> None:
+    """``CheckpointError`` unless run ``config`` (``RunConfig.to_dict()``, ``num_classes``
+    identities, ``epochs`` in all) may continue from ``ckpt``, read from ``path``."""
+    # num_classes is not part of the config, but a checkpoint for another identity count cannot resume either
+    saved = {**ckpt.get("config", {}), "num_classes": ckpt.get("num_classes")}
+    diffs = config_differences(saved, {**config, "num_classes": num_classes})
+    if diffs:
+        raise CheckpointError(
+            f"{path} was written by a run with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse another output_dir for the new configuration, restore the old settings to resume, "
+            "or set train.resume=false to start over (overwriting the checkpoint)."
+        )
+    if ckpt["epoch"] > epochs:
+        raise CheckpointError(
+            f"{path} is at epoch {ckpt['epoch']}, beyond optim.epochs={epochs}; "
+            "raise optim.epochs or use another output_dir"
+        )

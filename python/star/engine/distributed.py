@@ -3,18 +3,25 @@
 ``torchrun --nproc_per_node N ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
 with ``WORLD_SIZE > 1`` the trainer calls :func:`init_distributed`, which joins the
 process group (NCCL on CUDA, Gloo on CPU). Every helper here also works in a single
-process, where it is a no-op.
+process, where it is a no-op. :func:`wrap_model` puts the model into
+``DistributedDataParallel`` (with ``find_unused_parameters`` only where needed).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+import star_ext
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import preserved_rng
 
 # Evaluation runs on rank 0 only while the other ranks wait in a barrier, so the
 # collective timeout must cover a full evaluation.
@@ -116,3 +123,81 @@ def destroy(info: DistInfo, owned: bool) -> None:
     """Leave the process group if this module created it."""
     if owned and info.enabled and is_dist():
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class _DropOutputs(nn.Module):
+    """Wraps the model for DDP: training outputs that no loss term reads are set to None, so
+    that DDP (with ``find_unused_parameters``) does not wait for gradients of their parameters."""
+
+    def __init__(self, module: nn.Module, drop: list[str]):
+        super().__init__()
+        self.module = module
+        self.drop = list(drop)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.module(*args, **kwargs)
+        if self.drop and dataclasses.is_dataclass(out):
+            out = dataclasses.replace(out, **{name: None for name in self.drop})
+        return out
+
+
+def probe_unused(
+    model: nn.Module, criterion: nn.Module, device: torch.device, shape: tuple[int, int, int], num_classes: int,
+    autocast: Callable[[], Any],
+) -> tuple[list[str], list[str]]:
+    """The model outputs the loss does not use and the trainable parameters that get no
+    gradient (parts that are on but whose loss weight is 0), found with one forward/backward
+    of a copy of the model on a small random batch of ``shape`` (T, H, W). RNG states and
+    the real model are untouched.
+
+    DDP needs both: with ``find_unused_parameters`` it marks as unused only the parameters it
+    cannot reach from the forward outputs, so outputs no loss term reads must be dropped.
+    """
+    probe = copy.deepcopy(model).train()
+    t, h, w = shape
+    with preserved_rng():
+        gen = torch.Generator().manual_seed(0)
+        frames = torch.randn(4, t, 3, h, w, generator=gen).to(device)
+        kp = torch.rand(4, t, star_ext.NUM_COCO_KEYPOINTS, 3, generator=gen)
+        kp[..., 2] = 1.0
+        modality = torch.tensor([0, 1, 0, 1], device=device)
+        pids = torch.tensor([0, 0, 1, 1], device=device) % num_classes
+        with autocast():
+            outputs = probe(frames, kp.to(device), modality)
+            tensors = {
+                f.name: getattr(outputs, f.name)
+                for f in dataclasses.fields(outputs)
+                if torch.is_tensor(getattr(outputs, f.name)) and getattr(outputs, f.name).requires_grad
+            }
+            for tensor in tensors.values():
+                tensor.retain_grad()
+            loss, _ = criterion(outputs, pids)
+        loss.backward()
+    unused_fields = sorted(name for name, tensor in tensors.items() if tensor.grad is None)
+    unused_params = [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
+    return unused_fields, unused_params
+
+
+def wrap_model(
+    model: nn.Module, criterion: nn.Module, info: DistInfo, device: torch.device, shape: tuple[int, int, int],
+    num_classes: int, autocast: Callable[[], Any],
+) -> nn.Module:
+    """``model`` in ``DistributedDataParallel``, unused outputs dropped, ``find_unused_parameters``
+    only when some parameter gets no gradient on some rank (see :func:`probe_unused`)."""
+    unused_fields, unused_params = probe_unused(model, criterion, device, shape, num_classes, autocast)
+    find_unused = any_true(info, bool(unused_params), device)
+    if info.is_main and (unused_fields or find_unused):
+        print(
+            f"DDP: outputs without a loss term: {', '.join(unused_fields) or 'none'}; "
+            f"{len(unused_params)} parameter tensors get no gradient "
+            f"({', '.join(unused_params[:3])}{' ...' if len(unused_params) > 3 else ''}); "
+            f"find_unused_parameters={find_unused}"
+        )
+    return nn.parallel.DistributedDataParallel(
+        _DropOutputs(model, unused_fields),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused,
+    )

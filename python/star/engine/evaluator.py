@@ -143,7 +143,7 @@ def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool 
     """The ``extract_features`` options of a run's evaluation: ``seq_len`` frames per tracklet at
     the data size, the eval batch size and loader workers, float16 autocast on CUDA with ``train.amp``."""
     return dict(
-        num_frames=cfg.model_config(1).seq_len,
+        num_frames=cfg.model.seq_len,
         height=cfg.data.height,
         width=cfg.data.width,
         batch_size=cfg.data.eval_batch_size,

@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .evaluator import METRICS_FILE, EvalResult, evaluate, extraction_settings
 from .features import Features, extract_features, require_sets, save_npz
 from .output_paths import check_output_dir, check_output_file
-from .trainer import resolve_device
+from .runtime import resolve_device
 from .visrank import write_rank_lists
 
 # Model keys a config may change at evaluation: the same weights, another embedding / kernel.
@@ -80,14 +80,14 @@ def load_trained_model(
     """
     state = load_checkpoint(checkpoint)
     config = state.get("config") or {}
-    if "model" not in config or "num_classes" not in config["model"]:
+    if "model" not in config or "num_classes" not in state:
         raise CheckpointError(f"{checkpoint} does not record its model configuration")
     try:
-        num_classes = int(config["model"]["num_classes"])
-        saved = _model_fields(config["model"], num_classes)
+        num_classes = int(state["num_classes"])
+        saved = _model_fields(config["model"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint}: the recorded model configuration is invalid: {exc}") from None
-    chosen = saved if model is None else _evaluation_model(checkpoint, saved, _model_fields(model, num_classes))
+    chosen = saved if model is None else _evaluation_model(checkpoint, saved, _model_fields(model))
     built = _build_model({**chosen, "backbone": {**chosen["backbone"], "pretrained": None}}, num_classes)
     try:
         built.load_state_dict(state["model"])
@@ -104,23 +104,12 @@ def load_trained_model(
     return TrainedModel(built.to(device).eval(), Path(checkpoint), epoch, device)
 
 
-def _model_fields(model: Any, num_classes: int) -> dict[str, Any]:
+def _model_fields(model: Any) -> dict[str, Any]:
     """Every ``ModelConfig`` field of ``model`` (a mapping or a ``ModelConfig``) as a nested dict,
-    defaults filled in, without ``num_classes`` (a fact of the training data, not a setting).
-
-    Written against the dataclass fields, so it holds whether or not ``ModelConfig`` has a
-    ``num_classes`` field (a checkpoint's mapping carries it either way)."""
-    has_num_classes = "num_classes" in {f.name for f in dataclasses.fields(ModelConfig)}
+    defaults filled in (a mapping is checked as the config loader checks it)."""
     if not dataclasses.is_dataclass(model):
-        given = dict(model)
-        if has_num_classes:
-            given.setdefault("num_classes", num_classes)
-        else:
-            given.pop("num_classes", None)
-        model = ModelConfig.from_dict(given)
-    tree = dataclasses.asdict(model)
-    tree.pop("num_classes", None)
-    return tree
+        model = ModelConfig.from_dict(dict(model))
+    return dataclasses.asdict(model)
 
 
 def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +128,7 @@ def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: 
 
 def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
     """STAR from a model-fields tree and the number of training identities."""
-    # ModelConfig still carries num_classes; when it stops, this becomes STAR(cfg, num_classes).
-    return STAR(ModelConfig.from_dict({**tree, "num_classes": num_classes}))
+    return STAR(ModelConfig.from_dict(tree), num_classes)
 
 
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:

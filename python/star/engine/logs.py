@@ -1,4 +1,12 @@
-"""Training logs: ``log.jsonl`` records, TensorBoard scalars, memory and time formatting."""
+"""Training logs: ``log.jsonl`` records, TensorBoard scalars, memory and time formatting.
+
+``log.jsonl`` is appended to by every run into the same ``output_dir``. A resumed run
+first writes a ``{"type": "resumed", "step": S, "epoch": E, "eval_pending": P}`` record:
+the records before it of steps after S (``train``) and epochs after E (``epoch``, ``eval``;
+and ``eval`` of epoch E when P, the evaluation is then redone) belong to the part of the
+killed run that is trained again, and are superseded. :func:`drop_superseded` applies the
+rule, so a reader of the log never counts a step twice.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +60,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return out
+
+
+def drop_superseded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` (of :func:`read_jsonl`) without the ``resumed`` markers and the records they
+    supersede (see the module docstring): each step, epoch and evaluation once."""
+    out: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("type") == "resumed":
+            step, epoch, pending = record["step"], record["epoch"], record.get("eval_pending", False)
+            out = [r for r in out if not _redone(r, step, epoch, pending)]
+        else:
+            out.append(record)
+    return out
+
+
+def _redone(record: dict[str, Any], step: int, epoch: int, eval_pending: bool) -> bool:
+    kind = record.get("type")
+    if kind == "train":
+        return record["step"] > step
+    if kind == "epoch":
+        return record["epoch"] > epoch
+    if kind == "eval":
+        return record["epoch"] > epoch or (eval_pending and record["epoch"] == epoch)
+    return False
 
 
 def open_tensorboard(log_dir: str | Path, purge_step: Optional[int] = None):

@@ -1,7 +1,7 @@
 """STAR model: two-stream backbone, frame-level correction, keypoint graph, guided pooling.
 
-``build_model(cfg)`` is the entry point; ``cfg`` is a :class:`ModelConfig` or
-a mapping of the same shape.
+``build_model(cfg, num_classes)`` is the entry point; ``cfg`` is a :class:`ModelConfig`
+or a mapping of the same shape, ``num_classes`` the number of training identities.
 """
 
 from __future__ import annotations
@@ -23,16 +23,17 @@ from .pretrained import LoadReport, init_pretrained, load_backbone_weights
 from .star import STAR, StarOutput
 
 
-def build_model(cfg: ModelConfig | Mapping[str, Any]) -> STAR:
-    """A STAR network for ``cfg``, its backbone initialised from ``cfg.backbone.pretrained``.
+def build_model(cfg: ModelConfig | Mapping[str, Any], num_classes: int) -> STAR:
+    """A STAR network for ``cfg`` and ``num_classes`` identities, its backbone initialised
+    from ``cfg.backbone.pretrained``.
 
     A mapping is converted with ``ModelConfig.from_dict`` (unknown keys raise
-    ``ValueError``). Pretrained weights missing -> one warning and random init,
-    or ``FileNotFoundError`` with ``backbone.require_pretrained``.
+    ``ConfigError``, a ``ValueError``). Pretrained weights missing -> one warning and
+    random init, or ``FileNotFoundError`` with ``backbone.require_pretrained``.
     """
     if not isinstance(cfg, ModelConfig):
         cfg = ModelConfig.from_dict(cfg)
-    model = STAR(cfg)
+    model = STAR(cfg, num_classes)
     init_pretrained(model.backbone, cfg.backbone.pretrained, cfg.backbone.require_pretrained)
     return model
 

@@ -3,6 +3,9 @@
 ``ModelConfig.from_dict`` turns a plain mapping (a parsed YAML section) into
 the dataclasses and rejects unknown keys, naming the valid ones, so a typo in
 a config file fails at once instead of silently using a default.
+``dataclass_from_dict`` is that check for every config section (``star.config``
+builds the whole ``RunConfig`` with it); it lives here, in the lowest layer
+that reads config trees, so the models and losses need not import ``star.config``.
 
 The defaults are full STAR as in the paper (ResNet-50, T = 12, frame-level
 correction and sequence-level guidance on). The ablation rows switch modules
@@ -15,10 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
+
+from ..errors import StarError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -33,35 +39,132 @@ NECK_FEATS = ("after", "before")
 D = TypeVar("D")
 
 
-def dataclass_from_dict(cls: type[D], data: Mapping[str, Any] | D, where: str = "") -> D:
-    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields.
+class ConfigError(StarError, ValueError):
+    """A config file, override or mapping is malformed, unknown or invalid (``star.config.ConfigError``)."""
 
-    Lists become tuples for tuple-typed fields. An unknown key raises a
-    ``ValueError`` that names the key, where it is, and the valid keys.
+
+def dataclass_from_dict(
+    cls: type[D], data: Mapping[str, Any] | D, where: str = "", origins: Optional[Mapping[str, str]] = None
+) -> D:
+    """Build dataclass ``cls`` from a (nested) mapping: the one check of config keys and types.
+
+    Recurses into nested dataclass fields (``None`` counts as an empty section). An unknown
+    key raises :class:`ConfigError` naming the dotted key, where it was set
+    (``origins[dotted] -> "file"`` or ``"override 'k=v'"``, when given) and the valid keys.
+    Values are checked against the annotations: ints are accepted for floats, strings such
+    as ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields, numbers
+    are accepted for string fields, lists become tuples for tuple fields. The dataclasses
+    then validate the values (``__post_init__``, ``ValueError``).
     """
     if isinstance(data, cls):
         return data
+    origins = origins or {}
+    if data is None:
+        data = {}
     if not isinstance(data, Mapping):
-        raise TypeError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ValueError(
-            f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)} for {cls.__name__}; "
-            f"valid keys: {', '.join(fields)}"
-        )
+        source = origins.get(where)
+        where_set = f" ({source})" if source else ""
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}{where_set}")
     hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        path = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hint):
-            value = dataclass_from_dict(hint, value, path)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        source = origins.get(dotted)
+        where_set = f" ({source})" if source else ""
+        if key not in fields:
+            raise ConfigError(f"unknown config key {dotted!r}{where_set}; valid keys: {', '.join(fields)}")
+        hint = fields[key]
+        if _is_section(hint):
+            kwargs[key] = dataclass_from_dict(hint, value, dotted, origins)
+            continue
+        try:
+            kwargs[key] = _coerce(value, hint)
+        except _TypeMismatch:
+            raise ConfigError(f"{dotted} must be {_type_name(hint)}, got {value!r}{where_set}") from None
     return cls(**kwargs)
+
+
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    return getattr(hint, "__name__", str(hint))
+
+
+class _TypeMismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` checked against ``hint`` (tuples for tuple fields), or ``_TypeMismatch``."""
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _TypeMismatch:
+                pass
+        raise _TypeMismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _TypeMismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _TypeMismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _TypeMismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _TypeMismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _TypeMismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _TypeMismatch
+    return value  # a type this schema does not use: leave it to the dataclass
+
+
+def to_plain(value: Any) -> Any:
+    """Nested dicts/lists/tuples as plain dicts and lists (YAML/JSON/checkpoint-ready)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
 
 
 def _check(condition: bool, message: str) -> None:
@@ -185,9 +288,9 @@ class PoolingConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything ``build_model`` needs. ``num_classes`` = training identities."""
+    """The architecture. The number of identities is not part of it: it comes from the
+    training data, ``STAR(model_cfg, num_classes)``."""
 
-    num_classes: int
     seq_len: int = 12
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
@@ -200,13 +303,12 @@ class ModelConfig:
     neck_feat: str = "after"
 
     def __post_init__(self) -> None:
-        _check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
         _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        """Build from a (nested) mapping; unknown keys raise ``ValueError`` listing the valid ones."""
+        """Build from a (nested) mapping; unknown keys raise ``ConfigError`` listing the valid ones."""
         return dataclass_from_dict(cls, data)
 
     @property

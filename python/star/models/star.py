@@ -18,8 +18,6 @@ from .sequence_guidance import SequenceGuidance
 from .skeleton_sequence import SkeletonSequenceEncoder
 from .style import StyleAugmentation, adain, partner_frames, style_partners
 
-NUM_JOINTS = star_ext.NUM_COCO_KEYPOINTS
-
 
 @dataclass
 class StarOutput:
@@ -57,9 +55,13 @@ class STAR(nn.Module):
     time (the baseline's temporal pooling).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        # num_classes (training identities) is a property of the data, not of the architecture.
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"STAR: num_classes (training identities) must be >= 1, got {num_classes}")
         self.cfg = cfg
+        self.num_classes = num_classes
         self.backbone = TwoStreamResNet(cfg.backbone.name, cfg.backbone.last_stride)
         dim = self.feature_dim = self.backbone.feature_dim
         style = cfg.style
@@ -75,12 +77,12 @@ class STAR(nn.Module):
         )
         self.frame_correction = FrameCorrection(dim, fc.num_heads, fc.attention_dropout) if fc.enabled else None
         self.sequence_guidance = (
-            SequenceGuidance(dim, cfg.num_classes, cfg.seq_len, seq, cfg.pooling, cfg.use_fused_ops)
+            SequenceGuidance(dim, num_classes, cfg.seq_len, seq, cfg.pooling, cfg.use_fused_ops)
             if seq.enabled
             else None
         )
-        self.head = BNNeck(dim, cfg.num_classes)
-        self.frame_head = BNNeck(dim, cfg.num_classes)
+        self.head = BNNeck(dim, num_classes)
+        self.frame_head = BNNeck(dim, num_classes)
 
     def check_inputs(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         """Validate shapes and flags; returns the modality as a bool tensor (True = visible)."""
@@ -90,9 +92,10 @@ class STAR(nn.Module):
         if not frames.is_floating_point():
             raise ValueError(f"STAR: frames must be floating point (normalised), got {frames.dtype}")
         b, t = frames.shape[:2]
-        if not torch.is_tensor(keypoints) or keypoints.dim() != 4 or keypoints.shape[2:] != (NUM_JOINTS, 3):
+        joints = star_ext.NUM_COCO_KEYPOINTS
+        if not torch.is_tensor(keypoints) or keypoints.dim() != 4 or keypoints.shape[2:] != (joints, 3):
             shape = tuple(keypoints.shape) if torch.is_tensor(keypoints) else type(keypoints).__name__
-            raise ValueError(f"STAR: keypoints must be a tensor [B, T, {NUM_JOINTS}, 3] (x, y, conf), got {shape}")
+            raise ValueError(f"STAR: keypoints must be a tensor [B, T, {joints}, 3] (x, y, conf), got {shape}")
         if keypoints.shape[:2] != (b, t):
             raise ValueError(
                 f"STAR: keypoints have B, T = {tuple(keypoints.shape[:2])} but frames have B, T = {(b, t)}"
