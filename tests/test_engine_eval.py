@@ -469,6 +469,6 @@ def test_run_config_of_a_checkpoint_whose_model_section_is_not_a_mapping(tmp_pat
     from star.engine.inference import run_config_from_checkpoint
 
     path = tmp_path / "best.pt"
-    torch.save({"model": {}, "config": {"model": [1, 2]}}, path)
+    torch.save({"version": 2, "num_classes": 3, "model": {}, "config": {"model": [1, 2]}}, path)
     with pytest.raises(CheckpointError, match="not a mapping"):
         run_config_from_checkpoint(path)

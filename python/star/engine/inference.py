@@ -54,8 +54,8 @@ class TrainedModel:
 
 
 def run_config_from_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
-    """The resolved config of the run that wrote ``checkpoint`` as a plain dict
-    (``model.num_classes`` removed, so it loads as a ``RunConfig`` section)."""
+    """The resolved config of the run that wrote ``checkpoint`` as a plain dict (older
+    checkpoints are upgraded by ``load_checkpoint``, so it loads as a ``RunConfig``)."""
     state = load_checkpoint(checkpoint)
     config = state.get("config")
     if not isinstance(config, dict):
@@ -63,9 +63,7 @@ def run_config_from_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
     model = config.get("model", {})
     if not isinstance(model, Mapping):
         raise CheckpointError(f"{checkpoint}: the recorded model configuration is not a mapping: {model!r}")
-    config = dict(config)
-    config["model"] = {k: v for k, v in model.items() if k != "num_classes"}
-    return config
+    return dict(config)
 
 
 def load_trained_model(
