@@ -7,6 +7,11 @@
 //   log z_i = (shift + log sum_t exp(p_i log x_t - shift) - log T) / p_i,
 // with shift = max_t p_i log x_t, so neither x^p nor the [B, P, T, C]
 // intermediates of the reference exist. The backward pass recomputes them.
+//
+// Non-finite values follow the reference (torch.clamp, log and logsumexp): a
+// NaN in x makes its column NaN; a shift of +-inf is replaced by 0, as
+// torch.logsumexp does, so x = +inf gives +inf (p > 0) and all-(+inf) with
+// p < 0 gives +inf too.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../gradients.h"
 #include "../validation.h"
 #include "vector_math.h"
 
@@ -47,15 +53,15 @@ struct BlockLogs {
 
   STAR_ALWAYS_INLINE void load(const scalar_t* x, int64_t T, int64_t C, int64_t n, acc_t eps) {
     for (int64_t l = 0; l < n; ++l) {
-      lo[l] = std::numeric_limits<acc_t>::max();
-      hi[l] = std::numeric_limits<acc_t>::lowest();
+      lo[l] = std::numeric_limits<acc_t>::infinity();
+      hi[l] = -std::numeric_limits<acc_t>::infinity();
     }
     for (int64_t t = 0; t < T; ++t) {
       acc_t* row = log_x.data() + t * kCols;
       const scalar_t* xt = x + t * C;
       for (int64_t l = 0; l < n; ++l) {
         const acc_t v = static_cast<acc_t>(xt[l]);
-        row[l] = vlog(v > eps ? v : eps);
+        row[l] = vlog(v < eps ? eps : v);  // max(v, eps) that keeps NaN
         lo[l] = row[l] < lo[l] ? row[l] : lo[l];
         hi[l] = row[l] > hi[l] ? row[l] : hi[l];
       }
@@ -72,7 +78,9 @@ struct BlockLogs {
     const acc_t* extreme = p > 0 ? hi : lo;
     acc_t shift[kCols];
     for (int64_t l = 0; l < n; ++l) {
-      shift[l] = p * extreme[l];
+      // (v - v == 0) holds for finite v only: no NaN and no inf - inf below
+      const acc_t v = p * extreme[l];
+      shift[l] = v - v == acc_t(0) ? v : acc_t(0);
       sum[l] = 0;
     }
     for (int64_t t = 0; t < T; ++t) {
@@ -269,9 +277,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
   const auto weight = weight_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
   const int64_t B = x.size(0), C = x.size(2), P = p.size(0);
-  auto grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
-  auto grad_weight = output_mask[1] ? at::empty_like(weight) : at::empty({0}, weight.options());
-  auto grad_p = output_mask[2] ? at::zeros_like(p) : at::empty({0}, p.options());
+  auto grad_x = gradient_or_empty(output_mask[0], x);
+  auto grad_weight = gradient_or_empty(output_mask[1], weight);
+  auto grad_p = gradient_or_empty(output_mask[2], p, /*zeroed=*/true);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_gem_pool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t num_blocks = B * ((C + kCols - 1) / kCols);

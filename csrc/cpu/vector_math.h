@@ -56,11 +56,13 @@ STAR_ALWAYS_INLINE float vexp(float x) {
   const float scale_a = bit_cast<float>((half + 127) << 23);
   const float scale_b = bit_cast<float>((ni - half + 127) << 23);
   const float result = poly * scale_a * scale_b;
-  // Below -87.5 the true value is a subnormal or 0: flush; above 88.72 it overflows.
-  return x < -87.5f ? 0.0f : (x > 88.72f ? INFINITY : result);
+  // Below -87.5 the true value is a subnormal or 0: flush; above 88.72 it
+  // overflows; NaN stays NaN (not left to the int conversion of n above).
+  return x < -87.5f ? 0.0f : (x > 88.72f ? INFINITY : (x == x ? result : x));
 }
 
-// Natural log of a positive finite float (callers clamp to eps > 0 first).
+// Natural log of a float, as std::log for x >= 0, +inf and NaN (log 0 =
+// -inf, log inf = inf, NaN stays NaN; callers never pass x < 0).
 STAR_ALWAYS_INLINE float vlog(float x) {
   // Subnormals are scaled by 2^23 into the normal range first.
   const bool tiny = x < 1.17549435e-38f;
@@ -81,7 +83,9 @@ STAR_ALWAYS_INLINE float vlog(float x) {
   poly = poly * s2 + 2.0f / 3.0f;
   poly = poly * s2 + 2.0f;
   const float ef = static_cast<float>(e);
-  return ef * 0.693359375f + (s * poly - ef * 2.12194440e-4f);
+  const float result = ef * 0.693359375f + (s * poly - ef * 2.12194440e-4f);
+  // 0 and inf have their own answers; the polynomial covers (0, inf).
+  return x > 0.0f && x < INFINITY ? result : (x == 0.0f ? -INFINITY : x);
 }
 
 inline double vexp(double x) {
