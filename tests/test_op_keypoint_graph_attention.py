@@ -11,16 +11,10 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, leaf
 from op_cases import (
-    DEVICES,
-    LOW_PRECISION,
-    TOLERANCES,
-    assert_compiled_matches_eager,
-    assert_double_backward_rejected,
-    assert_matches_reference,
-    assert_same_non_finite,
-    leaf,
-    opcheck_with_and_without_grad,
+    assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
+    assert_same_non_finite, opcheck_with_and_without_grad,
 )
 
 op = torch.ops.star.keypoint_graph_attention
