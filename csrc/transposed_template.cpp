@@ -1,6 +1,7 @@
 #include "transposed_template.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <list>
 #include <mutex>
 
@@ -20,7 +21,7 @@ struct CacheKey {
   c10::ScalarType dtype;
   c10::Device device;
   c10::StreamId stream;
-  uint32_t version;
+  int64_t version;
 
   bool operator==(const CacheKey& o) const {
     return storage == o.storage && offset == o.offset && numel == o.numel && num_nodes == o.num_nodes &&
