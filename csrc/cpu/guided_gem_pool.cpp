@@ -9,9 +9,10 @@
 // intermediates of the reference exist. The backward pass recomputes them.
 //
 // Non-finite values follow the reference (torch.clamp, log and logsumexp): a
-// NaN in x makes its column NaN; a shift of +-inf is replaced by 0, as
-// torch.logsumexp does, so x = +inf gives +inf (p > 0) and all-(+inf) with
-// p < 0 gives +inf too.
+// NaN in x makes its column's log z NaN (the logarithm of a NaN frame is kept
+// finite so the per-frame exponentials never see NaN, and the column is
+// marked instead); a shift of +-inf is replaced by 0, as torch.logsumexp
+// does, so x = +inf gives +inf (p > 0) and all-(+inf) with p < 0 gives +inf.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -43,11 +44,12 @@ std::vector<acc_t> exponents(const at::Tensor& p) {
 }
 
 // log of x (clamped to eps) for a block of `n` channels: log_x[t * kCols + l],
-// and per channel the min and max over t.
+// per channel the min and max over t, and nan_mark: NaN for a channel with a
+// NaN frame, else 0 (added to its log z).
 template <typename scalar_t, typename acc_t>
 struct BlockLogs {
   std::vector<acc_t> log_x;
-  acc_t lo[kCols], hi[kCols];
+  acc_t lo[kCols], hi[kCols], nan_mark[kCols];
 
   explicit BlockLogs(int64_t T) : log_x(T * kCols) {}
 
@@ -55,13 +57,16 @@ struct BlockLogs {
     for (int64_t l = 0; l < n; ++l) {
       lo[l] = std::numeric_limits<acc_t>::infinity();
       hi[l] = -std::numeric_limits<acc_t>::infinity();
+      nan_mark[l] = 0;
     }
     for (int64_t t = 0; t < T; ++t) {
       acc_t* row = log_x.data() + t * kCols;
       const scalar_t* xt = x + t * C;
       for (int64_t l = 0; l < n; ++l) {
         const acc_t v = static_cast<acc_t>(xt[l]);
-        row[l] = vlog(v < eps ? eps : v);  // max(v, eps) that keeps NaN
+        nan_mark[l] = v != v ? std::numeric_limits<acc_t>::quiet_NaN() : nan_mark[l];
+        const acc_t clamped = v > eps ? v : eps;  // NaN -> eps here, marked above
+        row[l] = clamped < std::numeric_limits<acc_t>::infinity() ? vlog(clamped) : clamped;
         lo[l] = row[l] < lo[l] ? row[l] : lo[l];
         hi[l] = row[l] > hi[l] ? row[l] : hi[l];
       }
@@ -99,7 +104,8 @@ struct BlockLogs {
     }
     const acc_t inv_p = acc_t(1) / p;
     for (int64_t l = 0; l < n; ++l) {
-      log_z[l] = (shift[l] + vlog(sum[l]) - log_t) * inv_p;
+      // sum is 0 when every term underflowed (all frames +inf with p < 0), inf with a frame at +inf
+      log_z[l] = (shift[l] + vlog_or_special(sum[l]) - log_t) * inv_p + nan_mark[l];
     }
   }
 };
@@ -139,7 +145,7 @@ STAR_ALWAYS_INLINE void forward_block(const GemProblem<scalar_t>& pb, GemWorkspa
     ws.logs.log_mean(pb.T, n, pb.p[i], pb.log_t, log_z, sum, nullptr);
     const scalar_t* w = pb.weight + (b * pb.P + i) * pb.C + c0;
     for (int64_t l = 0; l < n; ++l) {
-      acc[l] += static_cast<acc_t>(w[l]) * vexp(log_z[l]);
+      acc[l] += static_cast<acc_t>(w[l]) * vexp_or_nan(log_z[l]);
     }
   }
   for (int64_t l = 0; l < n; ++l) {
@@ -170,7 +176,7 @@ STAR_ALWAYS_INLINE void backward_block(const GemProblem<scalar_t>& pb, GemWorksp
     ws.logs.log_mean(T, n, pb.p[i], pb.log_t, log_z, sum, ws.terms.data());
     const int64_t wi = (b * P + i) * C + c0;
     for (int64_t l = 0; l < n; ++l) {
-      const acc_t z = vexp(log_z[l]);
+      const acc_t z = vexp_or_nan(log_z[l]);
       if (pb.grad_weight) {
         pb.grad_weight[wi + l] = static_cast<scalar_t>(go[l] * z);
       }
