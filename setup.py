@@ -100,7 +100,7 @@ def _extra_cuda_includes() -> list[str]:
 
 def _extension():
     with_cuda = _want_cuda()
-    sources = ["csrc/star.cpp", "csrc/validation.cpp", "csrc/autocast.cpp", "csrc/autograd.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = ["csrc/star.cpp", "csrc/validation.cpp", "csrc/autocast.cpp", "csrc/autograd.cpp", "csrc/ops.cpp", "csrc/transposed_template.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     # -fopenmp: at::parallel_for is a header template that runs serially unless
     # the including code is compiled with OpenMP (torch ships the same libgomp).
     # -fno-trapping-math lets GCC turn the selects of cpu/vector_math.h into SIMD
@@ -122,8 +122,8 @@ def _extension():
         "star_ext._C",
         sources,
         extra_compile_args={
-            "cxx": cxx_flags + ["-DSTAR_WITH_CUDA"] + system_includes,
-            "nvcc": ["-O3", "-lineinfo", "-DSTAR_PYTHON_MODULE", "-DSTAR_WITH_CUDA"] + system_includes,
+            "cxx": cxx_flags + system_includes,
+            "nvcc": ["-O3", "-lineinfo", "-DSTAR_PYTHON_MODULE"] + system_includes,
         },
         extra_link_args=link_flags,
     )

@@ -11,7 +11,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "op_handle.h"
+#include "ops.h"
 
 namespace star {
 namespace {
@@ -19,16 +19,13 @@ namespace {
 template <c10::DispatchKey autocast_key>
 at::Tensor keypoint_pool_autocast(const at::Tensor& feat, const at::Tensor& kpts, double sigma, double eps) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key);
-  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double, double)>("star::keypoint_pool");
-  return op.call(feat, kpts.to(feat.scalar_type()), sigma, eps);
+  return keypoint_pool(feat, kpts.to(feat.scalar_type()), sigma, eps);
 }
 
 template <c10::DispatchKey autocast_key>
 at::Tensor guided_gem_pool_autocast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key);
-  static const auto op =
-      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>("star::guided_gem_pool");
-  return op.call(x, weight.to(x.scalar_type()), p, eps);
+  return guided_gem_pool(x, weight.to(x.scalar_type()), p, eps);
 }
 
 template <c10::DispatchKey autocast_key>
@@ -36,11 +33,8 @@ at::Tensor keypoint_graph_attention_autocast(
     const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,
     const at::Tensor& col, double negative_slope, const std::optional<at::Tensor>& edge_keep, double keep_scale) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key);
-  static const auto op = find_op<at::Tensor(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-      const std::optional<at::Tensor>&, double)>("star::keypoint_graph_attention");
   const auto dtype = h.scalar_type();
-  return op.call(h, a_src.to(dtype), a_dst.to(dtype), rowptr, col, negative_slope, edge_keep, keep_scale);
+  return keypoint_graph_attention(h, a_src.to(dtype), a_dst.to(dtype), rowptr, col, negative_slope, edge_keep, keep_scale);
 }
 
 }  // namespace

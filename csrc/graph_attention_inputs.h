@@ -13,8 +13,8 @@ struct GraphShape {
   int64_t B, V, heads, D, E;
 };
 
-// Validated (check_keypoint_graph_attention) and contiguous inputs; the
-// dropout mask, bool or uint8, viewed as bytes (undefined without one).
+// Validated (check_keypoint_graph_attention) and contiguous inputs; the bool
+// dropout mask viewed as bytes (undefined without one).
 struct GraphAttentionInputs {
   at::Tensor h, a_src, a_dst, rowptr, col, keep;
   GraphShape shape;

@@ -2,7 +2,8 @@
 //
 // The kernels register themselves per device in cpu/<op>.cpp and cuda/<op>.cu.
 // Forward and backward are separate ops so torch.compile and AOT autograd can
-// trace them; autograd is wired up in Python (star_ext/ops.py).
+// trace them; their autograd kernels are in autograd.cpp, their C++ API in
+// ops.h, and the fake (meta) kernels torch.compile needs in star_ext/ops.py.
 #include <torch/library.h>
 
 #ifdef STAR_PYTHON_MODULE

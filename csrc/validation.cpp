@@ -95,8 +95,11 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
     const auto pd = p.to(at::kDouble).contiguous();
     const double* pv = pd.data_ptr<double>();
     for (int64_t i = 0; i < pd.numel(); ++i) {
+      // in float32, so float32 p = 0.01 (0.0099999998) is inside
+      const float magnitude = std::abs(static_cast<float>(pv[i]));
       TORCH_CHECK_VALUE(
-          std::isfinite(pv[i]) && pv[i] != 0.0, op, ": p[", i, "] = ", pv[i], " must be finite and non-zero");
+          magnitude >= static_cast<float>(kMinAbsExponent) && magnitude <= static_cast<float>(kMaxAbsExponent), op, ": p[", i, "] = ", pv[i],
+          " is outside the supported range: each exponent needs ", kMinAbsExponent, " <= |p| <= ", kMaxAbsExponent);
     }
   }
 }
@@ -135,9 +138,11 @@ void check_keypoint_graph_attention(
   check_same_device(op, "col", col, "h", h);
   if (edge_keep.has_value()) {
     const auto& keep = *edge_keep;
-    TORCH_CHECK(
-        keep.scalar_type() == at::kBool || keep.scalar_type() == at::kByte, op,
-        ": edge_keep must be a bool or uint8 mask, got ", keep.scalar_type());
+    // bool only: a uint8 mask could hold values other than 0 and 1, which the
+    // reference would multiply by and the kernels would read as 1.
+    TORCH_CHECK_TYPE(
+        keep.scalar_type() == at::kBool, op, ": edge_keep must be a bool mask (True keeps the edge), got ",
+        keep.scalar_type(), "; convert it with edge_keep.bool() or build it with a comparison");
     TORCH_CHECK(
         keep.dim() == 3 && keep.size(0) == h.size(0) && keep.size(1) == col.size(0) && keep.size(2) == h.size(2), op,
         ": edge_keep must have shape [B, E, heads] = [", h.size(0), ", ", col.size(0), ", ", h.size(2), "], got ",

@@ -11,8 +11,18 @@ namespace star {
 // Shapes, dtypes and devices of keypoint_pool(feat, kpts, sigma, eps).
 void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double sigma, double eps);
 
+// The supported exponents of guided_gem_pool: kMinAbsExponent <= |p| <=
+// kMaxAbsExponent, compared in float32. Below, (mean x^p)^(1/p) cancels
+// catastrophically in float32 (the gradient w.r.t. p is 10 % off at
+// |p| = 1e-3, 1 % at 1e-2, < 0.1 % at 5e-2); above, it is the maximum
+// (minimum) over time to float precision, and p log x nears overflow.
+// star_ext.reference.SUPPORTED_EXPONENTS states the same range.
+constexpr double kMinAbsExponent = 5e-2;
+constexpr double kMaxAbsExponent = 1e3;
+
 // Shapes, dtypes, devices of guided_gem_pool(x, weight, p, eps); on CPU also
-// that every exponent is finite and non-zero (reading p on CUDA would sync).
+// that every exponent is in the supported range (reading p on CUDA would
+// sync: there the kernels give NaN for an exponent outside it).
 void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps);
 
 // Shapes, dtypes, devices of keypoint_graph_attention; on CPU also that the

@@ -3,7 +3,9 @@
 Each function runs ``torch.ops.star.<op>`` when the extension is loaded and
 the pure-PyTorch reference otherwise. The backward of each op is a separate
 registered op; autograd is wired up in C++ (csrc/autograd.cpp; first-order
-gradients only), and the fake kernels that torch.compile needs are here.
+gradients only: differentiating a gradient raises NotImplementedError naming
+the op), and the fake kernels that torch.compile needs are here. NaN and inf in
+the inputs give what the references in ``star_ext.reference`` give.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps:
     Args:
         x: frame features [B, T, C] (clamped to ``eps`` from below).
         weight: mixture weights [B, P, C], e.g. a softmax over P.
-        p: exponents [P], finite and non-zero.
+        p: exponents [P], each with 0.05 <= |p| <= 1000
+            (``reference.SUPPORTED_EXPONENTS``; ValueError otherwise on CPU,
+            NaN outputs on CUDA, where checking would synchronise).
 
     Returns:
         [B, C]: ``sum_i weight[:, i] * (mean_t x ** p[i]) ** (1 / p[i])``,
@@ -70,7 +74,7 @@ def keypoint_graph_attention(
         rowptr, col: the template as CSR over destinations (int64 or int32):
             the sources of the edges into node i are ``col[rowptr[i]:rowptr[i+1]]``.
         negative_slope: of the LeakyReLU applied to ``a_dst[i] + a_src[j]``.
-        edge_keep: optional attention-dropout mask [B, E, heads] (bool or uint8).
+        edge_keep: optional attention-dropout mask [B, E, heads], bool (True keeps the edge).
         keep_scale: factor of the kept attention weights, usually 1 / (1 - p).
 
     Returns:

@@ -5,6 +5,11 @@ compiled extension is missing. Each has the signature of its op in
 ``star_ext.ops`` and is written for clarity, not speed: intermediate tensors
 the kernels never build (the Gaussian maps of ``keypoint_pool``, the per-edge
 messages of ``keypoint_graph_attention``) are materialized here.
+
+They also define what NaN and inf in the inputs give (the kernels propagate
+them exactly as these functions do): a NaN in a sum makes that sum NaN, +-inf
+stays infinite through the weighted sums, and an ``inf - inf`` or ``0 * inf``
+on the way gives NaN.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .graph import csr_destinations
+
+# The exponents guided_gem_pool supports: |p| in this closed range (csrc/validation.h
+# says why). Both the kernels and guided_gem_pool below reject others.
+SUPPORTED_EXPONENTS = (5e-2, 1e3)
 
 
 def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:
@@ -28,9 +37,10 @@ def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: flo
     x, y, conf = kpts.to(feat.dtype).unbind(-1)
     dist2 = (u.view(1, 1, 1, w) - x[..., None, None]) ** 2 + (v.view(1, 1, h, 1) - y[..., None, None]) ** 2
     g = torch.exp(-dist2 / (2.0 * sigma * sigma))  # [N, K, H, W]
-    num = torch.einsum("nkhw,nchw->nkc", g, feat)
-    den = g.sum(dim=(2, 3)) + eps
-    return conf[..., None] * num / den[..., None]
+    # conf scales the normalised map before the sum, as in the kernels, so an
+    # infinite conf gives NaN from 0 * inf where a map cell underflows to 0.
+    scale = conf / (g.sum(dim=(2, 3)) + eps)
+    return torch.einsum("nkhw,nchw->nkc", g * scale[..., None, None], feat)
 
 
 def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -39,8 +49,12 @@ def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps:
     x [B, T, C], weight [B, P, C], p [P] -> out [B, C] with
     out = sum_i weight[:, i] * (mean_t clamp(x, eps) ** p[i]) ** (1 / p[i]).
     Computed in log space, (logsumexp_t(p log x) - log T) / p, so large p and x
-    do not overflow.
+    do not overflow. Each exponent needs ``SUPPORTED_EXPONENTS[0] <= |p| <=
+    SUPPORTED_EXPONENTS[1]`` (ValueError otherwise). NaN in a column of x gives
+    NaN, +inf gives +inf for p > 0 (a finite mean for p < 0 unless every frame
+    is +inf); values below eps, -inf included, count as eps.
     """
+    _check_exponents(p)
     t = x.shape[1]
     log_x = torch.log(torch.clamp(x, min=eps))  # [B, T, C]
     p = p.to(x.dtype)
@@ -66,6 +80,11 @@ def keypoint_graph_attention(
     over destination nodes -> out [B, V, Hd, D]. Edge e goes from node col[e]
     to the destination row that holds it. Destinations without edges get 0.
     """
+    if edge_keep is not None and edge_keep.dtype != torch.bool:
+        raise TypeError(
+            f"keypoint_graph_attention: edge_keep must be a bool mask (True keeps the edge), got {edge_keep.dtype}; "
+            "convert it with edge_keep.bool() or build it with a comparison"
+        )
     b, v, heads, d = h.shape
     rowptr = rowptr.to(device=h.device, dtype=torch.long)
     col = col.to(device=h.device, dtype=torch.long)
@@ -83,3 +102,15 @@ def keypoint_graph_attention(
 
     messages = alpha.unsqueeze(-1) * h[:, col]  # [B, E, Hd, D]
     return torch.zeros_like(h).index_add(1, dst, messages)
+
+
+def _check_exponents(p: torch.Tensor) -> None:
+    low, high = SUPPORTED_EXPONENTS
+    magnitude = p.detach().abs().float()  # as the kernels: float32 p = 0.01 is inside
+    bad = ~((magnitude >= low) & (magnitude <= high))  # NaN is bad too
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"guided_gem_pool: p[{i}] = {float(p[i])} is outside the supported range: "
+            f"each exponent needs {low:g} <= |p| <= {high:g}"
+        )

@@ -51,3 +51,75 @@ def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, dtype: tor
     tol = TOLERANCES[dtype]
     scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
     torch.testing.assert_close(actual.double(), expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def assert_matches_reference(op, ref, inputs, args=(), dtype=None, grad_close=None):
+    """The fused op against its reference on the same inputs: outputs, and the
+    gradients of <out, r> w.r.t. every input that requires grad.
+
+    With ``dtype`` the reference runs on float64 copies and both are compared
+    with TOLERANCES[dtype]; without, on copies in the inputs' dtype with
+    assert_close's defaults. Non-float inputs (graph templates) are shared.
+    ``grad_close(actual, expected, dtype)`` replaces the gradient comparison.
+    """
+
+    def copy(t):
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+            return t
+        return as64(t) if dtype is not None else leaf(t, t.requires_grad)
+
+    def close(actual, expected):
+        if dtype is None:
+            torch.testing.assert_close(actual, expected)
+        else:
+            torch.testing.assert_close(actual.double(), expected, **TOLERANCES[dtype])
+
+    refs = [copy(t) for t in inputs]
+    out = op(*inputs, *args)
+    expected = ref(*refs, *args)
+    close(out, expected)
+    wrt = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not wrt or out.numel() == 0:
+        return
+    got = grads(out, [inputs[i] for i in wrt])
+    want = grads(expected, [refs[i] for i in wrt])
+    for g, e in zip(got, want):
+        grad_close(g, e, dtype) if grad_close is not None else close(g, e)
+
+
+def assert_same_non_finite(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to rounding, NaN exactly where expected has NaN, +-inf exactly where it has them."""
+    assert torch.equal(torch.isnan(actual), torch.isnan(expected)), (actual, expected)
+    assert torch.equal(torch.isposinf(actual), torch.isposinf(expected)), (actual, expected)
+    assert torch.equal(torch.isneginf(actual), torch.isneginf(expected)), (actual, expected)
+    torch.testing.assert_close(actual, expected.to(actual.dtype), equal_nan=True)
+
+
+def opcheck_with_and_without_grad(op, inputs, args=()) -> None:
+    """torch.library.opcheck of the op with its float inputs requiring grad, then without."""
+    with_grad = [leaf(t) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+    torch.library.opcheck(op, (*with_grad, *args))
+    torch.library.opcheck(op, (*inputs, *args))
+
+
+def assert_compiled_matches_eager(fn, differentiable, *constants) -> None:
+    """fn(*differentiable, *constants) -> scalar under torch.compile(fullgraph, aot_eager)
+    equals eager: the value, and the gradient of every differentiable input."""
+    compiled_fn = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    a = [leaf(t) for t in differentiable]
+    b = [leaf(t) for t in differentiable]
+    compiled, eager = compiled_fn(*a, *constants), fn(*b, *constants)
+    torch.testing.assert_close(compiled, eager)
+    compiled.backward()
+    eager.backward()
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.grad, y.grad)
+
+
+def assert_double_backward_rejected(name: str, out: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """First-order gradients with create_graph=True work; differentiating them raises naming the op."""
+    first = torch.autograd.grad(out, inputs, torch.ones_like(out), create_graph=True)
+    assert all(g.shape == t.shape for g, t in zip(first, inputs))
+    total = sum(g.sum() for g in first)
+    with pytest.raises(NotImplementedError, match=rf"{name}: double backward is not supported"):
+        torch.autograd.grad(total, inputs)

@@ -9,7 +9,11 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, as64, grads, leaf
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, grads, leaf
+from op_cases import (
+    assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
+    assert_same_non_finite, opcheck_with_and_without_grad,
+)
 
 op = torch.ops.star.guided_gem_pool
 STAR_P = (0.7, 1.0, 3.0, 5.0, 7.0)
@@ -32,13 +36,8 @@ def gem(x, p):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(3, 12, 33), (1, 1, 1), (2, 5, 7), (4, 2, 2049)])
 def test_matches_reference_forward_and_backward(device, dtype, shape):
-    x, weight, p = (leaf(t) for t in make_inputs(*shape, dtype=dtype, device=device))
-    out = op(x, weight, p, 1e-6)
-    x64, w64, p64 = as64(x), as64(weight), as64(p)
-    expected = reference.guided_gem_pool(x64, w64, p64, 1e-6)
-    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
-    for g, e in zip(grads(out, [x, weight, p]), grads(expected, [x64, w64, p64])):
-        torch.testing.assert_close(g.double(), e, **TOLERANCES[dtype])
+    inputs = [leaf(t) for t in make_inputs(*shape, dtype=dtype, device=device)]
+    assert_matches_reference(op, reference.guided_gem_pool, inputs, (1e-6,), dtype=dtype)
 
 
 def test_reference_is_the_textbook_formula():
@@ -77,14 +76,8 @@ def test_values_below_eps_are_clamped_and_get_no_gradient():
 
 
 def test_negative_exponent_matches_reference():
-    x, weight, p = make_inputs(2, 5, 4, p=(-1.0, 2.0))
-    x, weight, p = leaf(x), leaf(weight), leaf(p)
-    out = op(x, weight, p, 1e-6)
-    x64, w64, p64 = leaf(x), leaf(weight), leaf(p)
-    expected = reference.guided_gem_pool(x64, w64, p64)
-    torch.testing.assert_close(out, expected)
-    for g, e in zip(grads(out, [x, weight, p]), grads(expected, [x64, w64, p64])):
-        torch.testing.assert_close(g, e)
+    inputs = [leaf(t) for t in make_inputs(2, 5, 4, p=(-1.0, 2.0))]
+    assert_matches_reference(op, reference.guided_gem_pool, inputs, (1e-6,))
 
 
 def test_exponents_in_another_dtype_get_gradients_in_their_dtype():
@@ -120,23 +113,16 @@ def test_gradcheck(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32, device=device)
-    torch.library.opcheck(op, (leaf(x), leaf(weight), leaf(p), 1e-6))
-    torch.library.opcheck(op, (x, weight, p))
+    opcheck_with_and_without_grad(op, [x, weight, p], (1e-6,))
 
 
 def test_torch_compile_fullgraph():
     x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
     def pooled(a, w, e):
         return star_ext.guided_gem_pool(torch.relu(a), torch.softmax(w, dim=1), e).sum()
 
-    x1, x2 = leaf(x), leaf(x)
-    compiled, eager = pooled(x1, weight, p), star_ext.guided_gem_pool(torch.relu(x2), torch.softmax(weight, 1), p).sum()
-    torch.testing.assert_close(compiled, eager)
-    compiled.backward()
-    eager.backward()
-    torch.testing.assert_close(x1.grad, x2.grad)
+    assert_compiled_matches_eager(pooled, [x], weight, p)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -154,13 +140,8 @@ def test_low_precision(device, dtype):
     p=st.lists(st.floats(0.3, 9.0), min_size=0, max_size=5), seed=st.integers(0, 2**16),
 )
 def test_fuzz_against_reference(b, t, c, p, seed):
-    x, weight, exps = (leaf(v) for v in make_inputs(b, t, c, p=tuple(p), seed=seed))
-    out = op(x, weight, exps, 1e-6)
-    x64, w64, p64 = leaf(x), leaf(weight), leaf(exps)
-    expected = reference.guided_gem_pool(x64, w64, p64)
-    torch.testing.assert_close(out, expected)
-    for g, e in zip(grads(out, [x, weight, exps]), grads(expected, [x64, w64, p64])):
-        torch.testing.assert_close(g, e)
+    inputs = [leaf(v) for v in make_inputs(b, t, c, p=tuple(p), seed=seed)]
+    assert_matches_reference(op, reference.guided_gem_pool, inputs, (1e-6,))
 
 
 @pytest.mark.parametrize(
@@ -170,8 +151,8 @@ def test_fuzz_against_reference(b, t, c, p, seed):
         ((2, 4, 8), (2, 5, 7), STAR_P, 1e-6, RuntimeError, r"weight must have shape \[B, P, C\]"),
         ((2, 4, 8), (2, 4, 8), STAR_P, 1e-6, RuntimeError, r"weight has 4 exponent slots but p has 5"),
         ((2, 0, 8), (2, 5, 8), STAR_P, 1e-6, RuntimeError, r"x must hold at least one frame"),
-        ((2, 4, 8), (2, 2, 8), (1.0, 0.0), 1e-6, ValueError, r"p\[1\] = 0 must be finite and non-zero"),
-        ((2, 4, 8), (2, 2, 8), (1.0, float("inf")), 1e-6, ValueError, r"p\[1\] = inf"),
+        ((2, 4, 8), (2, 2, 8), (1.0, 0.0), 1e-6, ValueError, r"p\[1\] = 0 is outside the supported range"),
+        ((2, 4, 8), (2, 2, 8), (1.0, float("inf")), 1e-6, ValueError, r"p\[1\] = inf is outside"),
         ((2, 4, 8), (2, 5, 8), STAR_P, 0.0, ValueError, r"eps must be a positive finite number"),
     ],
 )
@@ -186,3 +167,73 @@ def test_bad_dtypes_name_the_argument():
         op(x, weight.double(), p, 1e-6)
     with pytest.raises(RuntimeError, match="p must be a floating-point tensor"):
         op(x, weight, torch.tensor([1, 2, 3, 4, 5]), 1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("exponents", [(1.0, 3.0), (-1.0, 2.0), (-0.5,)], ids=["positive", "mixed", "negative"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_x_propagates_as_the_reference(device, dtype, exponents, value):
+    # Issue 14 item 9: NaN gave a finite number, an all-NaN column 1e-6, +inf 1.5e38.
+    x, weight, p = make_inputs(3, 5, 4, p=exponents, dtype=dtype, device=device)
+    x[0, 1, 0] = value  # one frame of a column
+    x[1, :, 2] = value  # every frame of a column
+    out = op(x, weight, p, 1e-6)
+    expected = reference.guided_gem_pool(x, weight, p)
+    if value != value:
+        assert torch.isnan(out[0, 0]) and torch.isnan(out[1, 2])
+    elif value > 0:
+        assert torch.isposinf(out[1, 2])
+        assert torch.isposinf(out[0, 0]) == (max(exponents) > 0)  # one p > 0 term is +inf
+    assert_same_non_finite(out, expected)
+    assert torch.isfinite(out[2]).all()  # other samples are untouched
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_gradient_stays_in_its_column(device):
+    x, weight, p = make_inputs(2, 4, 3, device=device)
+    x[0, 1, 0] = float("nan")
+    x, weight = leaf(x), leaf(weight)
+    op(x, weight, p, 1e-6).sum().backward()
+    assert torch.isnan(x.grad[0, :, 0]).any() and torch.isnan(weight.grad[0, :, 0]).all()
+    assert torch.isfinite(x.grad[1]).all() and torch.isfinite(x.grad[0, :, 1:]).all()
+
+
+@pytest.mark.parametrize("bad", [0.0, 1e-8, -1e-3, 2e3, -1e10, float("inf"), float("nan")])
+def test_exponents_outside_the_supported_range_are_rejected_by_both(bad):
+    # Issue 14 item 10: p = 1e-8 gave 1.0 (geometric mean 0.466), p >= 1e10 a NaN gradient.
+    low, high = reference.SUPPORTED_EXPONENTS
+    x, weight, _ = make_inputs(2, 4, 3, p=(1.0, 1.0), dtype=torch.float32)
+    p = torch.tensor([1.0, bad])
+    message = rf"guided_gem_pool: p\[1\] = .* is outside the supported range: each exponent needs {low:g} <= \|p\| <= {high:g}"
+    with pytest.raises(ValueError, match=message):
+        op(x, weight, p, 1e-6)
+    with pytest.raises(ValueError, match=message):
+        reference.guided_gem_pool(x, weight, p)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_range_limits_are_accurate_in_float32(device):
+    low, high = reference.SUPPORTED_EXPONENTS
+    inputs = make_inputs(2, 12, 16, p=(low, -low, high, -high), dtype=torch.float64, device=device)
+    x32, w32, p32 = (leaf(t.float()) for t in inputs)
+    x64, w64, p64 = (leaf(t) for t in inputs)
+    out, expected = op(x32, w32, p32, 1e-6), reference.guided_gem_pool(x64, w64, p64)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
+    for g, e in zip(grads(out, [x32, w32, p32]), grads(expected, [x64, w64, p64])):
+        torch.testing.assert_close(g.double(), e, rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_gives_nan_for_an_unsupported_exponent():
+    # Reading p back to check it would synchronise: the kernels give NaN instead.
+    x, weight, _ = make_inputs(2, 4, 3, p=(1.0, 1.0), dtype=torch.float32, device="cuda")
+    out = op(x, weight, torch.tensor([1.0, 1e-8], device="cuda"), 1e-6)
+    assert torch.isnan(out).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_is_rejected(device):
+    inputs = [leaf(t) for t in make_inputs(2, 4, 3, device=device)]
+    assert_double_backward_rejected("guided_gem_pool", op(*inputs, 1e-6), inputs)

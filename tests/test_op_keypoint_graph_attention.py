@@ -11,7 +11,11 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, as64, grads, leaf
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, leaf
+from op_cases import (
+    assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
+    assert_same_non_finite, opcheck_with_and_without_grad,
+)
 
 op = torch.ops.star.keypoint_graph_attention
 
@@ -88,14 +92,9 @@ def test_matches_reference_forward_and_backward(device, dtype, index_dtype, drop
     keep = None
     if dropout:
         keep = torch.rand(3, col.numel(), 2, generator=torch.Generator().manual_seed(5)) > 0.4
-        keep = keep.to(device=device, dtype=torch.uint8 if index_dtype == torch.int32 else torch.bool)
-    h, a_src, a_dst = leaf(h), leaf(a_src), leaf(a_dst)
-    out = op(h, a_src, a_dst, rowptr, col, 0.2, keep, 1.7)
-    refs = [as64(t) for t in (h, a_src, a_dst)]
-    expected = reference.keypoint_graph_attention(*refs, rowptr, col, 0.2, keep, 1.7)
-    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
-    for g, e in zip(grads(out, [h, a_src, a_dst]), grads(expected, refs)):
-        torch.testing.assert_close(g.double(), e, **TOLERANCES[dtype])
+        keep = keep.to(device)
+    inputs = [leaf(h), leaf(a_src), leaf(a_dst), rowptr, col]
+    assert_matches_reference(op, reference.keypoint_graph_attention, inputs, (0.2, keep, 1.7), dtype=dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -129,24 +128,16 @@ def test_gradcheck(device, dropout):
 def test_opcheck(device):
     h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, dtype=torch.float32, device=device)
     keep = (torch.rand(2, col.numel(), 2) > 0.3).to(device)
-    torch.library.opcheck(op, (leaf(h), leaf(a_src), leaf(a_dst), rowptr, col, 0.2, keep, 1.4))
-    torch.library.opcheck(op, (h, a_src, a_dst, rowptr, col))
+    opcheck_with_and_without_grad(op, [h, a_src, a_dst, rowptr, col], (0.2, keep, 1.4))
 
 
 def test_torch_compile_fullgraph():
     h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, dtype=torch.float32)
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
     def layer(x, s, d):
         return torch.nn.functional.elu(star_ext.keypoint_graph_attention(x, s, d, rowptr, col)).sum()
 
-    h1, h2 = leaf(h), leaf(h)
-    compiled = layer(h1, a_src, a_dst)
-    eager = torch.nn.functional.elu(star_ext.keypoint_graph_attention(h2, a_src, a_dst, rowptr, col)).sum()
-    torch.testing.assert_close(compiled, eager)
-    compiled.backward()
-    eager.backward()
-    torch.testing.assert_close(h1.grad, h2.grad)
+    assert_compiled_matches_eager(layer, [h], a_src, a_dst)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -171,13 +162,8 @@ def test_fuzz_random_graphs_against_reference(b, v, e, heads, d, slope, dropout,
     a_src = leaf(torch.randn(b, v, heads, generator=gen, dtype=torch.float64))
     a_dst = leaf(torch.randn(b, v, heads, generator=gen, dtype=torch.float64))
     keep = torch.rand(b, col.numel(), heads, generator=gen) > 0.5 if dropout else None
-    out = op(h, a_src, a_dst, rowptr, col, slope, keep, 2.0)
-    refs = [leaf(t) for t in (h, a_src, a_dst)]
-    expected = reference.keypoint_graph_attention(*refs, rowptr, col, slope, keep, 2.0)
-    torch.testing.assert_close(out, expected)
-    if out.numel():
-        for g, want in zip(grads(out, [h, a_src, a_dst]), grads(expected, refs)):
-            torch.testing.assert_close(g, want)
+    inputs = [h, a_src, a_dst, rowptr, col]
+    assert_matches_reference(op, reference.keypoint_graph_attention, inputs, (slope, keep, 2.0))
 
 
 def _bad_csr_cases():
@@ -212,7 +198,6 @@ def test_bad_tensors_name_the_argument():
         ((h, a_src[:, :-1], a_dst), {}, r"a_src must have shape"),
         ((h, a_src, a_dst[..., :1]), {}, r"a_dst must have shape"),
         ((h, a_src.double(), a_dst), {}, r"a_src must have the dtype of h"),
-        ((h, a_src, a_dst), {"edge_keep": torch.ones(2, col.numel(), 2)}, r"edge_keep must be a bool or uint8 mask"),
         ((h, a_src, a_dst), {"edge_keep": torch.ones(2, 3, 2, dtype=torch.bool)}, r"edge_keep must have shape \[B, E, heads\]"),
     ]
     for (x, s, d), kwargs, message in cases:
@@ -252,3 +237,55 @@ def test_skeleton_graph_rejects_bad_arguments():
         star_ext.skeleton_graph(2, bones=[(3, 17)])
     with pytest.raises(ValueError, match="dst holds a node outside"):
         star_ext.edges_to_csr(torch.tensor([0]), torch.tensor([5]), 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("keep_dtype", [torch.uint8, torch.float32, torch.int64])
+def test_edge_keep_must_be_bool_in_both(device, keep_dtype):
+    # Issue 14 item 12: a uint8 mask holding 2 was read as 1 by the kernels, as 2 by the reference.
+    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
+    keep = torch.full((2, col.numel(), 2), 2, dtype=keep_dtype, device=device)
+    message = rf"keypoint_graph_attention: edge_keep must be a bool mask \(True keeps the edge\), got .*edge_keep.bool\(\)"
+    with pytest.raises(TypeError, match=message):
+        op(h, a_src, a_dst, rowptr, col, 0.2, keep, 1.0)
+    with pytest.raises(TypeError, match=message):
+        reference.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, 0.2, keep, 1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("where", ["h", "a_src", "a_dst"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_non_finite_inputs_propagate_as_the_reference(device, where, value, dropout):
+    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
+    {"h": h[0, 3, 1], "a_src": a_src[0, 3], "a_dst": a_dst[0, 5]}[where][0] = value
+    keep = None
+    if dropout:
+        keep = (torch.rand(2, col.numel(), 2, generator=torch.Generator().manual_seed(2)) > 0.5).to(device)
+    out = op(h, a_src, a_dst, rowptr, col, 0.2, keep, 2.0)
+    assert_same_non_finite(out, reference.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, 0.2, keep, 2.0))
+    assert torch.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_stays_exact_when_the_template_changes(device):
+    # The CUDA backward caches the transposed template: a second template, and
+    # the first changed in place, must each get their own (issue 17 item 4).
+    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
+    col = col.clone()  # changed in place below
+    gen = torch.Generator().manual_seed(4)
+    other_rowptr, other_col = random_csr(rowptr.numel() - 1, col.numel() - 10, gen, empty_rows=False)
+    templates = [(rowptr, col), (other_rowptr.to(device), other_col.to(device)), (rowptr, col)]
+    for step, (rp, cl) in enumerate(templates):
+        if step == 2:
+            cl.copy_(cl.flip(0))  # same tensor, new sources: its version changes
+        inputs = [leaf(h), leaf(a_src), leaf(a_dst), rp, cl]
+        assert_matches_reference(op, reference.keypoint_graph_attention, inputs, (0.2, None, 1.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_is_rejected(device):
+    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
+    inputs = [leaf(h), leaf(a_src), leaf(a_dst)]
+    out = op(*inputs, rowptr, col, 0.2, None, 1.0)
+    assert_double_backward_rejected("keypoint_graph_attention", out, inputs)

@@ -9,7 +9,11 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, as64, assert_close_scaled, grads, leaf
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, leaf
+from op_cases import (
+    assert_close_scaled, assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
+    assert_same_non_finite, opcheck_with_and_without_grad,
+)
 
 op = torch.ops.star.keypoint_pool
 
@@ -30,16 +34,10 @@ SHAPES = [(3, 5, 7, 4, 17), (1, 1, 1, 1, 1), (2, 6, 18, 9, 3), (4, 3, 5, 5, 2)]
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("sigma", [0.05, 0.3])
 def test_matches_reference_forward_and_backward(device, dtype, shape, sigma):
-    feat, kpts = make_inputs(*shape, dtype=dtype, device=device)
-    feat, kpts = leaf(feat), leaf(kpts)
-    out = op(feat, kpts, sigma, 1e-6)
-    f64, k64 = as64(feat), as64(kpts)
-    expected = reference.keypoint_pool(f64, k64, sigma, 1e-6)
-    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
-    got = grads(out, [feat, kpts])
-    want = grads(expected, [f64, k64])
-    for g, e in zip(got, want):
-        assert_close_scaled(g, e, dtype)
+    inputs = [leaf(t) for t in make_inputs(*shape, dtype=dtype, device=device)]
+    assert_matches_reference(
+        op, reference.keypoint_pool, inputs, (sigma, 1e-6), dtype=dtype, grad_close=assert_close_scaled
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -101,24 +99,16 @@ def test_gradient_of_one_input_only(device, need):
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=torch.float32, device=device)
-    torch.library.opcheck(op, (leaf(feat), leaf(kpts), 0.25, 1e-6))
-    torch.library.opcheck(op, (feat, kpts, 0.25, 1e-6))
+    opcheck_with_and_without_grad(op, [feat, kpts], (0.25, 1e-6))
 
 
 def test_torch_compile_fullgraph():
     feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=torch.float32)
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
     def pooled_norm(f, k):
         return star_ext.keypoint_pool(f * 2, k, 0.2).square().sum()
 
-    f1, f2 = leaf(feat), leaf(feat)
-    compiled = pooled_norm(f1, kpts)
-    eager = star_ext.keypoint_pool(f2 * 2, kpts, 0.2).square().sum()
-    torch.testing.assert_close(compiled, eager)
-    compiled.backward()
-    eager.backward()
-    torch.testing.assert_close(f1.grad, f2.grad)
+    assert_compiled_matches_eager(pooled_norm, [feat], kpts)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -136,15 +126,8 @@ def test_low_precision(device, dtype):
     sigma=st.floats(0.02, 2.0), seed=st.integers(0, 2**16),
 )
 def test_fuzz_against_reference(n, c, h, w, k, sigma, seed):
-    feat, kpts = make_inputs(n, c, h, w, k, seed=seed)
-    feat, kpts = leaf(feat), leaf(kpts)
-    out = op(feat, kpts, sigma, 1e-6)
-    f64, k64 = leaf(feat), leaf(kpts)
-    expected = reference.keypoint_pool(f64, k64, sigma, 1e-6)
-    torch.testing.assert_close(out, expected)
-    if out.numel():
-        for g, e in zip(grads(out, [feat, kpts]), grads(expected, [f64, k64])):
-            torch.testing.assert_close(g, e)
+    inputs = [leaf(t) for t in make_inputs(n, c, h, w, k, seed=seed)]
+    assert_matches_reference(op, reference.keypoint_pool, inputs, (sigma, 1e-6))
 
 
 @pytest.mark.parametrize(
@@ -174,3 +157,29 @@ def test_backward_op_checks_grad_out_shape():
     feat, kpts = make_inputs(2, 3, 4, 4, 5)
     with pytest.raises(RuntimeError, match=r"grad_out must have the output's shape"):
         torch.ops.star.keypoint_pool_backward(torch.ones(2, 5, 4, dtype=feat.dtype), feat, kpts, 0.2, 1e-6, [True, True])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("where", ["feat", "x", "y", "conf"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, value):
+    # An infinite confidence gave NaN where the reference gave +-inf: both now
+    # scale the normalised map by conf before the sum (SPEC section 2).
+    feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=dtype, device=device)
+    if where == "feat":
+        feat[0, 1, 2, 3] = value
+    else:
+        kpts[0, 1, "xyc".index(where[0])] = value
+    out = op(feat, kpts, 0.3, 1e-6)
+    assert_same_non_finite(out, reference.keypoint_pool(feat, kpts, 0.3, 1e-6))
+    assert torch.isfinite(out[1]).all()
+    if value != value:
+        assert torch.isnan(out[0, :, 1] if where == "feat" else out[0, 1]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_is_rejected(device):
+    # Issue 14 item 11: create_graph=True ended in an obscure bmm() out= error.
+    inputs = [leaf(t) for t in make_inputs(2, 3, 5, 4, 3, device=device)]
+    assert_double_backward_rejected("keypoint_pool", op(*inputs, 0.25, 1e-6), inputs)

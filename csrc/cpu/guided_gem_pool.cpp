@@ -7,6 +7,12 @@
 //   log z_i = (shift + log sum_t exp(p_i log x_t - shift) - log T) / p_i,
 // with shift = max_t p_i log x_t, so neither x^p nor the [B, P, T, C]
 // intermediates of the reference exist. The backward pass recomputes them.
+//
+// Non-finite values follow the reference (torch.clamp, log and logsumexp): a
+// NaN in x makes its column's log z NaN (the logarithm of a NaN frame is kept
+// finite so the per-frame exponentials never see NaN, and the column is
+// marked instead); a shift of +-inf is replaced by 0, as torch.logsumexp
+// does, so x = +inf gives +inf (p > 0) and all-(+inf) with p < 0 gives +inf.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,6 +24,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../gradients.h"
 #include "../validation.h"
 #include "vector_math.h"
 
@@ -37,25 +44,29 @@ std::vector<acc_t> exponents(const at::Tensor& p) {
 }
 
 // log of x (clamped to eps) for a block of `n` channels: log_x[t * kCols + l],
-// and per channel the min and max over t.
+// per channel the min and max over t, and nan_mark: NaN for a channel with a
+// NaN frame, else 0 (added to its log z).
 template <typename scalar_t, typename acc_t>
 struct BlockLogs {
   std::vector<acc_t> log_x;
-  acc_t lo[kCols], hi[kCols];
+  acc_t lo[kCols], hi[kCols], nan_mark[kCols];
 
   explicit BlockLogs(int64_t T) : log_x(T * kCols) {}
 
   STAR_ALWAYS_INLINE void load(const scalar_t* x, int64_t T, int64_t C, int64_t n, acc_t eps) {
     for (int64_t l = 0; l < n; ++l) {
-      lo[l] = std::numeric_limits<acc_t>::max();
-      hi[l] = std::numeric_limits<acc_t>::lowest();
+      lo[l] = std::numeric_limits<acc_t>::infinity();
+      hi[l] = -std::numeric_limits<acc_t>::infinity();
+      nan_mark[l] = 0;
     }
     for (int64_t t = 0; t < T; ++t) {
       acc_t* row = log_x.data() + t * kCols;
       const scalar_t* xt = x + t * C;
       for (int64_t l = 0; l < n; ++l) {
         const acc_t v = static_cast<acc_t>(xt[l]);
-        row[l] = vlog(v > eps ? v : eps);
+        nan_mark[l] = v != v ? std::numeric_limits<acc_t>::quiet_NaN() : nan_mark[l];
+        const acc_t clamped = v > eps ? v : eps;  // NaN -> eps here, marked above
+        row[l] = clamped < std::numeric_limits<acc_t>::infinity() ? vlog(clamped) : clamped;
         lo[l] = row[l] < lo[l] ? row[l] : lo[l];
         hi[l] = row[l] > hi[l] ? row[l] : hi[l];
       }
@@ -72,7 +83,9 @@ struct BlockLogs {
     const acc_t* extreme = p > 0 ? hi : lo;
     acc_t shift[kCols];
     for (int64_t l = 0; l < n; ++l) {
-      shift[l] = p * extreme[l];
+      // (v - v == 0) holds for finite v only: no NaN and no inf - inf below
+      const acc_t v = p * extreme[l];
+      shift[l] = v - v == acc_t(0) ? v : acc_t(0);
       sum[l] = 0;
     }
     for (int64_t t = 0; t < T; ++t) {
@@ -91,7 +104,8 @@ struct BlockLogs {
     }
     const acc_t inv_p = acc_t(1) / p;
     for (int64_t l = 0; l < n; ++l) {
-      log_z[l] = (shift[l] + vlog(sum[l]) - log_t) * inv_p;
+      // sum is 0 when every term underflowed (all frames +inf with p < 0), inf with a frame at +inf
+      log_z[l] = (shift[l] + vlog_or_special(sum[l]) - log_t) * inv_p + nan_mark[l];
     }
   }
 };
@@ -131,7 +145,7 @@ STAR_ALWAYS_INLINE void forward_block(const GemProblem<scalar_t>& pb, GemWorkspa
     ws.logs.log_mean(pb.T, n, pb.p[i], pb.log_t, log_z, sum, nullptr);
     const scalar_t* w = pb.weight + (b * pb.P + i) * pb.C + c0;
     for (int64_t l = 0; l < n; ++l) {
-      acc[l] += static_cast<acc_t>(w[l]) * vexp(log_z[l]);
+      acc[l] += static_cast<acc_t>(w[l]) * vexp_or_nan(log_z[l]);
     }
   }
   for (int64_t l = 0; l < n; ++l) {
@@ -162,7 +176,7 @@ STAR_ALWAYS_INLINE void backward_block(const GemProblem<scalar_t>& pb, GemWorksp
     ws.logs.log_mean(T, n, pb.p[i], pb.log_t, log_z, sum, ws.terms.data());
     const int64_t wi = (b * P + i) * C + c0;
     for (int64_t l = 0; l < n; ++l) {
-      const acc_t z = vexp(log_z[l]);
+      const acc_t z = vexp_or_nan(log_z[l]);
       if (pb.grad_weight) {
         pb.grad_weight[wi + l] = static_cast<scalar_t>(go[l] * z);
       }
@@ -269,9 +283,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
   const auto weight = weight_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
   const int64_t B = x.size(0), C = x.size(2), P = p.size(0);
-  auto grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
-  auto grad_weight = output_mask[1] ? at::empty_like(weight) : at::empty({0}, weight.options());
-  auto grad_p = output_mask[2] ? at::zeros_like(p) : at::empty({0}, p.options());
+  auto grad_x = gradient_or_empty(output_mask[0], x);
+  auto grad_weight = gradient_or_empty(output_mask[1], weight);
+  auto grad_p = gradient_or_empty(output_mask[2], p, /*zeroed=*/true);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_gem_pool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t num_blocks = B * ((C + kCols - 1) / kCols);

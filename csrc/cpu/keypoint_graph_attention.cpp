@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include "../graph_attention_inputs.h"
+#include "../gradients.h"
 #include "../validation.h"
 
 namespace star {
@@ -184,17 +185,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
   const auto grad_out = grad_out_in.contiguous();
   // Accumulate in the op-math type (float for half/bfloat16), cast at the end.
   const auto acc_type = at::toOpMathType(h.scalar_type());
-  const auto acc_opts = h.options().dtype(acc_type);
-  const auto alloc = [&](bool needed, const at::Tensor& like) {
-    return needed ? at::zeros(like.sizes(), acc_opts) : at::Tensor();
-  };
-  auto grad_h = alloc(output_mask[0], h);
-  auto grad_a_src = alloc(output_mask[1], a_src);
-  auto grad_a_dst = alloc(output_mask[2], a_dst);
+  auto grad_h = gradient_or_empty(output_mask[0], h, /*zeroed=*/true, acc_type);
+  auto grad_a_src = gradient_or_empty(output_mask[1], a_src, /*zeroed=*/true, acc_type);
+  auto grad_a_dst = gradient_or_empty(output_mask[2], a_dst, /*zeroed=*/true, acc_type);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, h.scalar_type(), "keypoint_graph_attention_backward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const auto ptr = [](at::Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
+        // null for a gradient not asked for (or with no element to write)
+        const auto ptr = [](at::Tensor& t) { return t.numel() > 0 ? t.data_ptr<acc_t>() : nullptr; };
         AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "keypoint_graph_attention_backward_cpu_index", [&] {
           gat_backward_kernel<scalar_t, index_t>(
               grad_out.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(),
@@ -202,10 +200,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
               negative_slope, keep_scale, ptr(grad_h), ptr(grad_a_src), ptr(grad_a_dst));
         });
       });
-  const auto finish = [&](const at::Tensor& grad) {
-    return grad.defined() ? grad.to(h.scalar_type()) : at::empty({0}, h.options());
-  };
-  return {finish(grad_h), finish(grad_a_src), finish(grad_a_dst)};
+  return {grad_h.to(h.scalar_type()), grad_a_src.to(h.scalar_type()), grad_a_dst.to(h.scalar_type())};
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ STAR_ALWAYS_INLINE To bit_cast(From value) {
   return __builtin_bit_cast(To, value);
 }
 
+// exp of a float that is not NaN (+-inf included); see vexp_or_nan.
 STAR_ALWAYS_INLINE float vexp(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.
   const float xc = x < -87.5f ? -87.5f : (x > 88.5f ? 88.5f : x);
@@ -60,7 +61,8 @@ STAR_ALWAYS_INLINE float vexp(float x) {
   return x < -87.5f ? 0.0f : (x > 88.72f ? INFINITY : result);
 }
 
-// Natural log of a positive finite float (callers clamp to eps > 0 first).
+// Natural log of a positive finite float (callers clamp to eps > 0 first;
+// vlog_or_special covers 0, inf and NaN).
 STAR_ALWAYS_INLINE float vlog(float x) {
   // Subnormals are scaled by 2^23 into the normal range first.
   const bool tiny = x < 1.17549435e-38f;
@@ -90,6 +92,19 @@ inline double vexp(double x) {
 
 inline double vlog(double x) {
   return std::log(x);
+}
+
+// exp and log with the answers of std::exp / std::log for NaN (NaN), and for
+// log of 0 (-inf) and +inf (+inf). Kept out of the hot loops, whose callers
+// keep those values out, so vexp and vlog need no selects for them.
+template <typename T>
+STAR_ALWAYS_INLINE T vexp_or_nan(T x) {
+  return x == x ? vexp(x) : x;
+}
+
+template <typename T>
+STAR_ALWAYS_INLINE T vlog_or_special(T x) {
+  return x > T(0) && x < T(INFINITY) ? vlog(x) : (x == T(0) ? -T(INFINITY) : x);
 }
 
 }  // namespace star

@@ -24,6 +24,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../gradients.h"
 #include "../validation.h"
 #include "common.cuh"
 
@@ -41,10 +42,22 @@ __device__ __forceinline__ acc_t clamp_min(acc_t v, acc_t eps) {
   return v < eps ? eps : v;
 }
 
-// The shift that keeps every p * log x_t - shift <= 0.
+// The shift that keeps every p * log x_t - shift <= 0; 0 when that is not
+// finite (x = +inf, or a NaN column), as torch.logsumexp does, so +inf and
+// NaN come out as in the reference (cpu/guided_gem_pool.cpp).
 template <typename acc_t>
 __device__ __forceinline__ acc_t lse_shift(acc_t p, acc_t lo, acc_t hi) {
-  return p > acc_t(0) ? p * hi : p * lo;
+  const acc_t v = p > acc_t(0) ? p * hi : p * lo;
+  return v - v == acc_t(0) ? v : acc_t(0);
+}
+
+// The exponent p, or NaN when it is outside the supported range (checked on
+// the host on CPU; on CUDA that would synchronise, so the result is NaN).
+template <typename acc_t>
+__device__ __forceinline__ acc_t supported_exponent(acc_t p) {
+  const float magnitude = fabsf(static_cast<float>(p));  // in float32, as validation.cpp
+  const bool ok = magnitude >= static_cast<float>(kMinAbsExponent) && magnitude <= static_cast<float>(kMaxAbsExponent);
+  return ok ? p : acc_t(NAN);
 }
 
 // log max(x_t, eps) for t < kCachedFrames (zero beyond T), and the min and
@@ -100,7 +113,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_forward_kernel(
     column_logs<scalar_t, acc_t>(xc, T, C, eps, log_x, lo, hi);
     acc_t acc = 0;
     for (int64_t i = 0; i < P; ++i) {
-      const acc_t pi = p[i];
+      const acc_t pi = supported_exponent(p[i]);
       const acc_t shift = lse_shift(pi, lo, hi);
       acc_t s = 0, unused = 0;
 #pragma unroll
@@ -175,7 +188,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
         gx[u] = 0;
       }
       for (int64_t i = 0; i < P; ++i) {
-        const acc_t pi = p[i];
+        const acc_t pi = supported_exponent(p[i]);
         const acc_t shift = lse_shift(pi, lo, hi);
         // soft[u] = exp(p log x - shift) of the chunk's frames; s and s_log over all frames.
         acc_t soft[kCachedFrames];
@@ -286,9 +299,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cuda(
   const auto weight = weight_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), P = p_in.size(0);
-  auto grad_x = output_mask[0] ? at::empty_like(x) : at::empty({0}, x.options());
-  auto grad_weight = output_mask[1] ? at::empty_like(weight) : at::empty({0}, weight.options());
-  auto grad_p = output_mask[2] ? at::zeros_like(p_in) : at::empty({0}, p_in.options());
+  auto grad_x = gradient_or_empty(output_mask[0], x);
+  auto grad_weight = gradient_or_empty(output_mask[1], weight);
+  auto grad_p = gradient_or_empty(output_mask[2], p_in, /*zeroed=*/true);
   // With no column every gradient is empty, except grad_p: zeros.
   if (B * C == 0 || (!output_mask[0] && !output_mask[1] && !output_mask[2])) {
     return {grad_x, grad_weight, grad_p};

@@ -15,8 +15,9 @@
 //     grad_a_dst_i = sum_e ds_e; the destination of every edge is recorded.
 //  2. per source j over the transposed template: grad_h_j = sum_e coef_e *
 //     grad_out_dst(e) and grad_a_src_j = sum_e ds_e, summed in edge order.
-//     The transposed template is computed on the device on every call (stable
-//     sort of col, and searchsorted for the start of each source's run).
+//     The transposed template (stable sort of col, and searchsorted for the
+//     start of each source's run) is computed on the device once per template
+//     and cached (transposed_template.h).
 //
 // The CSR values are not validated on CUDA (that would synchronise): every
 // rowptr read is clamped into [0, E] (a row with end < start is empty) and an
@@ -35,6 +36,8 @@
 #include <torch/library.h>
 
 #include "../graph_attention_inputs.h"
+#include "../gradients.h"
+#include "../transposed_template.h"
 #include "../validation.h"
 #include "common.cuh"
 
@@ -109,7 +112,39 @@ __device__ __forceinline__ acc_t keep_factor(
   return keep[(b * s.E + e) * s.heads + k] ? keep_scale : acc_t(0);
 }
 
-// out[b, i, k, :] = sum_e alpha_e m_e h[b, col[e], k, :]. Item = (b * V + i) * heads + k.
+// A destination item (b, i, k) = (b * V + i) * heads + k of the forward and
+// of pass 1 of the backward: its row [r0, r1) of the template, a_src[b, :, k]
+// (stride heads), h[b, :, k, :] (stride heads * D), a_dst of the item and the
+// softmax statistics of its edges (in every lane of the group).
+template <typename scalar_t>
+struct DestinationItem {
+  using acc_t = at::opmath_type<scalar_t>;
+  int64_t b, i, k, r0, r1;
+  const scalar_t* a_src_bk;
+  const scalar_t* h_bk;
+  acc_t ad, mx, sum;
+};
+
+template <int G, typename scalar_t, typename index_t>
+__device__ __forceinline__ DestinationItem<scalar_t> destination_item(
+    int64_t item, const GraphShape& s, const scalar_t* __restrict__ h, const scalar_t* __restrict__ a_src,
+    const scalar_t* __restrict__ a_dst, const index_t* __restrict__ rowptr, const index_t* __restrict__ col,
+    at::opmath_type<scalar_t> slope, unsigned int mask, int lane) {
+  using acc_t = at::opmath_type<scalar_t>;
+  DestinationItem<scalar_t> it;
+  it.k = item % s.heads;
+  it.i = (item / s.heads) % s.V;
+  it.b = item / s.heads / s.V;
+  row_range(rowptr, it.i, s.E, it.r0, it.r1);
+  it.a_src_bk = a_src + it.b * s.V * s.heads + it.k;
+  it.h_bk = h + it.b * s.V * s.heads * s.D + it.k * s.D;
+  it.ad = static_cast<acc_t>(a_dst[item]);
+  softmax_stats<G, scalar_t, index_t>(
+      it.a_src_bk, col, it.r0, it.r1, s.V, s.heads, it.ad, slope, mask, lane, it.mx, it.sum);
+  return it;
+}
+
+// out[b, i, k, :] = sum_e alpha_e m_e h[b, col[e], k, :].
 template <int G, typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kGatThreads) gat_forward_kernel(
     const scalar_t* __restrict__ h, const scalar_t* __restrict__ a_src, const scalar_t* __restrict__ a_dst,
@@ -121,16 +156,10 @@ __global__ void __launch_bounds__(kGatThreads) gat_forward_kernel(
   const int lane = threadIdx.x % G;
   const int64_t items = s.B * s.V * s.heads;
   for (int64_t item = blockIdx.x * groups + threadIdx.x / G; item < items; item += int64_t(gridDim.x) * groups) {
-    const int64_t k = item % s.heads;
-    const int64_t i = (item / s.heads) % s.V;
-    const int64_t b = item / s.heads / s.V;
-    int64_t r0, r1;
-    row_range(rowptr, i, s.E, r0, r1);
-    const scalar_t* a_src_bk = a_src + b * s.V * s.heads + k;
-    const acc_t ad = static_cast<acc_t>(a_dst[item]);
-    acc_t mx, sum;
-    softmax_stats<G, scalar_t, index_t>(a_src_bk, col, r0, r1, s.V, s.heads, ad, slope, mask, lane, mx, sum);
-    const scalar_t* h_bk = h + b * s.V * s.heads * s.D + k * s.D;
+    const auto it = destination_item<G, scalar_t, index_t>(item, s, h, a_src, a_dst, rowptr, col, slope, mask, lane);
+    const int64_t b = it.b, k = it.k, r0 = it.r0, r1 = it.r1;
+    const scalar_t *a_src_bk = it.a_src_bk, *h_bk = it.h_bk;
+    const acc_t ad = it.ad, mx = it.mx, sum = it.sum;
     for (int64_t d0 = 0; d0 < s.D; d0 += G) {
       const int64_t d = d0 + lane;
       acc_t acc = 0;
@@ -179,21 +208,15 @@ __global__ void __launch_bounds__(kGatThreads) gat_backward_dst_kernel(
   const int lane = threadIdx.x % G;
   const int64_t items = s.B * s.V * s.heads;
   for (int64_t item = blockIdx.x * groups + threadIdx.x / G; item < items; item += int64_t(gridDim.x) * groups) {
-    const int64_t k = item % s.heads;
-    const int64_t i = (item / s.heads) % s.V;
-    const int64_t b = item / s.heads / s.V;
-    int64_t r0, r1;
-    row_range(rowptr, i, s.E, r0, r1);
+    const auto it = destination_item<G, scalar_t, index_t>(item, s, h, a_src, a_dst, rowptr, col, slope, mask, lane);
+    const int64_t b = it.b, k = it.k, r0 = it.r0, r1 = it.r1;
+    const scalar_t *a_src_bk = it.a_src_bk, *h_bk = it.h_bk;
+    const acc_t ad = it.ad, mx = it.mx, sum = it.sum;
     if (edge_dst != nullptr && b == 0 && k == 0) {
       for (int64_t e = r0 + lane; e < r1; e += G) {
-        edge_dst[e] = i;
+        edge_dst[e] = it.i;
       }
     }
-    const scalar_t* a_src_bk = a_src + b * s.V * s.heads + k;
-    const acc_t ad = static_cast<acc_t>(a_dst[item]);
-    acc_t mx, sum;
-    softmax_stats<G, scalar_t, index_t>(a_src_bk, col, r0, r1, s.V, s.heads, ad, slope, mask, lane, mx, sum);
-    const scalar_t* h_bk = h + b * s.V * s.heads * s.D + k * s.D;
     const scalar_t* go = grad_out + item * s.D;
     acc_t weighted = 0;  // this lane's part of sum_e alpha_e dalpha_e
     for (int64_t base = r0; base < r1; base += G) {
@@ -378,9 +401,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
   const GraphShape& s = in.shape;
   const uint8_t* keep = in.keep_data();
   const auto grad_out = grad_out_in.contiguous();
-  auto grad_h = output_mask[0] ? at::empty_like(h) : at::empty({0}, h.options());
-  auto grad_a_src = output_mask[1] ? at::empty_like(a_src) : at::empty({0}, h.options());
-  auto grad_a_dst = output_mask[2] ? at::empty_like(a_dst) : at::empty({0}, h.options());
+  auto grad_h = gradient_or_empty(output_mask[0], h);
+  auto grad_a_src = gradient_or_empty(output_mask[1], a_src);
+  auto grad_a_dst = gradient_or_empty(output_mask[2], a_dst);
   if (s.B * s.V * s.heads == 0 || (!output_mask[0] && !output_mask[1] && !output_mask[2])) {
     return {grad_h, grad_a_src, grad_a_dst};  // nothing to compute (or no element to write)
   }
@@ -415,15 +438,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
           if (need_sources) {
-            // The transposed template: edges sorted by source (stable, so in
-            // increasing edge order within a source), and where each source's
-            // run starts. Out-of-range sources sort outside [0, V) and drop out.
-            const auto sorted = at::sort(col, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-            const auto& sorted_col = std::get<0>(sorted);
-            const auto perm = std::get<1>(sorted).to(at::kLong).contiguous();
-            const auto colptr = at::searchsorted(sorted_col, at::arange(s.V + 1, col.options())).contiguous();
+            // Out-of-range sources sort outside [0, V) and drop out.
+            const auto transposed = transposed_template(col, s.V);
             gat_backward_src_kernel<G, scalar_t><<<blocks, kGatThreads, 0, stream>>>(
-                grad_out.data_ptr<scalar_t>(), colptr.data_ptr<int64_t>(), perm.data_ptr<int64_t>(),
+                grad_out.data_ptr<scalar_t>(), transposed.colptr.data_ptr<int64_t>(), transposed.perm.data_ptr<int64_t>(),
                 edge_dst.data_ptr<int64_t>(), acc_ptr(coef_buf), acc_ptr(ds_buf), s,
                 output_mask[0] ? grad_h.data_ptr<scalar_t>() : nullptr,
                 output_mask[1] ? grad_a_src.data_ptr<scalar_t>() : nullptr);

@@ -35,6 +35,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../gradients.h"
 #include "../validation.h"
 #include "common.cuh"
 
@@ -557,14 +558,8 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward_cuda(
   const auto grad_out = grad_out_in.contiguous();
   // Every element is written below unless the problem is empty.
   const bool empty_problem = N == 0 || K == 0 || C == 0 || H == 0 || W == 0;
-  const auto alloc = [&](bool needed, const at::Tensor& like) {
-    if (!needed) {
-      return at::empty({0}, like.options());
-    }
-    return empty_problem ? at::zeros_like(like) : at::empty_like(like);
-  };
-  auto grad_feat = alloc(output_mask[0], feat);
-  auto grad_kpts = alloc(output_mask[1], kpts);
+  auto grad_feat = gradient_or_empty(output_mask[0], feat, /*zeroed=*/empty_problem);
+  auto grad_kpts = gradient_or_empty(output_mask[1], kpts, /*zeroed=*/empty_problem);
   if (empty_problem || (!output_mask[0] && !output_mask[1])) {
     return {grad_feat, grad_kpts};
   }
