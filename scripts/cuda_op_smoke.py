@@ -248,8 +248,7 @@ def graph_inputs(dtype, B, V, heads, D, seed):
 def keep_mask(B, E, heads, seed, kind):
     if kind is None:
         return None
-    mask = rand((B, E, heads), seed) > 0.3
-    return mask.to(DEVICE, torch.bool if kind == "bool" else torch.uint8)
+    return (rand((B, E, heads), seed) > 0.3).to(DEVICE)  # edge_keep is bool only
 
 
 def graph_case(dtype, B, heads, D, graph, keep=None, seed=20, noncontiguous=False, slope=0.2):
@@ -329,7 +328,7 @@ def malformed_rowptr_case(dtype, B=2, heads=2, D=16, seed=40):
         col_bad = col.clone()
         col_bad[0] = -(2**31) if index_dtype == torch.int32 else -(2**40)
         h, a_src, a_dst = graph_inputs(dtype, B, V, heads, D, seed)
-        edge_keep = keep_mask(B, E, heads, seed + 3, "uint8")
+        edge_keep = keep_mask(B, E, heads, seed + 3, "bool")
         out = star_ext.keypoint_graph_attention(
             h, a_src, a_dst, bad.to(DEVICE, index_dtype), col_bad.to(DEVICE, index_dtype), 0.2, edge_keep, 1.0
         )
@@ -347,7 +346,7 @@ def graph_cases(quick: bool):
     cases = [
         ("skeleton T=2 B=3 heads=2 D=16", dict(B=3, heads=2, D=16, graph=star_graph)),
         ("skeleton T=3 int32 B=2 heads=1 D=12 bool dropout", dict(B=2, heads=1, D=12, graph=star_graph32, keep="bool")),
-        ("hub (45 in-edges, empty row) B=2 heads=3 D=5 uint8 dropout", dict(B=2, heads=3, D=5, graph=hub, keep="uint8")),
+        ("hub (45 in-edges, empty row) B=2 heads=3 D=5 bool dropout", dict(B=2, heads=3, D=5, graph=hub, keep="bool")),
         ("hub B=2 heads=2 D=40 slope 0.01 non-contiguous", dict(B=2, heads=2, D=40, graph=hub, slope=0.01, noncontiguous=True)),
         ("no edges E=0", dict(B=2, heads=2, D=4, graph=empty_edges)),
         ("empty batch B=0", dict(B=0, heads=2, D=16, graph=star_graph)),
