@@ -66,13 +66,6 @@ class DenseGraphAttention:
         return torch.einsum("bijk,bjkd->bikd", alpha, h)
 
 
-class _SelectedStems(TwoStreamResNet):
-    """TwoStreamResNet whose stem runs both stems on every frame and selects per frame (traceable)."""
-
-    def stem(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        return torch.where(visible.view(-1, 1, 1, 1), self.visible_stem(x), self.infrared_stem(x))
-
-
 class ExportNetwork(nn.Module):
     """(frames float32 [B, T, 3, H, W], keypoints [B, T, 17, 3], modality int64 [B]) -> embedding [B, C]."""
 
@@ -89,8 +82,6 @@ def export_network(model: nn.Module) -> ExportNetwork:
     net = copy.deepcopy(model).cpu().eval()
     if not isinstance(net.backbone, TwoStreamResNet):
         raise ExportError(f"cannot export a model with backbone {type(net.backbone).__name__}")
-    # The same module with a traceable stem: its parameters and buffers stay where they are.
-    net.backbone.__class__ = _SelectedStems
     graphs = [m for m in net.modules() if isinstance(m, KeypointGraphEncoder)]
     if len(graphs) > 1:
         raise ExportError(f"cannot export a model with {len(graphs)} keypoint graphs (one is supported)")

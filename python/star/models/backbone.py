@@ -48,6 +48,10 @@ class TwoStreamResNet(nn.Module):
 
     def stem(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Apply the stem of each frame's modality. x [N, 3, H, W], visible bool [N]."""
+        if torch.jit.is_tracing():
+            # A trace (the ONNX export) would freeze the data-dependent branches below to the
+            # example batch's modalities: run both stems and select per frame instead.
+            return torch.where(visible.view(-1, 1, 1, 1), self.visible_stem(x), self.infrared_stem(x))
         vis = visible.nonzero().squeeze(1)
         ir = (~visible).nonzero().squeeze(1)
         if ir.numel() == 0:
