@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
+from star._version import __version__
 from star.errors import StarError
 
 Command = Callable[[argparse.Namespace], int]
@@ -271,8 +272,6 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from star import __version__
-
     parser = argparse.ArgumentParser(
         prog="star",
         description="STAR video visible-infrared person re-ID: data, pose, training, evaluation.",

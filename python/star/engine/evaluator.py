@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..config import RunConfig
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
@@ -62,8 +63,6 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of metrics.json: metrics as fractions in [0, 1] (``R<k>`` = CMC at rank k)."""
-        from star import __version__
-
         return {
             "dataset": self.dataset,
             "protocol": self.protocol,
