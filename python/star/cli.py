@@ -11,39 +11,13 @@ traceback of user errors too.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from star._version import __version__
 from star.errors import StarError
-
-Command = Callable[[argparse.Namespace], int]
-
-
-class _LegacyUserError(StarError):
-    """A user error that a library module still raises as a built-in exception (see ``_legacy_user_errors``)."""
-
-
-def _legacy_user_errors(*types: type[BaseException]) -> Callable[[Command], Command]:
-    """Transitional: treat ``types`` raised by a command's library as user errors.
-
-    Only for commands whose library still raises plain exceptions for bad input (listed
-    at each use); remove once those raise ``StarError`` subclasses.
-    """
-    def wrap(command: Command) -> Command:
-        @functools.wraps(command)
-        def run(args: argparse.Namespace) -> int:
-            try:
-                return command(args)
-            except StarError:
-                raise
-            except types as e:
-                raise _LegacyUserError(str(e)) from e
-        return run
-    return wrap
 
 
 def _exit_code(error: StarError) -> int:
@@ -79,8 +53,6 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-# data/synthetic.py raises ValueError (SynthConfig checks) and FileExistsError (--out in use).
-@_legacy_user_errors(ValueError, FileExistsError)
 def _cmd_synth(args: argparse.Namespace) -> int:
     import time
 
@@ -119,8 +91,6 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
-# pose/extract.py and pose/runtime.py raise ValueError for bad --shard, --batch, --device, models.
-@_legacy_user_errors(ValueError)
 def _cmd_pose(args: argparse.Namespace) -> int:
     from star.data import load_dataset
     from star.pose import extract_keypoints, merge_shards
@@ -156,14 +126,9 @@ def _run_config(args: argparse.Namespace):
         return config_from_dict(tree, args.overrides, source=f"the config saved in {args.checkpoint}")
     if args.config is None:
         raise ConfigError("--config is required")
-    try:
-        return load_config(args.config, args.overrides)
-    except FileNotFoundError as e:  # config/loader.py reports a missing file this way
-        raise ConfigError(str(e)) from None
+    return load_config(args.config, args.overrides)
 
 
-# engine/trainer.py raises ValueError / RuntimeError (train.device) and NotADirectoryError (output_dir).
-@_legacy_user_errors(ValueError, NotADirectoryError)
 def _cmd_train(args: argparse.Namespace) -> int:
     from star.engine import train
 
@@ -235,8 +200,6 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     return 0
 
 
-# As train (the demo trains).
-@_legacy_user_errors(ValueError, NotADirectoryError)
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
