@@ -477,6 +477,16 @@ def test_train_bad_device_is_one_error_line(run, tmp_path, capsys, device):
     assert_error(rc, err, "train.device", repr(device))
 
 
+@pytest.mark.parametrize("overrides, names", [
+    (["model.backbone.pretrained=/nope/w.pth", "model.backbone.require_pretrained=true"], ["/nope/w.pth"]),
+    (["data.num_ids=50"], ["at least 50 identities", "data.num_ids"]),
+])
+def test_train_bad_weights_or_batch_size_is_one_error_line(run, tmp_path, capsys, overrides, names):
+    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
+                     f"data.root={run['root']}", *overrides)
+    assert_error(rc, err, *names)
+
+
 def test_train_output_dir_that_is_a_file_is_one_error_line(run, tmp_path, capsys):
     out = tmp_path / "afile"
     out.write_text("x")
