@@ -243,6 +243,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    def add_dataset(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
+                       help="dataset: %(choices)s")
+        p.add_argument("--root", required=True, help="dataset root directory")
+
     p = sub.add_parser("env", help="print torch/CUDA versions and which fused ops have CPU/CUDA kernels")
     p.set_defaults(func=_cmd_env)
 
@@ -265,18 +270,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("check-data", help="validate a dataset layout, its frames and keypoint store; print counts")
-    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
-                   help="dataset: %(choices)s")
-    p.add_argument("--root", required=True, help="dataset root directory")
+    add_dataset(p)
     p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too")
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts (and pose_quality with --keypoints)")
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")
-    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
-                   help="dataset: %(choices)s")
-    p.add_argument("--root", required=True, help="dataset root directory")
+    add_dataset(p)
     p.add_argument("--out", default=None, help="keypoint store directory (default: <root>/keypoints)")
     p.add_argument("--model", default="rtmpose-m",
                    help="RTMPose .onnx path, or rtmpose-s/-m/-x from rtmlib's cache (default rtmpose-m); never downloaded")
@@ -305,15 +306,18 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. optim.lr=0.01 data.root=/data/HITSZ-VCM train.amp=false")
 
+    def add_checkpoint_or_features(p: argparse.ArgumentParser) -> None:
+        add_config(p, required=False)
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
+        source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+
     p = sub.add_parser("train", help="train STAR (resumes from <output_dir>/last.pt when present)")
     add_config(p, required=True)
     p.set_defaults(func=_cmd_train, checkpoint=None)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (or saved features) in both modes; prints the table")
-    add_config(p, required=False)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
-    source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+    add_checkpoint_or_features(p)
     p.add_argument("--output-dir", default=None, help="write metrics.json here")
     p.set_defaults(func=_cmd_eval)
 
@@ -325,10 +329,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("visrank", help="draw rank lists: query strip, top-k gallery strips, green/red borders, skeletons")
-    add_config(p, required=False)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
-    source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+    add_checkpoint_or_features(p)
     p.add_argument("--out", required=True, help="output directory for the pictures")
     p.add_argument("--topk", type=int, default=None, help="gallery tracklets per query (default: EvalConfig.visrank_topk)")
     p.add_argument("--num-queries", type=int, default=None,
