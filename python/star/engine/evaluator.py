@@ -96,7 +96,7 @@ def evaluate_features(
     query: Features,
     gallery: Features,
     *,
-    protocol: str = "hitsz-vcm",
+    protocol: str = protocols.HITSZ_VCM,
     dataset: str = "",
     same_modality: bool = False,
     rerank: bool = False,
@@ -112,9 +112,9 @@ def evaluate_features(
         "max_rank": int(max_rank),
     }
     notes: list[str] = []
-    if protocol != "hitsz-vcm":
+    if protocol != protocols.HITSZ_VCM:
         info["same_modality"] = bool(same_modality)
-    if protocol == "bupt-official-dropped":
+    if protocol == protocols.BUPT_OFFICIAL_DROPPED:
         batch = protocols.OFFICIAL_TEST_BATCH
         dropped = {name: int((~protocols.official_dropped_keep(f.modalities)).sum())
                    for name, f in (("query", query), ("gallery", gallery))}
