@@ -16,16 +16,8 @@ import os
 import pytest
 import torch
 
-from star.data import (
-    SynthConfig,
-    TrackletDataset,
-    eval_loader,
-    generate_synthetic,
-    load_dataset,
-    open_keypoint_store,
-    read_hitsz_vcm,
-    train_loader,
-)
+from star.data import (SynthConfig, TrackletDataset, eval_loader, generate_synthetic, load_dataset,
+                       open_keypoint_store, read_hitsz_vcm, train_loader)
 
 SMALL = os.environ.get("STAR_BENCH_SMALL", "") == "1"
 WORKERS = int(os.environ.get("STAR_BENCH_WORKERS", min(8, os.cpu_count() or 1)))

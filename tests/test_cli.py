@@ -469,6 +469,59 @@ def test_eval_bad_device_is_one_error_line(run, capsys):
     assert_error(rc, err, "train.device", "'gpu0'")
 
 
+# Library settings errors are StarErrors (the CLI has no per-command exception lists): one line each.
+@pytest.mark.parametrize("device", ["gpu0", *([] if torch.cuda.is_available() else ["cuda"])])
+def test_train_bad_device_is_one_error_line(run, tmp_path, capsys, device):
+    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
+                     f"data.root={run['root']}", f"train.device={device}")
+    assert_error(rc, err, "train.device", repr(device))
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["model.backbone.pretrained=/nope/w.pth", "model.backbone.require_pretrained=true"], ["/nope/w.pth"]),
+    (["data.num_ids=50"], ["at least 50 identities", "data.num_ids"]),
+])
+def test_train_bad_weights_or_batch_size_is_one_error_line(run, tmp_path, capsys, overrides, names):
+    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
+                     f"data.root={run['root']}", *overrides)
+    assert_error(rc, err, *names)
+
+
+def test_train_output_dir_that_is_a_file_is_one_error_line(run, tmp_path, capsys):
+    out = tmp_path / "afile"
+    out.write_text("x")
+    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={out}", f"data.root={run['root']}")
+    assert_error(rc, err, "output_dir", out)
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--ids", "1"], ["ids=1"]),
+    (["--min-frames", "9", "--max-frames", "4"], ["min_frames <= max_frames"]),
+])
+def test_synth_bad_setting_is_one_error_line(tmp_path, capsys, argv, names):
+    rc, _, err = cli(capsys, "synth", "--out", tmp_path / "S", *argv)
+    assert_error(rc, err, *names)
+    assert not (tmp_path / "S").exists()
+
+
+def test_synth_out_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    out = tmp_path / "afile"
+    out.write_text("x")
+    rc, _, err = cli(capsys, "synth", "--out", out)
+    assert_error(rc, err, out, "not a directory")
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--shard", "5/2"], ["--shard", "5/2"]),
+    (["--shard", "x"], ["--shard", "'x'"]),
+    (["--batch", "0"], ["batch=0"]),
+])
+def test_pose_bad_setting_is_one_error_line(run, tmp_path, capsys, argv, names):
+    rc, _, err = cli(capsys, "pose", "--dataset", "synthetic", "--root", run["root"], "--out", tmp_path / "K",
+                     "--quiet", *argv)
+    assert_error(rc, err, *names)
+
+
 def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
     rc, _, err = cli(capsys, "visrank", "--checkpoint", run["best"], "--out", tmp_path / "V", "--topk", 0)
     assert_error(rc, err, "topk >= 1")

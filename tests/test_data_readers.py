@@ -64,28 +64,20 @@ def test_hitsz_min_frames_option(tmp_path):
     assert len(data.train) == 5 and len(data.query) == 3 and len(data.gallery) == 3
 
 
-def test_hitsz_malformed_lines_name_file_and_line(tmp_path):
+@pytest.mark.parametrize("name, row, text, match", [  # row None: ``text`` is the whole file
+    ("track_train_info.txt", 2, "1 40 30 0001 2", r"track_train_info\.txt:3: frame range 40\.\.30"),
+    ("test_name.txt", 4, "garbage.jpg", r"test_name\.txt:5: .*garbage"),
+    ("query_IDX.txt", None, "1 x", r"query_IDX\.txt:1: not an integer"),
+    ("query_IDX.txt", None, "1\n99", r"query_IDX\.txt:2: row 99"),
+])
+def test_hitsz_malformed_lines_name_file_and_line(tmp_path, name, row, text, match):
     make_hitsz(tmp_path, frames=False)
-    info = tmp_path / "info"
-    rows = (info / "track_train_info.txt").read_text().splitlines()
-    rows[2] = "1 40 30 0001 2"
-    (info / "track_train_info.txt").write_text("\n".join(rows) + "\n")
-    with pytest.raises(DataFormatError, match=r"track_train_info\.txt:3: frame range 40\.\.30"):
-        read_hitsz_vcm(tmp_path)
-
-    make_hitsz(tmp_path, frames=False)
-    names = (info / "test_name.txt").read_text().splitlines()
-    names[4] = "garbage.jpg"
-    (info / "test_name.txt").write_text("\n".join(names) + "\n")
-    with pytest.raises(DataFormatError, match=r"test_name\.txt:5: .*garbage"):
-        read_hitsz_vcm(tmp_path)
-
-    make_hitsz(tmp_path, frames=False)
-    (info / "query_IDX.txt").write_text("1 x\n")
-    with pytest.raises(DataFormatError, match=r"query_IDX\.txt:1: not an integer"):
-        read_hitsz_vcm(tmp_path)
-    (info / "query_IDX.txt").write_text("1\n99\n")
-    with pytest.raises(DataFormatError, match=r"query_IDX\.txt:2: row 99"):
+    path = tmp_path / "info" / name
+    rows = text.split("\n") if row is None else path.read_text().splitlines()
+    if row is not None:
+        rows[row] = text
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError, match=match):
         read_hitsz_vcm(tmp_path)
 
 
@@ -132,16 +124,15 @@ def test_bupt_reader(tmp_path):
     assert len(aux.train) == 6 and aux.num_train_pids == 2
 
 
-def test_bupt_errors(tmp_path):
+@pytest.mark.parametrize("name, text, match", [
+    ("query.txt", "5 IR CQ1 1\n5 IR XX9 1\n", r"query\.txt:2: unknown camera 'XX9'"),
+    ("query.txt", "5 IR CQ1 7\n", r"query\.txt:1: tracklet 5/IR/CQ1/7 is not in data_paths\.json"),
+    ("data_paths.json", '{"1": \n [}', r"data_paths\.json:2: invalid JSON"),
+])
+def test_bupt_errors(tmp_path, name, text, match):
     make_bupt(tmp_path)
-    (tmp_path / "query.txt").write_text("5 IR CQ1 1\n5 IR XX9 1\n")
-    with pytest.raises(DataFormatError, match=r"query\.txt:2: unknown camera 'XX9'"):
-        read_bupt(tmp_path)
-    (tmp_path / "query.txt").write_text("5 IR CQ1 7\n")
-    with pytest.raises(DataFormatError, match=r"query\.txt:1: tracklet 5/IR/CQ1/7 is not in data_paths\.json"):
-        read_bupt(tmp_path)
-    (tmp_path / "data_paths.json").write_text('{"1": \n [}')
-    with pytest.raises(DataFormatError, match=r"data_paths\.json:2: invalid JSON"):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataFormatError, match=match):
         read_bupt(tmp_path)
 
 
@@ -159,16 +150,19 @@ def test_list_reader(tmp_path):
     assert [(t.pid, t.modality) for t in data.gallery] == [(33, VISIBLE)]
 
 
-def test_list_reader_errors(tmp_path):
+@pytest.mark.parametrize("text, error, match", [
+    ("g/1.jpg 33 2 rgb g\ng/2.jpg 33 2 thermal g\n", DataFormatError, r"gallery\.txt:2: modality"),
+    ("g/1.jpg 33 rgb g\n", DataFormatError, r"gallery\.txt:1: expected"),
+    (None, DatasetLayoutError, "gallery.txt"),  # the file is missing
+])
+def test_list_reader_errors(tmp_path, text, error, match):
     make_list_dataset(tmp_path)
-    (tmp_path / "gallery.txt").write_text("g/1.jpg 33 2 rgb g\ng/2.jpg 33 2 thermal g\n")
-    with pytest.raises(DataFormatError, match=r"gallery\.txt:2: modality"):
-        read_list_dataset(tmp_path)
-    (tmp_path / "gallery.txt").write_text("g/1.jpg 33 rgb g\n")
-    with pytest.raises(DataFormatError, match=r"gallery\.txt:1: expected"):
-        read_list_dataset(tmp_path)
-    (tmp_path / "gallery.txt").unlink()
-    with pytest.raises(DatasetLayoutError, match="gallery.txt"):
+    gallery = tmp_path / "gallery.txt"
+    if text is None:
+        gallery.unlink()
+    else:
+        gallery.write_text(text)
+    with pytest.raises(error, match=match):
         read_list_dataset(tmp_path)
 
 

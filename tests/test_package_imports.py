@@ -136,3 +136,11 @@ def test_every_subpackage_has_a_layer_and_imports_go_down():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_every_module_imports(module):
     importlib.import_module(module)
+
+
+def test_the_version_in_pyproject_is_the_package_version():
+    # pyproject.toml's static version is read by pip without importing star; the two must agree.
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"] == star.__version__

@@ -11,38 +11,13 @@ traceback of user errors too.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
+from star._version import __version__
 from star.errors import StarError
-
-Command = Callable[[argparse.Namespace], int]
-
-
-class _LegacyUserError(StarError):
-    """A user error that a library module still raises as a built-in exception (see ``_legacy_user_errors``)."""
-
-
-def _legacy_user_errors(*types: type[BaseException]) -> Callable[[Command], Command]:
-    """Transitional: treat ``types`` raised by a command's library as user errors.
-
-    Only for commands whose library still raises plain exceptions for bad input (listed
-    at each use); remove once those raise ``StarError`` subclasses.
-    """
-    def wrap(command: Command) -> Command:
-        @functools.wraps(command)
-        def run(args: argparse.Namespace) -> int:
-            try:
-                return command(args)
-            except StarError:
-                raise
-            except types as e:
-                raise _LegacyUserError(str(e)) from e
-        return run
-    return wrap
 
 
 def _exit_code(error: StarError) -> int:
@@ -78,8 +53,6 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-# data/synthetic.py raises ValueError (SynthConfig checks) and FileExistsError (--out in use).
-@_legacy_user_errors(ValueError, FileExistsError)
 def _cmd_synth(args: argparse.Namespace) -> int:
     import time
 
@@ -118,8 +91,6 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
-# pose/extract.py and pose/runtime.py raise ValueError for bad --shard, --batch, --device, models.
-@_legacy_user_errors(ValueError)
 def _cmd_pose(args: argparse.Namespace) -> int:
     from star.data import load_dataset
     from star.pose import extract_keypoints, merge_shards
@@ -155,14 +126,9 @@ def _run_config(args: argparse.Namespace):
         return config_from_dict(tree, args.overrides, source=f"the config saved in {args.checkpoint}")
     if args.config is None:
         raise ConfigError("--config is required")
-    try:
-        return load_config(args.config, args.overrides)
-    except FileNotFoundError as e:  # config/loader.py reports a missing file this way
-        raise ConfigError(str(e)) from None
+    return load_config(args.config, args.overrides)
 
 
-# engine/trainer.py raises ValueError / RuntimeError (train.device) and NotADirectoryError (output_dir).
-@_legacy_user_errors(ValueError, NotADirectoryError)
 def _cmd_train(args: argparse.Namespace) -> int:
     from star.engine import train
 
@@ -234,8 +200,6 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     return 0
 
 
-# As train (the demo trains).
-@_legacy_user_errors(ValueError, NotADirectoryError)
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
@@ -271,8 +235,6 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from star import __version__
-
     parser = argparse.ArgumentParser(
         prog="star",
         description="STAR video visible-infrared person re-ID: data, pose, training, evaluation.",
@@ -280,6 +242,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"star-reid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    def add_dataset(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
+                       help="dataset: %(choices)s")
+        p.add_argument("--root", required=True, help="dataset root directory")
 
     p = sub.add_parser("env", help="print torch/CUDA versions and which fused ops have CPU/CUDA kernels")
     p.set_defaults(func=_cmd_env)
@@ -303,18 +270,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("check-data", help="validate a dataset layout, its frames and keypoint store; print counts")
-    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
-                   help="dataset: %(choices)s")
-    p.add_argument("--root", required=True, help="dataset root directory")
+    add_dataset(p)
     p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too")
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts (and pose_quality with --keypoints)")
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")
-    p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
-                   help="dataset: %(choices)s")
-    p.add_argument("--root", required=True, help="dataset root directory")
+    add_dataset(p)
     p.add_argument("--out", default=None, help="keypoint store directory (default: <root>/keypoints)")
     p.add_argument("--model", default="rtmpose-m",
                    help="RTMPose .onnx path, or rtmpose-s/-m/-x from rtmlib's cache (default rtmpose-m); never downloaded")
@@ -343,15 +306,18 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. optim.lr=0.01 data.root=/data/HITSZ-VCM train.amp=false")
 
+    def add_checkpoint_or_features(p: argparse.ArgumentParser) -> None:
+        add_config(p, required=False)
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
+        source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+
     p = sub.add_parser("train", help="train STAR (resumes from <output_dir>/last.pt when present)")
     add_config(p, required=True)
     p.set_defaults(func=_cmd_train, checkpoint=None)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (or saved features) in both modes; prints the table")
-    add_config(p, required=False)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
-    source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+    add_checkpoint_or_features(p)
     p.add_argument("--output-dir", default=None, help="write metrics.json here")
     p.set_defaults(func=_cmd_eval)
 
@@ -363,10 +329,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("visrank", help="draw rank lists: query strip, top-k gallery strips, green/red borders, skeletons")
-    add_config(p, required=False)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="best.pt / last.pt of a run (its config is used unless --config)")
-    source.add_argument("--features", help="a features .npz written by `star extract` (needs --config)")
+    add_checkpoint_or_features(p)
     p.add_argument("--out", required=True, help="output directory for the pictures")
     p.add_argument("--topk", type=int, default=None, help="gallery tracklets per query (default: EvalConfig.visrank_topk)")
     p.add_argument("--num-queries", type=int, default=None,

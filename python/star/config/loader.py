@@ -59,6 +59,10 @@ BASE_KEY = "_base_"
 RUN_KEY = "_run_"
 
 
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A config file (given, or a ``_base_`` of one) does not exist."""
+
+
 # ---------------------------------------------------------------------------
 # YAML reading
 
@@ -103,7 +107,7 @@ def _read_yaml(path: Path, included_by: Path | None) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         where = f" (a {BASE_KEY} of {included_by})" if included_by is not None else ""
-        raise FileNotFoundError(f"config file not found: {path}{where}") from None
+        raise ConfigFileNotFoundError(f"config file not found: {path}{where}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a file: {path}") from None
     try:
@@ -253,8 +257,9 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
     """Load a YAML config (with its ``_base_`` files) and apply ``key=value`` overrides.
 
     ``path=None`` starts from the defaults (full STAR on HITSZ-VCM). See the
-    module docstring for the file format. Raises ``FileNotFoundError`` for a
-    missing file and ``ConfigError`` (a ``ValueError``) for everything else.
+    module docstring for the file format. Raises ``ConfigFileNotFoundError`` (a
+    ``FileNotFoundError``) for a missing file and ``ConfigError`` (a ``ValueError``)
+    for everything else; both are ``ConfigError``s.
     """
     if path is None:
         return config_from_dict({}, overrides, source="the defaults")

@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
+from ..metrics.protocols import PROTOCOL_CHOICES
 from ..models.config import ModelConfig, _check, dataclass_from_dict, to_plain
-
-DATASETS = ("hitsz-vcm", "bupt", "synthetic", "list")
-PROTOCOLS = ("auto", "hitsz-vcm", "bupt", "bupt-official-dropped")
 
 
 @dataclass
@@ -44,7 +43,7 @@ class DataConfig:
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASETS, f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        _check(self.dataset in DATASET_NAMES, f"data.dataset must be one of {list(DATASET_NAMES)}, got {self.dataset!r}")
         _check(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
         _check(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
         _check(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
@@ -118,7 +117,7 @@ class EvalConfig:
     visrank_queries: int = 8  # rank-list pictures written after evaluation (0 = none)
 
     def __post_init__(self) -> None:
-        _check(self.protocol in PROTOCOLS, f"eval.protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        _check(self.protocol in PROTOCOL_CHOICES, f"eval.protocol must be one of {list(PROTOCOL_CHOICES)}, got {self.protocol!r}")
         _check(self.max_rank >= 1, "eval.max_rank must be >= 1")
         _check(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
 

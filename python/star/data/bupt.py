@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import DataFormatError, DatasetLayoutError
 from .fileio import read_lines, read_text
-from .tracklet import INFRARED, VISIBLE, FrameIndex, Tracklet, VideoReidData, relabel_train
+from .tracklet import INFRARED, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 BUPT_TREE = """\
 <root>/
@@ -128,15 +128,9 @@ def read_bupt(root: str | Path, auxiliary: bool = False, min_frames: int = 0) ->
         read = [_read_split(root / f, index, spans, min_frames) for f in files]
         splits[split] = [t for tracklets, _ in read for t in tracklets]
         dropped[split] = sum(n for _, n in read)
-    train, pid_map = relabel_train(splits["train"])
-    return VideoReidData(
-        name="bupt",
-        root=str(root),
-        train=train,
-        query=splits["query"],
-        gallery=splits["gallery"],
+    return VideoReidData.from_splits(
+        "bupt", root, **splits,
         frame_index={STORE_SPLIT: index},
-        train_pid_map=pid_map,
         sources={split: " + ".join(str(root / f) for f in files) for split, files in split_files.items()},
         min_frames=max(min_frames, 1),
         dropped=dropped,

@@ -40,6 +40,14 @@ class KeypointStoreError(DataError):
 
 
 
+class SynthConfigError(DataError, ValueError):
+    """A ``SynthConfig`` setting is out of range or gives an empty split."""
+
+
+class SynthOutputError(DataError, FileExistsError):
+    """The synthetic dataset's output folder is a file, or holds something else."""
+
+
 class EmptySplitError(DataError):
     """A split has no tracklet: its annotation file lists none, or every one is shorter than the minimum."""
 

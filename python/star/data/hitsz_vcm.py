@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DataFormatError, DatasetLayoutError
 from .fileio import read_lines
-from .tracklet import INFRARED, MODALITY_NAMES, VISIBLE, FrameIndex, Tracklet, VideoReidData, relabel_train
+from .tracklet import INFRARED, MODALITY_NAMES, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 HITSZ_VCM_TREE = """\
 <root>/
@@ -178,15 +178,9 @@ def read_hitsz_vcm(root: str | Path, min_frames: int = MIN_FRAMES, name: str = "
         "query": len(query_rows) - len(query),
         "gallery": int(gallery_mask.sum()) - len(gallery),
     }
-    train, pid_map = relabel_train(train)
-    return VideoReidData(
-        name=name,
-        root=str(root),
-        train=train,
-        query=query,
-        gallery=gallery,
+    return VideoReidData.from_splits(
+        name, root, train, query, gallery,
         frame_index={"train": train_index, "test": test_index},
-        train_pid_map=pid_map,
         warnings=warnings,
         sources={
             "train": str(info / "track_train_info.txt"),

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._version import __version__
 from .errors import DataFormatError, KeypointStoreError
 from ..fileio import atomic_write, lines_digest
 from .fileio import read_lines, read_text
@@ -80,8 +81,6 @@ def write_keypoints(
         atomic_write(store / index_file, lambda f: f.write("".join(f"{k}\n" for k in index)), mode="w")
     else:
         (store / f"{split}.index.txt").unlink(missing_ok=True)  # a stale index would contradict the new array
-
-    from star import __version__
 
     meta_path = store / META_FILE
     meta = _read_meta(meta_path) if meta_path.exists() else {"splits": {}}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import DataFormatError, DatasetLayoutError
 from .fileio import read_lines
-from .tracklet import INFRARED, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData, relabel_train
+from .tracklet import INFRARED, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 LIST_TREE = """\
 <root>/
@@ -72,15 +72,9 @@ def read_list_dataset(root: str | Path, min_frames: int = 1) -> VideoReidData:
         if not path.is_file():
             raise DatasetLayoutError(path, LIST_TREE, "list-file dataset")
         splits[split], index[split], dropped[split] = _read_list(path, root, split, min_frames)
-    train, pid_map = relabel_train(splits["train"])
-    return VideoReidData(
-        name="list",
-        root=str(root),
-        train=train,
-        query=splits["query"],
-        gallery=splits["gallery"],
+    return VideoReidData.from_splits(
+        "list", root, **splits,
         frame_index=index,
-        train_pid_map=pid_map,
         sources={split: str(root / f"{split}.txt") for split in SPLITS},
         min_frames=min_frames,
         dropped=dropped,

@@ -8,7 +8,12 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .errors import DataError
 from .tracklet import INFRARED, VISIBLE, Tracklet
+
+
+class TooFewIdentitiesError(DataError, ValueError):
+    """The training split has fewer two-modality identities than a batch needs (``data.num_ids``)."""
 
 
 def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -85,8 +90,9 @@ class CrossModalIdentitySampler(Sampler[list[int]]):
         # pid -> (infrared indices, visible indices), indexed by modality id
         self.pools = {pid: lists for pid, lists in sorted(by_id.items()) if all(lists)}
         if len(self.pools) < num_ids:
-            raise ValueError(
-                f"need at least {num_ids} identities with tracklets of both modalities, found {len(self.pools)}"
+            raise TooFewIdentitiesError(
+                f"need at least {num_ids} identities with tracklets of both modalities (data.num_ids), "
+                f"found {len(self.pools)}"
             )
         if num_batches is None:
             n_ir = sum(len(v[0]) for v in self.pools.values())

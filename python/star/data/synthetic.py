@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write
+from .errors import SynthConfigError, SynthOutputError
 from .hitsz_vcm import MIN_FRAMES
 from .keypoint_store import write_keypoints
 from .synthetic_render import Identity, camera_background, render_tracklet
@@ -57,25 +58,25 @@ class SynthConfig:
     def validate(self) -> None:
         n_test = self.num_test_ids
         if self.ids < 2 or not 1 <= n_test < self.ids:
-            raise ValueError(f"need ids >= 2 and 1 <= test_ids < ids, got ids={self.ids}, test_ids={n_test}")
+            raise SynthConfigError(f"need ids >= 2 and 1 <= test_ids < ids, got ids={self.ids}, test_ids={n_test}")
         if self.ids > 9999:
-            raise ValueError("at most 9999 identities fit the 4-digit HITSZ-VCM pid")
+            raise SynthConfigError("at most 9999 identities fit the 4-digit HITSZ-VCM pid")
         if self.tracklets < 1 or self.cameras < 2:
-            raise ValueError("need tracklets >= 1 and cameras >= 2")
+            raise SynthConfigError("need tracklets >= 1 and cameras >= 2")
         if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+            raise SynthConfigError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
         if self.max_frames < MIN_FRAMES:
-            raise ValueError(
+            raise SynthConfigError(
                 f"max_frames={self.max_frames}: every tracklet would be shorter than the {MIN_FRAMES}-frame "
                 "minimum of the HITSZ-VCM reader and dropped; use max_frames >= 12"
             )
         if not 0.0 <= self.short_fraction <= 1.0:
-            raise ValueError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
+            raise SynthConfigError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
         if self.height < 16 or self.width < 8:
-            raise ValueError("frames must be at least 16 x 8 pixels")
+            raise SynthConfigError("frames must be at least 16 x 8 pixels")
         empty = _empty_splits(self)
         if empty:
-            raise ValueError(
+            raise SynthConfigError(
                 f"these settings give an empty split ({', '.join(empty)}): every tracklet there is shorter "
                 f"than the {MIN_FRAMES}-frame minimum of the HITSZ-VCM reader; "
                 "use more ids or tracklets, a larger min_frames or a smaller short_fraction"
@@ -213,11 +214,11 @@ def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, 
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory")
+            raise SynthOutputError(f"{out} exists and is not a directory")
         if any(out.iterdir()):
             if not (force and (out / MARKER).is_file()):
                 hint = " (pass force=True / --force to replace it)" if (out / MARKER).is_file() else ""
-                raise FileExistsError(f"{out} is not empty{hint}")
+                raise SynthOutputError(f"{out} is not empty{hint}")
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

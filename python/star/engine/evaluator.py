@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..config import RunConfig
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
@@ -62,8 +63,6 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of metrics.json: metrics as fractions in [0, 1] (``R<k>`` = CMC at rank k)."""
-        from star import __version__
-
         return {
             "dataset": self.dataset,
             "protocol": self.protocol,
@@ -97,7 +96,7 @@ def evaluate_features(
     query: Features,
     gallery: Features,
     *,
-    protocol: str = "hitsz-vcm",
+    protocol: str = protocols.HITSZ_VCM,
     dataset: str = "",
     same_modality: bool = False,
     rerank: bool = False,
@@ -113,9 +112,9 @@ def evaluate_features(
         "max_rank": int(max_rank),
     }
     notes: list[str] = []
-    if protocol != "hitsz-vcm":
+    if protocol != protocols.HITSZ_VCM:
         info["same_modality"] = bool(same_modality)
-    if protocol == "bupt-official-dropped":
+    if protocol == protocols.BUPT_OFFICIAL_DROPPED:
         batch = protocols.OFFICIAL_TEST_BATCH
         dropped = {name: int((~protocols.official_dropped_keep(f.modalities)).sum())
                    for name, f in (("query", query), ("gallery", gallery))}

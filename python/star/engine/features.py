@@ -12,7 +12,6 @@ names and ``meta`` is a JSON string (package version plus whatever the caller ad
 
 from __future__ import annotations
 
-import contextlib
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..errors import StarError
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
@@ -31,6 +31,7 @@ from ..data.loaders import eval_loader
 from ..data.tracklet import Tracklet
 from ..data.transforms import normalize_frames
 from .output_paths import prepare_output_file
+from .runtime import mixed_precision
 
 __all__ = ["Features", "FeatureFileError", "extract_features", "save_npz", "load_npz", "require_sets"]
 
@@ -89,12 +90,6 @@ class Features:
         )
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def extract_features(
     model: nn.Module,
     tracklets: Sequence[Tracklet],
@@ -143,7 +138,7 @@ def extract_features(
     chunks: list[torch.Tensor] = []
     seen = 0
     try:
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), mixed_precision(device, amp):
             for batch in batches:
                 index = batch["index"]
                 if index[0].item() != seen:  # the loader must keep the tracklet order
@@ -182,8 +177,6 @@ def save_npz(
         arrays[f"{name}_camids"] = np.asarray(f.camids, dtype=np.int64)
         arrays[f"{name}_modalities"] = np.asarray(f.modalities, dtype=np.int64)
         arrays[f"{name}_paths"] = np.array([str(p) for p in f.paths], dtype=np.str_).reshape(len(f.paths))
-    from star import __version__
-
     arrays["splits"] = np.array(list(sets), dtype=np.str_)
     arrays["meta"] = np.array(json.dumps({"package_version": __version__, **dict(meta or {})}))
     path = prepare_output_file(path, "features file")

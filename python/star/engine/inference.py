@@ -92,10 +92,7 @@ def load_trained_model(
     except (RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: weights do not fit the recorded model configuration: {exc}") from None
     if isinstance(device, str):
-        try:
-            device = resolve_device(device)
-        except (ValueError, RuntimeError) as exc:  # trainer.resolve_device does not raise a StarError yet
-            raise ConfigError(str(exc)) from None
+        device = resolve_device(device)
     epoch = state.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise CheckpointError(f"{checkpoint}: 'epoch' must be an integer, got {epoch!r}")

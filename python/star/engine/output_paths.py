@@ -13,11 +13,19 @@ from pathlib import Path
 
 from ..errors import StarError
 
-__all__ = ["OutputPathError", "check_output_file", "check_output_dir", "prepare_output_file", "prepare_output_dir"]
+__all__ = ["OutputPathError", "OutputNotAFolderError", "OutputNotWritableError", "check_output_file", "check_output_dir", "prepare_output_file", "prepare_output_dir"]
 
 
 class OutputPathError(StarError, OSError):
     """An output path that cannot be written; the message names it."""
+
+
+class OutputNotAFolderError(OutputPathError, NotADirectoryError):
+    """An output folder (or a folder above an output file) is an existing file."""
+
+
+class OutputNotWritableError(OutputPathError, PermissionError):
+    """An output folder (or the nearest existing folder above it) is not writable."""
 
 
 def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
@@ -35,7 +43,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` can become the output folder ``what``: a writable folder, or creatable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"the {what} {path} exists and is a file, not a folder")
+        raise OutputNotAFolderError(f"the {what} {path} exists and is a file, not a folder")
     _check_folder(path, what, path)
     return path
 
@@ -59,9 +67,9 @@ def _check_folder(folder: Path, what: str, target: Path) -> None:
     if existing is None:
         return
     if not existing.is_dir():
-        raise OutputPathError(f"cannot write the {what} {target}: {existing} is a file, not a folder")
+        raise OutputNotAFolderError(f"cannot write the {what} {target}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"cannot write the {what} {target}: the folder {existing} is not writable")
+        raise OutputNotWritableError(f"cannot write the {what} {target}: the folder {existing} is not writable")
 
 
 def _make_folder(folder: Path, what: str, target: Path) -> None:

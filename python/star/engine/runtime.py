@@ -11,7 +11,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["DeterminismSettings", "mixed_precision", "resolve_device", "seed_everything", "use_device"]
+from ..errors import StarError
+
+__all__ = ["DeterminismSettings", "DeviceError", "mixed_precision", "resolve_device", "seed_everything", "use_device"]
+
+
+class DeviceError(StarError, RuntimeError, ValueError):
+    """``train.device`` names no device, or a CUDA device on a machine without CUDA."""
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -21,9 +27,9 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"train.device: {spec!r} is not a device (use auto, cpu, cuda or cuda:N): {exc}") from None
+        raise DeviceError(f"train.device: {spec!r} is not a device (use auto, cpu, cuda or cuda:N): {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is {spec!r} but CUDA is not available; use train.device=cpu or auto")
+        raise DeviceError(f"train.device is {spec!r} but CUDA is not available; use train.device=cpu or auto")
     return device
 
 

@@ -66,6 +66,7 @@ from .checkpoint import LAST
 from .diverged import TrainingDiverged
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .loop import HookBase, TrainerBase
+from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
 from .schedule import build_optimizer, build_scheduler
 
@@ -84,10 +85,10 @@ def train(cfg: RunConfig) -> dict[str, Any]:
 
 def _check_output_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"output_dir {path} exists and is not a directory")
+        raise OutputNotAFolderError(f"output_dir {path} exists and is not a directory")
     parent = next((p for p in [path, *path.parents] if p.exists()), None)
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"output_dir {path}: {parent} is not writable")
+        raise OutputNotWritableError(f"output_dir {path}: {parent} is not writable")
 
 
 class Trainer(TrainerBase):

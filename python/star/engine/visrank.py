@@ -32,6 +32,7 @@ from ..data.sampling import sample_frame_indices
 from ..data.skeleton import COCO17_BONES, COCO17_KEYPOINTS
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
 from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
+from ..metrics.protocols import BUPT, BUPT_OFFICIAL_DROPPED
 from .features import Features
 from .output_paths import OutputPathError, prepare_output_dir
 
@@ -193,8 +194,8 @@ def write_rank_lists(
     """
     check_rank_list_options(topk=topk, num_queries=num_queries, num_frames=num_frames, image_format=image_format)
     protocol = resolve_protocol(protocol, data.name)
-    if protocol == "bupt-official-dropped":  # drawn on the whole sets
-        protocol = "bupt"
+    if protocol == BUPT_OFFICIAL_DROPPED:  # drawn on the whole sets
+        protocol = BUPT
     _check_aligned(query, data.query, "query")
     _check_aligned(gallery, data.gallery, "gallery")
     feature_pair(query.feats, gallery.feats, ("query features", "gallery features"))

@@ -39,7 +39,7 @@ from .rerank import k_reciprocal_rerank
 
 __all__ = [
     "IR_TO_RGB", "RGB_TO_IR", "RGB_TO_RGB", "IR_TO_IR", "MODE_MODALITIES", "CROSS_MODES",
-    "AUTO", "PROTOCOLS", "PROTOCOL_CHOICES", "CMC_RANKS", "OFFICIAL_TEST_BATCH",
+    "AUTO", "HITSZ_VCM", "BUPT", "BUPT_OFFICIAL_DROPPED", "PROTOCOLS", "PROTOCOL_CHOICES", "CMC_RANKS", "OFFICIAL_TEST_BATCH",
     "ModeSets", "resolve_protocol", "official_dropped_keep", "mode_sets", "same_pid_same_camera",
     "evaluate_protocol", "evaluate_hitsz_vcm", "evaluate_bupt", "format_table",
 ]
@@ -51,7 +51,8 @@ MODE_MODALITIES = {IR_TO_RGB: (INFRARED, VISIBLE), RGB_TO_IR: (VISIBLE, INFRARED
 CROSS_MODES = (IR_TO_RGB, RGB_TO_IR)
 
 AUTO = "auto"
-PROTOCOLS = ("hitsz-vcm", "bupt", "bupt-official-dropped")
+HITSZ_VCM, BUPT, BUPT_OFFICIAL_DROPPED = "hitsz-vcm", "bupt", "bupt-official-dropped"
+PROTOCOLS = (HITSZ_VCM, BUPT, BUPT_OFFICIAL_DROPPED)
 PROTOCOL_CHOICES = (AUTO, *PROTOCOLS)  # what a config or the CLI may name
 CMC_RANKS = (1, 5, 10, 20)  # the ranks of the table and of metrics.json
 OFFICIAL_TEST_BATCH = 64  # AuxNet's test batch size ("Please don't change it.")
@@ -61,7 +62,7 @@ BUPT_DATASET = "bupt"
 def resolve_protocol(protocol: str, dataset: str) -> str:
     """``auto`` -> ``bupt`` for the ``bupt`` dataset, ``hitsz-vcm`` for any other; else ``protocol`` (checked)."""
     if protocol == AUTO:
-        return "bupt" if dataset == BUPT_DATASET else "hitsz-vcm"
+        return BUPT if dataset == BUPT_DATASET else HITSZ_VCM
     if protocol not in PROTOCOLS:
         raise MetricsInputError(
             f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}")
@@ -101,7 +102,7 @@ def mode_sets(protocol: str, query_modalities, gallery_modalities, *, same_modal
     modality codes: the cross-modal modes, plus the same-modality ones with ``same_modality``
     (BUPTCampus only), or exactly ``modes`` when given."""
     qm, gm = np.asarray(query_modalities), np.asarray(gallery_modalities)
-    if protocol == "hitsz-vcm":
+    if protocol == HITSZ_VCM:
         available = CROSS_MODES
     elif protocol in PROTOCOLS:
         available = tuple(MODE_MODALITIES)
@@ -111,12 +112,12 @@ def mode_sets(protocol: str, query_modalities, gallery_modalities, *, same_modal
     for mode in wanted:
         if mode not in available:
             raise MetricsInputError(f"protocol {protocol} has modes {', '.join(available)}, not {mode!r}")
-    if protocol == "hitsz-vcm":
+    if protocol == HITSZ_VCM:
         q_all, g_all = np.arange(len(qm)), np.arange(len(gm))
         sides = {IR_TO_RGB: ("query", q_all, "gallery", g_all), RGB_TO_IR: ("gallery", g_all, "query", q_all)}
         return {mode: ModeSets(mode, *sides[mode], camera_filter=True) for mode in wanted}
     q_keep = g_keep = True
-    if protocol == "bupt-official-dropped":
+    if protocol == BUPT_OFFICIAL_DROPPED:
         q_keep, g_keep = official_dropped_keep(qm), official_dropped_keep(gm)
     out = {}
     for mode in wanted:
@@ -184,7 +185,7 @@ def evaluate_hitsz_vcm(q_feat, q_pids, q_camids, g_feat, g_pids, g_camids, *,
         ``{"IR->RGB": RankingResult, "RGB->IR": RankingResult}``.
     """
     return evaluate_protocol(
-        "hitsz-vcm", {"feats": q_feat, "pids": q_pids, "camids": q_camids},
+        HITSZ_VCM, {"feats": q_feat, "pids": q_pids, "camids": q_camids},
         {"feats": g_feat, "pids": g_pids, "camids": g_camids},
         max_rank=max_rank, rerank=rerank, rerank_params=rerank_params, chunk_size=chunk_size)
 
@@ -208,7 +209,7 @@ def evaluate_bupt(q_feat, q_pids, q_modalities, g_feat, g_pids, g_modalities, *,
     """
     q, g = feature_pair(q_feat, g_feat)
     return evaluate_protocol(
-        "bupt", {"feats": q, "pids": q_pids, "modalities": _modality_codes(q_modalities, "q_modalities", len(q))},
+        BUPT, {"feats": q, "pids": q_pids, "modalities": _modality_codes(q_modalities, "q_modalities", len(q))},
         {"feats": g, "pids": g_pids, "modalities": _modality_codes(g_modalities, "g_modalities", len(g))},
         same_modality=same_modality, max_rank=max_rank, rerank=rerank, rerank_params=rerank_params,
         chunk_size=chunk_size)

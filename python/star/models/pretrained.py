@@ -16,8 +16,18 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
+from ..errors import StarError
 from .backbone import STEM_NAMES, TwoStreamResNet
 from .config import IMAGENET
+
+
+class PretrainedWeightsError(StarError, RuntimeError):
+    """The configured pretrained weights file cannot be read or holds no state dict."""
+
+
+class PretrainedWeightsNotFoundError(PretrainedWeightsError, FileNotFoundError):
+    """Pretrained weights are required (``backbone.require_pretrained``) but not found."""
+
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +70,11 @@ def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file is an error even offline
-        raise RuntimeError(f"could not read pretrained weights from {path}: {exc}") from exc
+        raise PretrainedWeightsError(f"could not read pretrained weights from {path}: {exc}") from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise RuntimeError(f"pretrained weights {path} hold a {type(obj).__name__}, not a state dict")
+        raise PretrainedWeightsError(f"pretrained weights {path} hold a {type(obj).__name__}, not a state dict")
     return obj
 
 
@@ -110,18 +120,18 @@ def init_pretrained(
 ) -> Optional[LoadReport]:
     """Load ``source`` (path, ``"imagenet"`` or None) into the backbone if the file is there.
 
-    A missing file raises ``FileNotFoundError`` when ``require``; otherwise it
+    A missing file raises ``PretrainedWeightsNotFoundError`` (a ``FileNotFoundError``) when ``require``; otherwise it
     gives one warning and the backbone keeps its random initialisation.
     """
     if source is None:
         if require:
-            raise FileNotFoundError("pretrained backbone weights are required but no source is configured")
+            raise PretrainedWeightsNotFoundError("pretrained backbone weights are required but no source is configured")
         return None
     path, looked_for = resolve_pretrained(source, backbone.name)
     if path is None:
         message = f"pretrained backbone weights not found: {looked_for}"
         if require:
-            raise FileNotFoundError(message + " (backbone.require_pretrained is set)")
+            raise PretrainedWeightsNotFoundError(message + " (backbone.require_pretrained is set)")
         warnings.warn(message + "; the backbone is randomly initialised", stacklevel=2)
         return None
     return load_backbone_weights(backbone, path)

@@ -25,7 +25,7 @@ is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onn
 :mod:`star.data.keypoint_quality` summarises a store's pose quality per split and modality.
 """
 
-from .errors import ModelNotFoundError, PoseError, UnreadableFrameError
+from .errors import ModelNotFoundError, PoseError, PoseSettingsError, UnreadableFrameError
 from .extract import (
     DEFAULT_SHARD_SIZE,
     PoseRun,
@@ -43,7 +43,7 @@ from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolv
 
 __all__ = [
     "DEFAULT_BATCH", "DEFAULT_DET_MODEL", "DEFAULT_POSE_MODEL", "DEFAULT_SHARD_SIZE", "FrameExtractor",
-    "KNOWN_MODELS", "ModelNotFoundError", "PoseError", "PoseRun", "PoseSettings", "PoseWarning", "RTMPoseModel",
+    "KNOWN_MODELS", "ModelNotFoundError", "PoseError", "PoseRun", "PoseSettingsError", "PoseSettings", "PoseWarning", "RTMPoseModel",
     "Shard", "UnreadableFrameError", "YOLOXDetector", "extract_keypoints", "merge_shards", "parse_shard_spec",
     "plan_shards", "resolve_model", "rtmlib_cache_dir", "select_part", "to_store",
 ]

@@ -9,6 +9,10 @@ class PoseError(StarError, RuntimeError):
     """Pose extraction cannot go on: bad frame, missing shards, settings that contradict a run in progress."""
 
 
+class PoseSettingsError(PoseError, ValueError):
+    """A setting of ``extract_keypoints`` / ``star pose`` is invalid (``--shard``, ``--batch``, ...)."""
+
+
 class ModelNotFoundError(PoseError, FileNotFoundError):
     """The pose or detector weights are neither at the given path nor in rtmlib's cache."""
 

@@ -52,7 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..fileio import atomic_write, lines_digest, remove_stale_temporaries
-from .errors import PoseError, UnreadableFrameError
+from .errors import PoseError, PoseSettingsError, UnreadableFrameError
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .locks import pose_run_lock
 from .progress import frame_progress
@@ -96,7 +96,7 @@ class Shard:
 def plan_shards(sizes: Mapping[str, int], shard_size: int) -> list[Shard]:
     """All shards, split by split in the given order, ``shard_size`` frames each (the last one shorter)."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise PoseSettingsError(f"shard_size must be >= 1, got {shard_size}")
     return [
         Shard(split, k, start, min(start + shard_size, n))
         for split, n in sizes.items()
@@ -113,9 +113,9 @@ def parse_shard_spec(spec: str | tuple[int, int]) -> tuple[int, int]:
             i_text, n_text = str(spec).split("/")
             i, n = int(i_text), int(n_text)
         except ValueError:
-            raise ValueError(f"--shard must be I/N with integers 0 <= I < N (e.g. 0/4), got {spec!r}") from None
+            raise PoseSettingsError(f"--shard must be I/N with integers 0 <= I < N (e.g. 0/4), got {spec!r}") from None
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard I/N needs 0 <= I < N, got {i}/{n} (parts are numbered from 0)")
+        raise PoseSettingsError(f"--shard I/N needs 0 <= I < N, got {i}/{n} (parts are numbered from 0)")
     return i, n
 
 
@@ -286,15 +286,15 @@ def extract_keypoints(
     index = _frame_lists(data)
     if out is None:
         if not hasattr(data, "root"):
-            raise ValueError("out is required when data is not a VideoReidData")
+            raise PoseSettingsError("out is required when data is not a VideoReidData")
         out = Path(data.root) / "keypoints"
     out = Path(out)
     if detector is not None and detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {DETECTORS} or None, got {detector!r}")
+        raise PoseSettingsError(f"detector must be one of {DETECTORS} or None, got {detector!r}")
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+        raise PoseSettingsError(f"dtype must be float16 or float32, got {dtype!r}")
     if batch < 1 or workers < 1:
-        raise ValueError(f"batch and workers must be >= 1, got batch={batch}, workers={workers}")
+        raise PoseSettingsError(f"batch and workers must be >= 1, got batch={batch}, workers={workers}")
     part = parse_shard_spec(shard) if shard is not None else None
 
     model_path = resolve_model(model, "pose model")

@@ -21,7 +21,9 @@ import numpy as np
 
 from .errors import PoseError
 
-NUM_KEYPOINTS = 17  # COCO-17 (star.data.skeleton.COCO17_KEYPOINTS)
+# COCO-17: star_ext.NUM_COCO_KEYPOINTS, copied because star.pose must not import torch (its spawned
+# workers start without it); tests/test_models.py ties the two.
+NUM_KEYPOINTS = 17
 RTMPOSE_MEAN = (123.675, 116.28, 103.53)  # BGR, as rtmlib
 RTMPOSE_STD = (58.395, 57.12, 57.375)
 BOX_PADDING = 1.25
