@@ -542,7 +542,7 @@ def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth
     out, err = capfd.readouterr()
     assert "\r" not in out + err
     lines = [line for line in out.splitlines() if line.startswith("[epoch ")]
-    assert [line.split("]")[0] for line in lines] == ["[epoch 1/2 iter 3/4", "[epoch 2/2 iter 2/4"]
+    assert [line.split("]")[0] for line in lines] == ["[epoch 1 iter 3/4", "[epoch 2 iter 2/4"]
     assert all(re.search(r"loss=[\d.]+ .*lr=\S+ [\d.]+ it/s ETA \d+:\d\d:\d\d mem=\d+M$", line) for line in lines)
     records = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]
     assert [r["step"] for r in records] == [3, 6] and all("grad_norm" in r for r in records)
@@ -734,3 +734,32 @@ def test_drop_superseded_keeps_each_step_epoch_and_evaluation_once():
     # killed after logging the evaluation of epoch 1 but before last.pt recorded it: evaluated again
     pending = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": True}, {"type": "eval", "epoch": 1}]
     assert drop_superseded(killed[:4] + pending) == killed[:3] + pending[1:]
+
+
+def test_optimizer_is_fused_on_cuda_only():
+    model = torch.nn.Linear(3, 2)
+    for name in ("sgd", "adam", "adamw"):  # CPU parameters: torch's default implementation, as before
+        assert not build_optimizer(model, OptimConfig(name=name)).defaults.get("fused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_grad_scaler_steps_the_fused_optimizer_without_a_host_sync(name):
+    model = torch.nn.Linear(8, 4).cuda()
+    opt = build_optimizer(model, OptimConfig(name=name, momentum=0.9))
+    assert opt.defaults["fused"] is True
+    scaler = torch.amp.GradScaler("cuda")
+    x = torch.randn(16, 8, device="cuda")
+    for step in range(3):
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.cuda.set_sync_debug_mode("error" if step else "default")  # the first step creates the state
+        try:
+            scaler.step(opt)
+            scaler.update()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

@@ -390,7 +390,7 @@ class LoggingHook(HookBase):
         else:
             losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
             print(
-                f"[epoch {record['epoch']}/{t.max_epochs} iter {record['iter']}/{record['iters']}] {losses} "
+                f"[epoch {record['epoch']} iter {record['iter']}/{record['iters']}] {losses} "
                 f"lr={record['lr']:.2e} {1 / record['time_per_iter']:.2f} it/s ETA {eta} "
                 f"mem={record['memory_mb']:.0f}M",
                 flush=True,
