@@ -417,60 +417,136 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
 # ----------------------------------------------------------------------------- NaN guard
 
 
-class NanAtThirdCall(StarLoss):
-    def __init__(self, cfg):
+class NanAtCall(StarLoss):
+    """The loss (and its logged terms) of the ``call``-th computation is NaN."""
+
+    def __init__(self, cfg, call: int):
         super().__init__(cfg)
-        self.calls = 0
+        self.call, self.calls = call, 0
 
     def forward(self, outputs, pids):
         loss, terms = super().forward(outputs, pids)
         self.calls += 1
-        if self.calls == 3:  # epoch 2, iteration 1
+        if self.calls == self.call:
+            nan = torch.tensor(float("nan"))
             loss = loss * float("nan")
-            terms = {**terms, "triplet": float("nan"), "total": float("nan")}
+            terms = {**terms, "triplet": nan, "total": nan}
         return loss, terms
 
 
 class RecordingCheckpoints(CheckpointHook):
+    """Records every write, and whether all the model's tensors in it were finite."""
+
     def __init__(self):
         super().__init__()
         self.saved = []
 
     def write(self, state, path):
         super().write(state, path)
-        self.saved.append((Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+        finite = all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+        self.saved.append((Path(path).name, state["epoch"], finite, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
 
 
 class DivergingTrainer(Trainer):
+    def __init__(self, cfg, nan_call: int):
+        super().__init__(cfg)
+        self.nan_call = nan_call
+
     def build_loss(self):
-        return NanAtThirdCall(self.cfg.loss)
+        return NanAtCall(self.cfg.loss, self.nan_call)
 
     def build_checkpointer(self):
         self.recorder = RecordingCheckpoints()
         return self.recorder
 
 
-def test_non_finite_loss_stops_before_the_step_and_keeps_last_checkpoint(synth_root, tmp_path):
-    cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 3}))
-    trainer = DivergingTrainer(cfg)
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 1 .*triplet=nan") as info:
+# 3 iterations per epoch, log period 2: the meters are checked after steps 2, 3 (epoch end), 4, 6, 8, 9.
+# (NaN computation, (epoch, iteration, step, iterations checked) where it is found, epochs in last.pt)
+DIVERGENCES = [
+    (3, (1, 3, 3, 1), []),  # found by the epoch-end check, before the epoch's checkpoint
+    (5, (2, 3, 6, 2), [1]),  # found at the period's end, which is the epoch's end too
+    (7, (3, 2, 8, 2), [1, 2]),  # found one logging period later, mid-epoch
+]
+
+
+@pytest.mark.parametrize("nan_call, found, written", DIVERGENCES)
+def test_non_finite_loss_stops_within_a_log_period_and_never_reaches_a_checkpoint(
+    synth_root, tmp_path, nan_call, found, written
+):
+    cfg = RunConfig.from_dict(config(
+        synth_root, tmp_path / "run", optim={"epochs": 3},
+        data={"batches_per_epoch": 3}, train={"log_period": 2},
+    ))
+    trainer = DivergingTrainer(cfg, nan_call)
+    epoch, iteration, step, iterations = found
+    with pytest.raises(TrainingDiverged, match=rf"epoch {epoch}, iteration {iteration} .*triplet=nan") as info:
         trainer.run()
     err = info.value
-    assert (err.epoch, err.iteration, err.step) == (2, 1, 2)
-    assert math.isnan(err.terms["total"]) and err.checkpoint == tmp_path / "run" / "last.pt"
-    assert "intact" in str(err)
-
+    assert (err.epoch, err.iteration, err.step, err.iterations) == found
+    assert math.isnan(err.terms["total"])
     last = tmp_path / "run" / "last.pt"
     saved = trainer.recorder.saved
-    assert saved == [("last.pt", hashlib.sha256(last.read_bytes()).hexdigest())]  # untouched since epoch 1
-    state = load_checkpoint(last)
-    assert state["epoch"] == 1 and state["step"] == 2
-    # no optimizer step was taken with the NaN loss: the parameters still equal the checkpoint's
-    # (only the BN running statistics saw the forward pass)
-    params = dict(trainer.model.named_parameters())
-    assert states_equal({k: v for k, v in state["model"].items() if k in params}, params)
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert [(name, e) for name, e, _, _ in saved] == [("last.pt", e) for e in written]
+    assert all(finite for _, _, finite, _ in saved)  # never written from the non-finite state
+    if written:
+        assert err.checkpoint == last and "intact" in str(err)
+        assert saved[-1][3] == hashlib.sha256(last.read_bytes()).hexdigest()  # untouched since
+        state = load_checkpoint(last)
+        assert state["epoch"] == written[-1] and state["step"] == 3 * written[-1]
+    else:
+        assert err.checkpoint is None and not last.exists() and "no checkpoint" in str(err)
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- no host copy per step
+
+
+class CountingTensor(torch.Tensor):
+    """A tensor that counts its device->host conversions (the ones that synchronise on CUDA)."""
+
+    conversions = 0
+    HOST_COPIES = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__float__,
+                   torch.Tensor.__int__, torch.Tensor.__bool__}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.HOST_COPIES:
+            CountingTensor.conversions += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class CountingLoss(StarLoss):
+    def forward(self, outputs, pids):
+        loss, terms = super().forward(outputs, pids)
+        return loss, {k: v.as_subclass(CountingTensor) for k, v in terms.items()}
+
+
+class CountingTrainer(Trainer):
+    def build_loss(self):
+        return CountingLoss(self.cfg.loss)
+
+
+def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth_root, tmp_path, capfd):
+    # 2 epochs of 4 iterations, log period 3: the meters reach the host after steps 3, 4, 6 and 8
+    cfg = RunConfig.from_dict(config(
+        synth_root, tmp_path / "run", data={"batches_per_epoch": 4},
+        train={"log_period": 3, "progress": True}, optim={"grad_clip": 5.0},
+    ))
+    float(torch.tensor(1.0).as_subclass(CountingTensor))  # the seam counts a conversion
+    assert CountingTensor.conversions == 1
+    CountingTensor.conversions = 0
+    CountingTrainer(cfg).run()
+    assert CountingTensor.conversions == 8 // 3 + 2  # one per logging period and epoch end, none per step
+
+    # stdout and stderr are captured, no terminal: no bar redraws, one line per logging period
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err
+    lines = [line for line in out.splitlines() if line.startswith("[epoch ")]
+    assert [line.split("]")[0] for line in lines] == ["[epoch 1 iter 3/4", "[epoch 2 iter 2/4"]
+    assert all(re.search(r"loss=[\d.]+ .*lr=\S+ [\d.]+ it/s ETA \d+:\d\d:\d\d mem=\d+M$", line) for line in lines)
+    records = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]
+    assert [r["step"] for r in records] == [3, 6] and all("grad_norm" in r for r in records)
+    assert "features: " in err  # the extraction's closing line, not a bar
 
 
 # ----------------------------------------------------------------------------- errors
@@ -658,3 +734,32 @@ def test_drop_superseded_keeps_each_step_epoch_and_evaluation_once():
     # killed after logging the evaluation of epoch 1 but before last.pt recorded it: evaluated again
     pending = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": True}, {"type": "eval", "epoch": 1}]
     assert drop_superseded(killed[:4] + pending) == killed[:3] + pending[1:]
+
+
+def test_optimizer_is_fused_on_cuda_only():
+    model = torch.nn.Linear(3, 2)
+    for name in ("sgd", "adam", "adamw"):  # CPU parameters: torch's default implementation, as before
+        assert not build_optimizer(model, OptimConfig(name=name)).defaults.get("fused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_grad_scaler_steps_the_fused_optimizer_without_a_host_sync(name):
+    model = torch.nn.Linear(8, 4).cuda()
+    opt = build_optimizer(model, OptimConfig(name=name, momentum=0.9))
+    assert opt.defaults["fused"] is True
+    scaler = torch.amp.GradScaler("cuda")
+    x = torch.randn(16, 8, device="cuda")
+    for step in range(3):
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.cuda.set_sync_debug_mode("error" if step else "default")  # the first step creates the state
+        try:
+            scaler.step(opt)
+            scaler.update()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

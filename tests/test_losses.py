@@ -105,17 +105,19 @@ ALL_TERMS = ["id", "triplet", "frame_id", "frame_id_dis", "defence", "pose", "co
 def test_total_is_weighted_sum_of_named_terms():
     out = fake_output()
     cfg = LossConfig(id_weight=1.5, triplet_weight=0.5, pose_weight=0.25, consistency_weight=2.0)
-    total, terms = compute_losses(out, PIDS, cfg)
-    assert list(terms) == ALL_TERMS + ["total"]
-    assert all(isinstance(v, float) for v in terms.values())
+    total, tensors = compute_losses(out, PIDS, cfg)
+    assert list(tensors) == ALL_TERMS + ["total"]
+    # detached 0-d float32 tensors on the loss's device: the caller decides when to copy them to the host
+    assert all(v.shape == () and v.dtype == torch.float32 and not v.requires_grad for v in tensors.values())
+    terms = {k: float(v) for k, v in tensors.items()}
     weights = dict(id=1.5, triplet=0.5, frame_id=1.0, frame_id_dis=1.0, defence=1.0, pose=0.25, consistency=2.0)
     assert terms["total"] == pytest.approx(sum(weights[k] * terms[k] for k in weights), rel=1e-6)
     assert total.item() == pytest.approx(terms["total"], rel=1e-6)
     torch.testing.assert_close(
-        torch.tensor(terms["id"]), F.cross_entropy(out.logits, PIDS).detach()
+        tensors["id"], F.cross_entropy(out.logits, PIDS).detach()
     )
     torch.testing.assert_close(
-        torch.tensor(terms["frame_id_dis"]),
+        tensors["frame_id_dis"],
         F.cross_entropy(out.frame_logits_dis.flatten(0, 1), PIDS.repeat_interleave(T)).detach(),
     )
 
@@ -128,7 +130,7 @@ def test_each_term_switches_off(term):
     total, terms = compute_losses(out, PIDS, LossConfig(**{weight_field: 0.0}))
     dropped = {"frame_id": ["frame_id", "frame_id_dis"]}.get(term, [term])
     assert set(full) - set(terms) == set(dropped)
-    assert total.item() == pytest.approx(full_total.item() - sum(full[d] for d in dropped), rel=1e-5)
+    assert total.item() == pytest.approx(full_total.item() - sum(float(full[d]) for d in dropped), rel=1e-5)
     # The switched-off term's inputs get no gradient from it.
     total.backward()
     only_input = {"id": "logits", "pose": "pose_logits", "consistency": "g"}.get(term)
@@ -165,7 +167,7 @@ def test_label_smoothing_changes_cross_entropies_only():
 def test_star_loss_module_and_bad_calls():
     out = fake_output()
     total, terms = StarLoss(LossConfig(triplet_margin=0.5))(out, PIDS)
-    assert terms["total"] == pytest.approx(total.item(), rel=1e-6)
+    assert float(terms["total"]) == pytest.approx(total.item(), rel=1e-6)
     with pytest.raises(TypeError, match="StarOutput of a model in training mode"):
         compute_losses(torch.randn(B, C), PIDS)
     with pytest.raises(ValueError, match=r"pids must have shape \[B\] = \[8\]"):

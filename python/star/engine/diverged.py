@@ -9,10 +9,14 @@ from ..errors import StarError
 
 
 class TrainingDiverged(StarError, RuntimeError):
-    """A loss (or gradient norm) became NaN/inf; raised before the optimiser step.
+    """A loss (or gradient norm) became NaN/inf; raised before a checkpoint of that state is written.
 
-    ``epoch`` and ``iteration`` are 1-based, ``step`` the optimiser steps taken so far,
-    ``terms`` the loss terms of the offending iteration (this rank's), ``checkpoint`` the
+    The trainer checks its meters once per logging period and at each epoch's end (a check
+    per step would synchronise the host with the device every step), so the optimiser may
+    have stepped on the non-finite values in memory; nothing of it reaches a checkpoint.
+    ``epoch`` and ``iteration`` (1-based) are where the check found it, ``iterations`` how
+    many iterations that check covered (up to ``train.log_period``), ``step`` the optimiser
+    steps taken so far, ``terms`` their mean loss terms (this rank's), ``checkpoint`` the
     last good checkpoint (None if none was written yet).
     """
 
@@ -24,8 +28,9 @@ class TrainingDiverged(StarError, RuntimeError):
         terms: dict[str, float],
         checkpoint: Optional[Path],
         what: str = "loss",
+        iterations: int = 1,
     ):
-        self.epoch, self.iteration, self.step = epoch, iteration, step
+        self.epoch, self.iteration, self.step, self.iterations = epoch, iteration, step, iterations
         self.terms = dict(terms)
         self.checkpoint = checkpoint
         shown = ", ".join(f"{k}={v:.6g}" for k, v in self.terms.items()) or "(finite here; non-finite on another rank)"
@@ -36,6 +41,7 @@ class TrainingDiverged(StarError, RuntimeError):
         )
         super().__init__(
             f"training diverged: non-finite {what} at epoch {epoch}, iteration {iteration} (after {step} optimiser "
-            f"steps); loss terms: {shown}. Stopped before the optimiser step; {where}. "
+            f"steps; checked over the last {iterations} iteration(s)); loss terms: {shown}. "
+            f"Stopped before a checkpoint of it was written; {where}. "
             "Try a lower optim.lr, optim.grad_clip, or check the data."
         )

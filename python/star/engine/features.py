@@ -26,6 +26,7 @@ from torch import nn
 from .._version import __version__
 from ..errors import StarError
 from ..fileio import atomic_write
+from ..progress import counting_progress
 from ..data.keypoint_store import KeypointStore
 from ..data.loaders import eval_loader
 from ..data.tracklet import Tracklet
@@ -128,18 +129,15 @@ def extract_features(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    batches = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(loader, desc="features", unit="batch", leave=False)
     was_training = model.training
     model.eval()
     chunks: list[torch.Tensor] = []
     seen = 0
     try:
-        with torch.no_grad(), mixed_precision(device, amp):
-            for batch in batches:
+        with torch.no_grad(), mixed_precision(device, amp), counting_progress(
+            len(loader), "features", enabled=progress, unit="batches"
+        ) as advance:
+            for batch in loader:
                 index = batch["index"]
                 if index[0].item() != seen:  # the loader must keep the tracklet order
                     raise RuntimeError(f"extract_features: batch starts at tracklet {index[0].item()}, expected {seen}")
@@ -154,6 +152,7 @@ def extract_features(
                         f"extract_features: the model must return [B, C] embeddings in eval mode, got {shape}"
                     )
                 chunks.append(emb.detach().float().cpu())
+                advance(1)
     finally:
         model.train(was_training)
     return Features.from_tracklets(torch.cat(chunks).contiguous(), tracklets)

@@ -1,13 +1,18 @@
 """The hooks of a STAR training run (``star.engine.loop``): checkpoints, evaluation, logs.
 
-Registered in this order by ``Trainer.build_hooks``, so that after each epoch the epoch
-is logged, then checkpointed, then evaluated:
+Registered in this order by ``Trainer.build_hooks``, so that after each epoch the meters
+are checked, then the epoch is checkpointed, logged and evaluated:
 
+- :class:`DivergenceGuard`: every rank's loss meters on the device (no host copy per
+  step); once per ``train.log_period`` and at each epoch's end it copies them to the host
+  (one transfer) and raises ``TrainingDiverged`` when one is non-finite, before the
+  checkpoint hook writes anything of that state.
 - :class:`CheckpointHook`: resumes ``last.pt`` before the run; writes it atomically every
   ``train.checkpoint_period`` epochs and after every epoch that is evaluated, then marked
   "evaluation pending" until the evaluation's result is in it (a kill during an
   evaluation repeats only the evaluation); all checkpoint writes go through ``write``.
-- :class:`LoggingHook`: ``config.yaml``, header, progress bar, meters, ``log.jsonl``, TensorBoard.
+- :class:`LoggingHook`: ``config.yaml``, header, progress bar (on a terminal) or one line per
+  logging period, ``log.jsonl``, TensorBoard; it logs the guard's host copies.
 - :class:`EvalHook`: evaluates every ``train.eval_period`` epochs and after the last one
   (and a pending evaluation of a resumed run), keeps ``best.pt`` for the best mean mAP.
 
@@ -19,7 +24,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,7 +33,8 @@ from ..config import save_run_info
 from . import distributed as dist_utils
 from .checkpoint import BEST, LAST, best_state, capture_rng_state, check_resumable, load_checkpoint
 from .checkpoint import preserved_rng, restore_rng_state, save_checkpoint, training_state
-from .logs import LOG_FILE, TB_DIR, JsonlLog, format_duration, memory_mb, open_tensorboard
+from ..progress import format_duration, on_terminal
+from .logs import LOG_FILE, TB_DIR, DeviceMeters, JsonlLog, memory_mb, open_tensorboard
 from .loop import HookBase
 from .runtime import seed_everything
 
@@ -39,11 +44,58 @@ def evaluation_due(epochs_done: int, epochs: int, eval_period: int) -> bool:
     return epochs_done == epochs or (eval_period > 0 and epochs_done % eval_period == 0)
 
 
+def log_due(step: int, log_period: int) -> bool:
+    """Whether optimiser step ``step`` ends a logging period (the meters are copied and checked)."""
+    return step % log_period == 0
+
+
 def improves(value: float, best: Optional[float]) -> bool:
     """Whether mean mAP ``value`` beats ``best`` (a NaN never wins, and is always beaten)."""
     if best is None or math.isnan(best):
         return best is None or not math.isnan(value)
     return not math.isnan(value) and value > best
+
+
+class DivergenceGuard(HookBase):
+    """Every rank: the step's scalars (``trainer.step_scalars``) summed on the device, checked per period.
+
+    After the last step of each logging period and of each epoch, one host copy of the
+    window's and the epoch's means (``window``, ``epoch_means``, kept for the logging hook);
+    a non-finite loss term, or without AMP a non-finite gradient norm (under AMP the scaler
+    skips such steps), raises ``TrainingDiverged`` on every rank together. The steps since
+    the previous check may have updated the weights in memory; registered before the
+    checkpoint hook, the guard stops the run before any of it is written.
+    """
+
+    def __init__(self) -> None:
+        self.meters = DeviceMeters()
+        self.window: dict[str, float] = {}
+        self.window_steps = 0
+        self.epoch_means: dict[str, float] = {}
+
+    def before_epoch(self) -> None:
+        self.meters.start_epoch()
+        self.window, self.window_steps, self.epoch_means = {}, 0, {}
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self.meters.add(t.step_scalars)
+        if log_due(t.step, t.cfg.train.log_period):
+            self.check()
+
+    def after_epoch(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        t = self.trainer
+        self.window_steps = self.meters.window_steps
+        self.window, self.epoch_means = self.meters.flush()
+        grad_norm_ok = t.amp or math.isfinite(self.window.get("grad_norm", 0.0))
+        loss_ok = all(math.isfinite(v) for k, v in self.window.items() if k != "grad_norm")
+        if dist_utils.any_true(t.dist, not (loss_ok and grad_norm_ok), t.device):  # every rank stops together
+            terms = {} if loss_ok and grad_norm_ok else self.window
+            what = "gradient norm" if loss_ok and not grad_norm_ok else "loss"
+            raise t.diverged(terms, what, self.window_steps)
 
 
 class CheckpointHook(HookBase):
@@ -220,7 +272,11 @@ def _loss_key(term: str) -> str:  # the log.jsonl name of a meter
 
 
 class LoggingHook(HookBase):
-    """Rank 0: config.yaml, header, tqdm bar, loss meters, log.jsonl and TensorBoard records.
+    """Rank 0: config.yaml, header, progress, log.jsonl and TensorBoard records.
+
+    The loss means come from ``guard`` (its host copies, one per logging period). A tqdm
+    bar when ``train.progress`` and stderr is a terminal; otherwise (a batch job's log)
+    one plain line per logging period: epoch, iteration, losses, lr, it/s, ETA, memory.
 
     ``log.jsonl`` records: ``train`` (means over the last ``train.log_period`` steps),
     ``epoch``, ``eval``, and ``resumed`` (``step``, ``epoch``, ``eval_pending``) written
@@ -228,7 +284,8 @@ class LoggingHook(HookBase):
     steps and epochs it redoes (``logs.drop_superseded`` applies the rule).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, guard: DivergenceGuard) -> None:
+        self.guard = guard
         self.jsonl: Optional[JsonlLog] = None
         self.tb = None
         self._resumed: Optional[dict[str, Any]] = None
@@ -273,15 +330,13 @@ class LoggingHook(HookBase):
             return
         t = self.trainer
         self.bar = None
-        if t.cfg.train.progress:
+        if t.cfg.train.progress and on_terminal():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
                 total=t.iters_per_epoch, desc=f"epoch {t.epoch + 1}/{t.max_epochs}", dynamic_ncols=True, leave=False
             )
-        self.window: dict[str, float] = defaultdict(float)
-        self.epoch_sums: dict[str, float] = defaultdict(float)
-        self.n_window = self.n_epoch = 0
+        self.n_window = 0
         self.data_time = 0.0
         self.epoch_start = self.t_window = self.t_prev = time.perf_counter()
 
@@ -293,27 +348,19 @@ class LoggingHook(HookBase):
         if not self.active:
             return
         t = self.trainer
-        terms, lr, grad_norm = t.step_terms, t.step_lr, t.step_grad_norm
-        for k, v in terms.items():
-            self.window[k] += v
-            self.epoch_sums[k] += v
-        if grad_norm is not None:
-            self.window["grad_norm"] += grad_norm
         self.n_window += 1
-        self.n_epoch += 1
         now = time.perf_counter()
         if self.bar is not None:
-            ipe = t.iters_per_epoch
-            left = (t.max_epochs - t.epoch) * ipe - t.iter - 1
-            eta = (now - self.run_start) / ((t.epoch - t.start_epoch) * ipe + t.iter + 1) * left
-            self.bar.set_postfix(
-                loss=f"{terms['total']:.3f}", lr=f"{lr:.2e}", eta=format_duration(eta),
-                mem=f"{memory_mb(t.device):.0f}M", refresh=False,
-            )
             self.bar.update(1)
-        if t.step % t.cfg.train.log_period == 0:
-            self._log_train(now, lr)
+        if log_due(t.step, t.cfg.train.log_period):
+            self._log_train(now, t.step_lr)
         self.t_prev = time.perf_counter()
+
+    def _eta(self, now: float) -> float:
+        """Seconds left in the run, from this run's mean time per iteration so far."""
+        t, ipe = self.trainer, self.trainer.iters_per_epoch
+        left = (t.max_epochs - t.epoch) * ipe - t.iter - 1
+        return (now - self.run_start) / ((t.epoch - t.start_epoch) * ipe + t.iter + 1) * left
 
     def _log_train(self, now: float, lr: float) -> None:
         t, n = self.trainer, self.n_window
@@ -324,7 +371,7 @@ class LoggingHook(HookBase):
             "iters": t.iters_per_epoch,
             "step": t.step,
             "lr": lr,
-            **{_loss_key(k): v / n for k, v in self.window.items()},
+            **{_loss_key(k): v for k, v in self.guard.window.items()},
             "time_per_iter": (now - self.t_window) / n,
             "data_time": self.data_time / n,
             "memory_mb": memory_mb(t.device),
@@ -334,33 +381,39 @@ class LoggingHook(HookBase):
         if t.amp:
             record["amp_scale"] = float(t.scaler.get_scale())
         self.log(record)
-        if not t.cfg.train.progress:
+        eta = format_duration(self._eta(now))
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{record.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}", eta=eta,
+                mem=f"{record['memory_mb']:.0f}M", refresh=False,
+            )
+        else:
             losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
             print(
-                f"[epoch {record['epoch']} iter {record['iter']}/{record['iters']}] {losses} lr={record['lr']:.2e} "
-                f"{record['time_per_iter']:.3f}s/it mem={record['memory_mb']:.0f}M",
+                f"[epoch {record['epoch']} iter {record['iter']}/{record['iters']}] {losses} "
+                f"lr={record['lr']:.2e} {1 / record['time_per_iter']:.2f} it/s ETA {eta} "
+                f"mem={record['memory_mb']:.0f}M",
                 flush=True,
             )
         if self.tb is not None:
             for k, v in record.items():
                 if k not in ("type", "epoch", "iter", "iters", "step") and isinstance(v, (int, float)):
                     self.tb.add_scalar(f"train/{k}", v, record["step"])
-        self.window.clear()
         self.n_window, self.data_time, self.t_window = 0, 0.0, now
 
     def after_epoch(self) -> None:
         if not self.active:
             return
-        t, n = self.trainer, self.n_epoch
+        t = self.trainer
         if self.bar is not None:
             self.bar.close()
         record = {
             "type": "epoch",
             "epoch": t.epoch + 1,
             "step": t.step,
-            "iters": n,
+            "iters": self.guard.meters.epoch_steps,
             "epoch_time": time.perf_counter() - self.epoch_start,
-            **{_loss_key(k): v / max(n, 1) for k, v in self.epoch_sums.items()},
+            **{_loss_key(k): v for k, v in self.guard.epoch_means.items() if k != "grad_norm"},
             "lr": t.optimizer.param_groups[0]["lr"],
             "memory_mb": memory_mb(t.device),
         }

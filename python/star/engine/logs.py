@@ -1,4 +1,4 @@
-"""Training logs: ``log.jsonl`` records, TensorBoard scalars, memory and time formatting.
+"""Training logs: device-side meters, ``log.jsonl`` records, TensorBoard scalars, memory.
 
 ``log.jsonl`` is appended to by every run into the same ``output_dir``. A resumed run
 first writes a ``{"type": "resumed", "step": S, "epoch": E, "eval_pending": P}`` record:
@@ -116,8 +116,44 @@ def memory_mb(device: torch.device) -> float:
     return process_rss_bytes() / 2**20
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+class DeviceMeters:
+    """Sums of a training step's named scalars (loss terms, gradient norm), kept on the device.
+
+    ``add`` is device arithmetic only (no host synchronisation); ``flush`` copies the sums
+    of the current window and epoch to the host in one transfer and starts a new window.
+    The sums are float64, so the means equal those of Python floats summed step by step.
+    """
+
+    def __init__(self) -> None:
+        self.names: Optional[list[str]] = None
+        self._sums: Optional[torch.Tensor] = None  # [2, len(names)]: the window's, the epoch's
+        self.window_steps = self.epoch_steps = 0
+
+    def start_epoch(self) -> None:
+        if self._sums is not None:
+            self._sums.zero_()
+        self.window_steps = self.epoch_steps = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        names = list(values)
+        stacked = torch.stack([v.detach().reshape(()) for v in values.values()]).double()
+        if self._sums is None:
+            self.names, self._sums = names, torch.zeros_like(stacked).expand(2, -1).clone()
+        elif names != self.names:
+            raise ValueError(f"DeviceMeters: the step's scalars changed from {self.names} to {names}")
+        self._sums = self._sums + stacked  # broadcast: the window's and the epoch's row
+        self.window_steps += 1
+        self.epoch_steps += 1
+
+    def flush(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The means of the window (since the last flush) and of the epoch, as floats; one host copy."""
+        if self._sums is None:
+            return {}, {}
+        window, epoch = self._sums.tolist()
+        means = (
+            {k: v / self.window_steps for k, v in zip(self.names, window)} if self.window_steps else {},
+            {k: v / self.epoch_steps for k, v in zip(self.names, epoch)} if self.epoch_steps else {},
+        )
+        self._sums[0].zero_()
+        self.window_steps = 0
+        return means

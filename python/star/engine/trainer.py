@@ -23,10 +23,16 @@ What a run does, in order:
    last (table, ``metrics.json``, ``best.pt`` for the best mean mAP; it never changes the
    training's random streams, so a result does not depend on where a run was
    interrupted); ``log.jsonl`` (``train``, ``epoch``, ``eval`` and, after a resume,
-   ``resumed`` records: see ``logs.py``), TensorBoard (``tb/``) and a tqdm bar.
+   ``resumed`` records: see ``logs.py``), TensorBoard (``tb/``) and a tqdm bar on a
+   terminal (one plain line per ``train.log_period`` elsewhere).
 
-A non-finite loss (or, without AMP, a non-finite gradient norm when clipping) raises
-:class:`TrainingDiverged` before the optimiser step; ``last.pt`` stays the last good one.
+A training step never waits for the device: the loss terms stay on it, summed there, and
+are copied to the host once per ``train.log_period`` and at each epoch's end. There a
+non-finite loss (or, without AMP, a non-finite gradient norm when clipping) raises
+:class:`TrainingDiverged`, before any checkpoint is written: ``last.pt`` stays the last good
+one. The steps since the previous check may have been taken on the non-finite values (in
+memory only). With AMP on CUDA the optimiser is a fused one, which ``GradScaler`` steps
+without reading its found-inf flag on the host.
 
 ``deterministic: true`` enables ``torch.use_deterministic_algorithms`` (with
 ``CUBLAS_WORKSPACE_CONFIG`` and deterministic cuDNN) and loads training batches with
@@ -46,7 +52,6 @@ optimiser steps taken.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -64,7 +69,7 @@ from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
 from .checkpoint import LAST
 from .diverged import TrainingDiverged
-from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .hooks import CheckpointHook, DivergenceGuard, EvalHook, LoggingHook
 from .loop import HookBase, TrainerBase
 from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
@@ -216,8 +221,10 @@ class Trainer(TrainerBase):
         return StarLoss(self.cfg.loss)
 
     def build_hooks(self) -> list[HookBase]:
-        checkpointer, logger = self.build_checkpointer(), LoggingHook()
-        return [checkpointer, logger, EvalHook(checkpointer, logger)]
+        # The guard first: its end-of-epoch check comes before the checkpoint hook's write.
+        guard, checkpointer = DivergenceGuard(), self.build_checkpointer()
+        logger = LoggingHook(guard)
+        return [guard, checkpointer, logger, EvalHook(checkpointer, logger)]
 
     def build_checkpointer(self) -> CheckpointHook:
         return CheckpointHook()
@@ -238,10 +245,10 @@ class Trainer(TrainerBase):
         dist_utils.barrier(self.dist)
 
     def run_step(self, batch: dict[str, torch.Tensor]) -> None:
-        """Forward, NaN guard, backward, (clipping,) optimiser and schedule step.
+        """Forward, backward, (clipping,) optimiser and schedule step, without a host synchronisation.
 
-        Leaves ``step_terms`` (the loss terms, floats), ``step_lr`` and ``step_grad_norm``
-        for the hooks."""
+        Leaves ``step_scalars`` (the loss terms and, when clipping, ``grad_norm``: 0-d device
+        tensors, for ``DivergenceGuard``'s meters) and ``step_lr`` for the hooks."""
         frames = normalize_frames(batch["frames"].to(self.device, non_blocking=True))
         keypoints = batch["keypoints"].to(self.device, non_blocking=True)
         modality = batch["modality"].to(self.device, non_blocking=True)
@@ -249,28 +256,24 @@ class Trainer(TrainerBase):
         with self.autocast():
             outputs = self.ddp_model(frames, keypoints, modality)
             loss, terms = self.criterion(outputs, pids)
-        finite = all(math.isfinite(v) for v in terms.values())  # terms["total"] is the loss
-        if dist_utils.any_true(self.dist, not finite, self.device):  # every rank stops together
-            raise self._diverged({} if finite else terms)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        grad_norm = None
+        scalars = dict(terms)  # terms["total"] is the loss
         if self.cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip))
-            if not self.amp and not math.isfinite(grad_norm):  # under AMP the scaler skips such steps
-                raise self._diverged({**terms, "grad_norm": grad_norm}, "gradient norm")
+            scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        self.step_terms, self.step_lr, self.step_grad_norm = terms, lr, grad_norm
+        self.step_scalars, self.step_lr = scalars, lr
 
-    def _diverged(self, terms: dict[str, float], what: str = "loss") -> TrainingDiverged:
+    def diverged(self, terms: dict[str, float], what: str = "loss", iterations: int = 1) -> TrainingDiverged:
+        """The error for a non-finite ``what`` found now, over the last ``iterations`` (``DivergenceGuard``)."""
         last = self.out / LAST
         return TrainingDiverged(
-            self.epoch + 1, self.iter + 1, self.step, terms, last if last.is_file() else None, what
+            self.epoch + 1, self.iter + 1, self.step, terms, last if last.is_file() else None, what, iterations
         )
 
     def evaluate(self, final: bool):

@@ -56,8 +56,10 @@ TERMS: dict[str, tuple[str, tuple[str, ...], TermFn]] = {
 
 def compute_losses(
     outputs: StarOutput, pids: torch.Tensor, cfg: Optional[LossConfig] = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the active terms and their unweighted values as floats (plus ``"total"``).
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the active terms and their unweighted values (plus ``"total"``).
+
+    The values are detached float32 0-d tensors on the loss's device (``float(v)`` for a number).
 
     A term with weight > 0 whose inputs the model did not produce (its part is
     switched off) raises ``ValueError``: set its weight to 0 or switch the part on.
@@ -85,9 +87,10 @@ def compute_losses(
     if not weighted:
         raise ValueError("every loss term is switched off (all weights are 0)")
     total = sum(weight * value for weight, value in weighted.values())
-    # One device->host copy for all the logged values.
-    values = torch.stack([value.detach().float() for _, value in weighted.values()] + [total.detach().float()])
-    logged = dict(zip([*weighted, "total"], values.tolist()))
+    # Detached device tensors, not floats: a host copy here would synchronise every training
+    # step with the device; the trainer's meters copy them once per logging period.
+    logged = {term: value.detach().float() for term, (_, value) in weighted.items()}
+    logged["total"] = total.detach().float()
     return total, logged
 
 
@@ -98,5 +101,5 @@ class StarLoss(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else LossConfig()
 
-    def forward(self, outputs: StarOutput, pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, outputs: StarOutput, pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return compute_losses(outputs, pids, self.cfg)

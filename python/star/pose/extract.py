@@ -55,7 +55,7 @@ from ..fileio import atomic_write, lines_digest, remove_stale_temporaries
 from .errors import PoseError, PoseSettingsError, UnreadableFrameError
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .locks import pose_run_lock
-from .progress import frame_progress
+from ..progress import counting_progress as frame_progress
 from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
 from .workers import run_pool
