@@ -164,7 +164,7 @@ def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys)
 def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listdata, capsys):
     import io
 
-    from star.pose.progress import PlainProgress, frame_progress
+    from star.progress import PlainProgress, counting_progress
 
     now = [100.0]
     stream = io.StringIO()
@@ -180,7 +180,7 @@ def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listda
         "pose: 900/1000 frames (90.0 %), 10.0 frames/s, ETA 0:00:10",
         "pose: 1000/1000 frames in 0:01:40, 10.0 frames/s",
     ]
-    with frame_progress(5, "pose", stream=io.StringIO()) as advance:
+    with counting_progress(5, "pose", stream=io.StringIO()) as advance:
         assert advance.__self__.__class__ is PlainProgress  # a StringIO is no terminal
     # the CLI, its stderr captured (no terminal): no bar redraws, one closing line
     argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--model",
