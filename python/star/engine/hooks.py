@@ -1,4 +1,5 @@
-"""The hooks of a STAR training run (``star.engine.loop``): checkpoints, evaluation, logs.
+"""The hooks of a STAR training run (``star.engine.loop``): checkpoints, evaluation, logs
+(and, from ``diverged.py``, the divergence guard).
 
 Registered in this order by ``Trainer.build_hooks``, so that after each epoch the meters
 are checked, then the epoch is checkpointed, logged and evaluated:
@@ -34,7 +35,8 @@ from . import distributed as dist_utils
 from .checkpoint import BEST, LAST, best_state, capture_rng_state, check_resumable, load_checkpoint
 from .checkpoint import preserved_rng, restore_rng_state, save_checkpoint, training_state
 from ..progress import format_duration, on_terminal
-from .logs import LOG_FILE, TB_DIR, DeviceMeters, JsonlLog, memory_mb, open_tensorboard
+from .diverged import DivergenceGuard, log_due
+from .logs import LOG_FILE, TB_DIR, JsonlLog, memory_mb, open_tensorboard
 from .loop import HookBase
 from .runtime import seed_everything
 
@@ -44,58 +46,11 @@ def evaluation_due(epochs_done: int, epochs: int, eval_period: int) -> bool:
     return epochs_done == epochs or (eval_period > 0 and epochs_done % eval_period == 0)
 
 
-def log_due(step: int, log_period: int) -> bool:
-    """Whether optimiser step ``step`` ends a logging period (the meters are copied and checked)."""
-    return step % log_period == 0
-
-
 def improves(value: float, best: Optional[float]) -> bool:
     """Whether mean mAP ``value`` beats ``best`` (a NaN never wins, and is always beaten)."""
     if best is None or math.isnan(best):
         return best is None or not math.isnan(value)
     return not math.isnan(value) and value > best
-
-
-class DivergenceGuard(HookBase):
-    """Every rank: the step's scalars (``trainer.step_scalars``) summed on the device, checked per period.
-
-    After the last step of each logging period and of each epoch, one host copy of the
-    window's and the epoch's means (``window``, ``epoch_means``, kept for the logging hook);
-    a non-finite loss term, or without AMP a non-finite gradient norm (under AMP the scaler
-    skips such steps), raises ``TrainingDiverged`` on every rank together. The steps since
-    the previous check may have updated the weights in memory; registered before the
-    checkpoint hook, the guard stops the run before any of it is written.
-    """
-
-    def __init__(self) -> None:
-        self.meters = DeviceMeters()
-        self.window: dict[str, float] = {}
-        self.window_steps = 0
-        self.epoch_means: dict[str, float] = {}
-
-    def before_epoch(self) -> None:
-        self.meters.start_epoch()
-        self.window, self.window_steps, self.epoch_means = {}, 0, {}
-
-    def after_step(self) -> None:
-        t = self.trainer
-        self.meters.add(t.step_scalars)
-        if log_due(t.step, t.cfg.train.log_period):
-            self.check()
-
-    def after_epoch(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        t = self.trainer
-        self.window_steps = self.meters.window_steps
-        self.window, self.epoch_means = self.meters.flush()
-        grad_norm_ok = t.amp or math.isfinite(self.window.get("grad_norm", 0.0))
-        loss_ok = all(math.isfinite(v) for k, v in self.window.items() if k != "grad_norm")
-        if dist_utils.any_true(t.dist, not (loss_ok and grad_norm_ok), t.device):  # every rank stops together
-            terms = {} if loss_ok and grad_norm_ok else self.window
-            what = "gradient norm" if loss_ok and not grad_norm_ok else "loss"
-            raise t.diverged(terms, what, self.window_steps)
 
 
 class CheckpointHook(HookBase):

@@ -68,8 +68,8 @@ from ..models import STAR
 from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
 from .checkpoint import LAST
-from .diverged import TrainingDiverged
-from .hooks import CheckpointHook, DivergenceGuard, EvalHook, LoggingHook
+from .diverged import DivergenceGuard, TrainingDiverged
+from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .loop import HookBase, TrainerBase
 from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
