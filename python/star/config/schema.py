@@ -96,7 +96,7 @@ class TrainConfig:
     checkpoint_period: int = 1  # write last.pt every N epochs (always after the last one)
     log_period: int = 20  # iterations between JSONL / TensorBoard records
     tensorboard: bool = True
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # progress bar on a terminal (plain lines per log_period elsewhere)
     resume: bool = True  # continue from <output_dir>/last.pt when present
 
     def __post_init__(self) -> None:
