@@ -26,17 +26,9 @@ is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onn
 """
 
 from .errors import ModelNotFoundError, PoseError, PoseSettingsError, UnreadableFrameError
-from .extract import (
-    DEFAULT_SHARD_SIZE,
-    PoseRun,
-    PoseWarning,
-    Shard,
-    extract_keypoints,
-    merge_shards,
-    parse_shard_spec,
-    plan_shards,
-    select_part,
-)
+from .extract import DEFAULT_SHARD_SIZE, PoseRun, PoseWarning, extract_keypoints
+from .merge import merge_shards
+from .shards import Shard, parse_shard_spec, plan_shards, select_part
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .runtime import RTMPoseModel, YOLOXDetector, to_store
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolve_model, rtmlib_cache_dir

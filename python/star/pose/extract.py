@@ -15,7 +15,7 @@ How a run is organised (everything under ``<out>/.pose-work/``):
   A rerun skips the shards that exist and recomputes the others (an interrupted shard
   was never renamed into place). Batches never straddle shards, so a resumed run computes
   the same batches as an uninterrupted one.
-- merging (automatic at the end of a full run, or ``merge_shards`` / ``star pose --merge``
+- merging (:mod:`star.pose.merge`; automatic at the end of a full run, or ``merge_shards`` / ``star pose --merge``
   after ``--shard I/N`` runs) checks that every shard is there, writes the store with
   ``write_keypoints`` into ``.pose-work/store`` and then moves the ``.npy`` and index files
   into ``out``, ``meta.json`` last (an older ``meta.json`` is removed first): a store is
@@ -56,14 +56,12 @@ from .errors import PoseError, PoseSettingsError, UnreadableFrameError
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
 from .locks import pose_run_lock
 from ..progress import counting_progress as frame_progress
-from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, available_cpus
+from .merge import merge_locked
+from .runtime import RTMPoseModel, YOLOXDetector, available_cpus
+from .shards import PLAN_FILE, SHARD_DIR, STAGING_DIR, WORK_DIR, Shard, frame_lists, parse_shard_spec, plan_shards, read_json, select_part
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
 from .workers import run_pool
 
-WORK_DIR = ".pose-work"
-PLAN_FILE = "plan.json"
-SHARD_DIR = "shards"
-STAGING_DIR = "store"
 PLAN_FORMAT = 1
 DEFAULT_SHARD_SIZE = 1024
 DETECTORS = ("yolox",)
@@ -71,58 +69,6 @@ DETECTORS = ("yolox",)
 
 class PoseWarning(UserWarning):
     """Pose extraction went on, but something deserves attention (e.g. an unreadable frame got conf 0)."""
-
-
-# --------------------------------------------------------------------------- shards
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Rows ``start:stop`` of one split's frame index."""
-
-    split: str
-    number: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.number:06d}"
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-def plan_shards(sizes: Mapping[str, int], shard_size: int) -> list[Shard]:
-    """All shards, split by split in the given order, ``shard_size`` frames each (the last one shorter)."""
-    if shard_size < 1:
-        raise PoseSettingsError(f"shard_size must be >= 1, got {shard_size}")
-    return [
-        Shard(split, k, start, min(start + shard_size, n))
-        for split, n in sizes.items()
-        for k, start in enumerate(range(0, n, shard_size))
-    ]
-
-
-def parse_shard_spec(spec: str | tuple[int, int]) -> tuple[int, int]:
-    """``"I/N"`` (0 <= I < N, e.g. ``$SLURM_ARRAY_TASK_ID/8`` with ``--array=0-7``) -> (I, N)."""
-    if isinstance(spec, tuple):
-        i, n = spec
-    else:
-        try:
-            i_text, n_text = str(spec).split("/")
-            i, n = int(i_text), int(n_text)
-        except ValueError:
-            raise PoseSettingsError(f"--shard must be I/N with integers 0 <= I < N (e.g. 0/4), got {spec!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise PoseSettingsError(f"--shard I/N needs 0 <= I < N, got {i}/{n} (parts are numbered from 0)")
-    return i, n
-
-
-def select_part(shards: Sequence[Shard], part: int, parts: int) -> list[Shard]:
-    """Part ``part`` of ``parts``: a contiguous run of shards (parts differ in size by at most one shard)."""
-    g = len(shards)
-    return list(shards[part * g // parts:(part + 1) * g // parts])
 
 
 def _file_digest(path: str | os.PathLike) -> str:
@@ -169,13 +115,6 @@ class PoseRun:
         return text + (f"; keypoint store written to {self.out}" if self.complete else "")
 
 
-def _frame_lists(data: Any) -> dict[str, Any]:
-    index = getattr(data, "frame_index", data)
-    if not isinstance(index, Mapping) or not index:
-        raise TypeError("data must be a star.data.VideoReidData or a mapping split -> FrameIndex")
-    return dict(index)
-
-
 def _plan(index: Mapping[str, Any], fingerprint: dict, shard_size: int) -> dict:
     return {
         "format": PLAN_FORMAT,
@@ -185,14 +124,6 @@ def _plan(index: Mapping[str, Any], fingerprint: dict, shard_size: int) -> dict:
     }
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _model_name(spec, path) -> str:
     text = os.fspath(spec)
     return text if "/" not in text and os.sep not in text else Path(path).name
@@ -200,7 +131,7 @@ def _model_name(spec, path) -> str:
 
 def _store_matches(out: Path, plan: dict) -> bool:
     """``out`` already holds the complete store this plan would produce."""
-    meta = _read_json(out / "meta.json")
+    meta = read_json(out / "meta.json")
     if not meta or not isinstance(meta.get("pose_extraction"), dict):
         return False
     if {k: v for k, v in meta["pose_extraction"].items() if k != "models"} != plan["pose_extraction"]:
@@ -283,7 +214,7 @@ def extract_keypoints(
     instead of an error. ``on_shard_done(name)`` is called after each shard is saved.
     """
     t0 = time.perf_counter()
-    index = _frame_lists(data)
+    index = frame_lists(data)
     if out is None:
         if not hasattr(data, "root"):
             raise PoseSettingsError("out is required when data is not a VideoReidData")
@@ -351,7 +282,7 @@ def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, 
     if part is None:  # no other run writes here now: temporaries of killed runs are garbage
         remove_stale_temporaries(shard_dir)
         remove_stale_temporaries(work)
-    old = _read_json(work / PLAN_FILE)
+    old = read_json(work / PLAN_FILE)
     if old is None:
         atomic_write(work / PLAN_FILE, lambda f: json.dump(plan, f, indent=2), "w", durable=True)
     elif {k: v for k, v in old.items() if k != "models"} != {k: v for k, v in plan.items() if k != "models"}:
@@ -388,78 +319,9 @@ def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, 
         warnings.warn(f"frame {p} is unreadable: stored with conf 0", PoseWarning, stacklevel=3)
     complete = False
     if part is None:
-        _merge_locked(data, index, out)
+        merge_locked(data, index, out)
         complete = True
     return PoseRun(
         out, n_frames, todo, len(mine), len(mine) - len(pending), computed, 0.0, complete, part,
         sorted(set(bad) | set(unreadable)),
     )
-
-
-def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
-    """Check every shard of the run at ``out`` is there and assemble the keypoint store.
-
-    Raises :class:`PoseError` naming the missing shards (and the frames they cover), or when
-    the shards were computed for another frame index. Returns ``out``.
-    """
-    index = _frame_lists(data)
-    out = Path(out) if out is not None else Path(data.root) / "keypoints"
-    with pose_run_lock(out, out / WORK_DIR, None):
-        return _merge_locked(data, index, out)
-
-
-def _merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
-    from star.data.keypoint_quality import META_KEY as QUALITY_KEY, pose_quality, row_modalities
-    from star.data.keypoint_store import META_FILE, write_keypoints
-
-    work = out / WORK_DIR
-    plan = _read_json(work / PLAN_FILE)
-    if plan is None:
-        raise PoseError(f"nothing to merge: {work / PLAN_FILE} not found (run `star pose` first, with --shard I/N per part)")
-    for split, info in plan["splits"].items():
-        if split not in index or lines_digest(index[split].keys) != info["index_sha256"]:
-            raise PoseError(f"{work}: the shards were computed for another frame index (split {split!r} differs)")
-    if set(index) != set(plan["splits"]):
-        raise PoseError(f"{work}: the shards cover splits {sorted(plan['splits'])}, the dataset has {sorted(index)}")
-    shard_dir = work / SHARD_DIR
-    shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, plan["shard_size"])
-    missing = [s for s in shards if not (shard_dir / f"{s.name}.npy").is_file()]
-    if missing:
-        shown = ", ".join(f"{s.name} (frames {s.start}-{s.stop - 1})" for s in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise PoseError(
-            f"cannot merge: {len(missing)} of {len(shards)} shards missing in {shard_dir}: {shown}{more}; "
-            "run the missing --shard parts (or `star pose` without --shard) first"
-        )
-    fp = dict(plan["pose_extraction"], models=plan.get("models"))
-    staging = work / STAGING_DIR
-    if staging.exists():
-        shutil.rmtree(staging)
-    for split, info in plan["splits"].items():
-        parts = []
-        for s in (s for s in shards if s.split == split):
-            path = shard_dir / f"{s.name}.npy"
-            try:
-                arr = np.load(path)
-            except (OSError, ValueError) as e:
-                raise PoseError(f"{path}: unreadable shard ({e}); delete it and rerun to recompute it") from None
-            if arr.shape != (len(s), NUM_KEYPOINTS, 3):
-                raise PoseError(f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_KEYPOINTS, 3)}; delete it and rerun")
-            parts.append(arr)
-        arr = np.concatenate(parts) if parts else np.zeros((0, NUM_KEYPOINTS, 3), np.float32)
-        write_keypoints(staging, split, arr, index[split].keys, pose_model=(fp["models"] or {}).get("pose", "rtmpose"),
-                        input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
-    meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
-    meta["pose_extraction"] = fp
-    stored = {split: np.load(staging / f"{split}.npy", mmap_mode="r") for split in plan["splits"]}
-    meta[QUALITY_KEY] = pose_quality(stored, row_modalities(data, {s: len(a) for s, a in stored.items()}), meta["created_at"])
-    del stored  # the memory maps, before the files move
-    atomic_write(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), "w", durable=True)
-    # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.
-    (out / META_FILE).unlink(missing_ok=True)
-    for split in plan["splits"]:
-        for name in (f"{split}.npy", f"{split}.index.txt"):
-            os.replace(staging / name, out / name)
-    os.replace(staging / META_FILE, out / META_FILE)
-    shutil.rmtree(work)
-    return out
