@@ -14,7 +14,7 @@ import torch
 # re-exports them): star_ext is importable without the star package, so they live here.
 NUM_COCO_KEYPOINTS = 17
 
-# The 19 COCO-17 bones STAR uses for bone geometry and the graph (SPEC §3.2), 0-indexed (i, j):
+# The 19 COCO-17 bones STAR uses for bone geometry and the graph, 0-indexed (i, j):
 # bone vector p_j - p_i.
 COCO_BONES: tuple[tuple[int, int], ...] = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
@@ -51,12 +51,15 @@ def skeleton_graph(
     num_joints: int = NUM_COCO_KEYPOINTS,
     self_loops: bool = True,
     dtype: torch.dtype = torch.int64,
+    bones_in_first_frame_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spatio-temporal skeleton graph of STAR (SPEC §3.3) as CSR.
+    """The spatio-temporal skeleton graph of STAR as CSR.
 
     Node ``t * num_joints + j`` is joint ``j`` in frame ``t``. Edges, all in
     both directions: every bone inside every frame, and each joint to itself in
-    the next frame; plus one self loop per node.
+    the next frame; plus one self loop per node. ``bones_in_first_frame_only``
+    keeps the bone edges of frame 0 only, as the authors' released graph does
+    (with T = 12: 19*2 + 17*11*2 directed edges + 204 loops).
     """
     if num_frames < 1:
         raise ValueError(f"skeleton_graph: num_frames must be >= 1, got {num_frames}")
@@ -73,8 +76,9 @@ def skeleton_graph(
 
     for t in range(num_frames):
         base = t * num_joints
-        for i, j in bones:
-            both_ways(base + i, base + j)
+        if t == 0 or not bones_in_first_frame_only:
+            for i, j in bones:
+                both_ways(base + i, base + j)
         if t + 1 < num_frames:
             for j in range(num_joints):
                 both_ways(base + j, base + num_joints + j)

@@ -22,9 +22,7 @@ from star.models import (
     build_model,
     load_backbone_weights,
 )
-from star.models.bone_geometry import bone_geometry
 from star.models.pretrained import imagenet_checkpoint_candidates
-from star.models.style import StyleAugmentation, adain, partner_frames, style_partners
 
 B, T, H, W, CLASSES = 4, 3, 64, 32, 2
 MODALITY = torch.tensor([0, 1, 0, 1])  # 2 ids x 1 tracklet x {infrared, visible}
@@ -106,12 +104,12 @@ def test_dims_scale_with_backbone():
     c = 2048
     assert model.feature_dim == c
     assert model.skeleton_encoder.lstm.hidden_size == c // 2 and model.skeleton_encoder.lstm.bidirectional
-    assert model.skeleton_encoder.embed.in_features == 57 and model.skeleton_encoder.embed.out_features == 64
+    assert model.skeleton_encoder.embed.in_features == 38 and model.skeleton_encoder.embed.out_features == 64
     assert model.frame_correction.ffn[0].in_features == 2 * c
     assert model.frame_correction.skeleton_queries.num_heads == 4
     assert model.sequence_guidance.guide_bn.num_features == 2 * c
     assert model.sequence_guidance.pooling.score.out_features == 5 * c
-    assert model.sequence_guidance.graph.readout.in_features == 12 * 17 * 12
+    assert model.sequence_guidance.graph.readout is None  # parameter-free average pool of the 12 x 17 x 12 codes
     assert model.head.classifier.in_features == c
 
 
@@ -411,84 +409,6 @@ def test_missing_pretrained_file_warns_once_or_raises(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- building blocks
-
-
-def test_style_augmentation_matches_raw_intensity_recipe():
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    aug = StyleAugmentation((0.5, 1.5), mean, std)
-    raw = torch.rand(2, 2, 3, 4, 3)
-    m_, s_ = torch.tensor(mean).view(1, 1, 3, 1, 1), torch.tensor(std).view(1, 1, 3, 1, 1)
-    visible = torch.tensor([False, True])
-    torch.manual_seed(5)
-    maps = aug.colour_maps(visible)
-    torch.manual_seed(5)
-    out = aug((raw - m_) / s_, visible) * s_ + m_
-    # Infrared: one factor in [0.5, 1.5] for every channel and frame.
-    delta = maps[0, 0, 0]
-    torch.testing.assert_close(maps[0], delta * torch.eye(3))
-    assert 0.5 <= delta <= 1.5
-    torch.testing.assert_close(out[0], raw[0] * delta)
-    # Visible: output channel i is input channel perm[i] times its gain, same for all frames.
-    perm = maps[1].abs().argmax(dim=1)
-    assert sorted(perm.tolist()) == [0, 1, 2]
-    gains = maps[1][torch.arange(3), perm]
-    assert ((gains >= 0.5) & (gains <= 1.5)).all()
-    torch.testing.assert_close(out[1], raw[1][:, perm] * gains.view(1, 3, 1, 1))
-
-
-def test_adain_takes_the_style_statistics():
-    content, style = torch.randn(3, 4, 5, 6), 3 * torch.randn(3, 4, 5, 6) + 2
-    out = adain(content, style)
-    torch.testing.assert_close(out.mean(dim=(2, 3)), style.mean(dim=(2, 3)), atol=1e-5, rtol=1e-5)
-    std = dict(dim=(2, 3), correction=0)
-    torch.testing.assert_close(out.std(**std), style.std(**std), atol=1e-3, rtol=1e-3)
-
-
-def test_style_partners_respect_modality():
-    visible = torch.tensor([True, False, True, False, False, True])
-    torch.manual_seed(0)
-    same = style_partners(visible, same_modality=True)
-    cross = style_partners(visible, same_modality=False)
-    assert torch.equal(visible[same], visible) and sorted(same.tolist()) == list(range(6))
-    assert torch.equal(visible[cross], ~visible)
-    single_modality = style_partners(torch.tensor([True, True]), same_modality=False)
-    assert sorted(single_modality.tolist()) == [0, 1]  # falls back to a same-modality shuffle
-    assert partner_frames(torch.tensor([1, 0]), 3).tolist() == [3, 4, 5, 0, 1, 2]
-
-
-def test_bone_geometry_lengths_and_directions():
-    kpts = torch.zeros(1, 17, 3)
-    kpts[0, 13] = torch.tensor([0.5, 0.5, 1.0])  # left knee
-    kpts[0, 15] = torch.tensor([0.5, 0.25, 0.9])  # left ankle above it: bone (15, 13) points down
-    kpts[0, 14] = torch.tensor([0.75, 0.5, 0.8])  # right knee
-    kpts[0, 16] = torch.tensor([0.0, 0.0, 0.7])  # right ankle at the corner, detected: bone (16, 14)
-    kpts[0, 5] = torch.tensor([0.6, 0.3, 1.0])  # left shoulder; the right one (6) is not detected
-    e = bone_geometry(kpts, star_ext.COCO_BONES, aspect=0.5)
-    assert e.shape == (1, 57)
-    lengths, cos, sin = e[0, :19], e[0, 19:38], e[0, 38:]
-    torch.testing.assert_close(lengths[0], torch.tensor(0.25))
-    torch.testing.assert_close((cos[0], sin[0]), (torch.tensor(0.0), torch.tensor(1.0)))
-    # (16, 14): v = (0.75, 0.5) -> x scaled by the aspect 0.5 -> (0.375, 0.5).
-    r = math.hypot(0.375, 0.5)
-    torch.testing.assert_close(lengths[2], torch.tensor(r))
-    torch.testing.assert_close((cos[2], sin[2]), (torch.tensor(0.375 / r), torch.tensor(0.5 / r)))
-    # Bones with an undetected end are all zero (e.g. the shoulders (5, 6)), with finite gradients.
-    shoulders = star_ext.COCO_BONES.index((5, 6))
-    assert lengths[shoulders] == cos[shoulders] == sin[shoulders] == 0
-    kpts.requires_grad_(True)
-    bone_geometry(kpts, star_ext.COCO_BONES).sum().backward()
-    assert torch.isfinite(kpts.grad).all()
-
-
-def test_bone_geometry_has_no_wraparound_for_left_pointing_bones():
-    """A horizontal bone pointing left (shoulders of a person facing the camera): tiny jitter
-    must give a tiny change, not the 2 pi jump of atan2 at its cut."""
-    kpts = torch.zeros(2, 17, 3)
-    kpts[:, :, 2] = 1.0
-    kpts[:, 5, :2] = torch.tensor([0.7, 0.3])
-    kpts[:, 6, :2] = torch.tensor([[0.3, 0.3 + 1e-4], [0.3, 0.3 - 1e-4]])
-    e = bone_geometry(kpts, star_ext.COCO_BONES)
-    assert (e[0] - e[1]).abs().max() < 1e-3
 
 
 def _dense_gat(layer: KeypointGraphAttention, x, rowptr, col):

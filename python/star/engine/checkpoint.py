@@ -8,11 +8,13 @@ temporary file in the target directory, fsyncs it and renames it over the target
 a crash at any moment leaves either the previous file or the new one, never a
 half-written file.
 
-Layout (``version`` 2, see :func:`training_state` and :func:`best_state`): ``config`` is
+Layout (``version`` 3, see :func:`training_state` and :func:`best_state`): ``config`` is
 the run's ``RunConfig.to_dict()`` and ``num_classes`` (the training identities) sits
-next to it. Version 1 (before the typed model config) kept ``num_classes`` also inside
-``config["model"]``; :func:`load_checkpoint` moves it out, so old checkpoints still
-load and resume.
+next to it. :func:`load_checkpoint` upgrades older files, so they still load and resume:
+version 1 (before the typed model config) kept ``num_classes`` also inside
+``config["model"]``; versions up to 2 predate the switches between the authors' release
+and our variants (README, "Deviations from the authors' release"), and their models
+were built with the variants that were the only behaviour then (:data:`PRE_V3_MODEL_SWITCHES`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,28 @@ from .._version import __version__
 from ..errors import StarError
 from ..fileio import atomic_write
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
+
+# The model switches that checkpoints of version <= 2 do not record, at the values their
+# models were built with (the only behaviour at the time).
+PRE_V3_MODEL_SWITCHES: dict[str, dict[str, Any]] = {
+    "style": {
+        "augment_space": "raw",
+        "augment_per": "tracklet",
+        "adain_std": "biased",
+        "adain_detach_style": True,
+        "partners_per": "tracklet",
+        "cross_source": "clean",
+        "branch_batches": "joint",
+    },
+    "skeleton": {"angle": "cos_sin", "undetected": "zero", "aspect_scale": True, "edge_code": "final_states"},
+    "frame_correction": {"offset": 0.0},
+    "sequence": {"spatial_edges": "all_frames", "readout": "linear", "pose_classifier_bias": False},
+    "pooling": {"floor": 0.0, "unguided": "mean"},
+    "neck_init": "ones",
+}
+# Fixed pooling exponents were a state-dict buffer before version 3; they now come from the config.
+PRE_V3_EXPONENT_BUFFER = "sequence_guidance.pooling.exponents"
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -87,21 +110,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _upgrade(state: dict[str, Any], path: Path, version: int) -> dict[str, Any]:
-    """A version 0/1 checkpoint in the current layout (``num_classes`` out of ``config["model"]``)."""
+    """An older checkpoint in the current layout (see the module docstring)."""
     config = state.get("config")
-    if version >= 2 or not isinstance(config, dict):  # no run config: nothing to move
+    if version >= CHECKPOINT_VERSION or not isinstance(config, dict):  # no run config: nothing to upgrade
         return state
     model = config.get("model")
-    if isinstance(model, dict) and "num_classes" in model:
+    if version < 2 and isinstance(model, dict) and "num_classes" in model:
         model = dict(model)
         state.setdefault("num_classes", model.pop("num_classes"))
-        state["config"] = {**config, "model": model}
     if "num_classes" not in state:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} records no num_classes (neither at top level nor "
             f"in config.model); it cannot be rebuilt by this star-reid (format version {CHECKPOINT_VERSION})"
         )
+    if isinstance(model, dict):
+        model = _with_defaults(model, PRE_V3_MODEL_SWITCHES)
+        if not (model.get("pooling") or {}).get("learnable", False):
+            state["model"] = {k: v for k, v in state["model"].items() if k != PRE_V3_EXPONENT_BUFFER}
+        state["config"] = {**config, "model": model}
     return state
+
+
+def _with_defaults(section: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with the keys of ``defaults`` it lacks (nested sections merged)."""
+    out = dict(section)
+    for key, value in defaults.items():
+        if isinstance(value, Mapping):
+            out[key] = _with_defaults(out.get(key) or {}, value)
+        else:
+            out.setdefault(key, value)
+    return out
 
 
 # ----------------------------------------------------------------------------- layout

@@ -1,48 +1,73 @@
 """Bone geometry of COCO-17 skeletons: length and direction of every bone per frame.
 
-STAR encodes each bone by its length and angle. Two details of the encoding
-matter on real keypoints, so we fix them here (a deliberate, documented
-deviation in form, not in information):
+For bone (i, j): v = p_j - p_i on the stored normalised (x, y). The authors'
+release encodes each bone as (||v||, atan2(v_y, v_x)), bone-major, 2 numbers a
+bone. Two details matter on real keypoints, so :class:`BoneEncoding` can also:
 
-- the angle is given as (cos, sin), not as atan2's value: a horizontal bone
-  pointing left (shoulders and hips of a person facing the camera) sits at the
-  +-pi cut, where keypoint jitter would flip its angle by 2 pi from frame to frame;
-- a bone with an undetected end (confidence 0, stored as (0, 0, 0)) gets the
-  zero vector, not the geometry of a segment to the image corner. (cos, sin) of a
-  real bone is never (0, 0), so "missing" stays distinguishable.
+- give the angle as (cos, sin): a horizontal bone pointing left (shoulders and
+  hips of a person facing the camera) sits at atan2's +-pi cut, where keypoint
+  jitter flips the value by 2 pi from frame to frame;
+- zero a bone with an undetected end (confidence 0, stored as (0, 0, 0)) instead
+  of encoding a segment to the image corner ((cos, sin) of a real bone is never
+  (0, 0), so "missing" stays distinguishable);
+- scale x by the frame's W/H, so lengths and angles are those of the image.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-FEATURES_PER_BONE = 3  # length, cos(angle), sin(angle)
+
+@dataclass(frozen=True)
+class BoneEncoding:
+    """How e(t) encodes a bone (see the module docstring); the defaults are the release's."""
+
+    angle: str = "atan2"  # "atan2" | "cos_sin"
+    zero_undetected: bool = False
+    aspect_scale: bool = False
+
+    @property
+    def features_per_bone(self) -> int:
+        """2 (length, angle) or 3 (length, cos, sin)."""
+        return 2 if self.angle == "atan2" else 3
 
 
 def bone_geometry(
-    keypoints: torch.Tensor, bones: Sequence[tuple[int, int]], aspect: float = 1.0
+    keypoints: torch.Tensor,
+    bones: Sequence[tuple[int, int]],
+    aspect: float = 1.0,
+    encoding: BoneEncoding = BoneEncoding(),
 ) -> torch.Tensor:
-    """e(t) = (lengths, cos angles, sin angles) of the bones, [..., 3 * num_bones].
-
-    For bone (i, j): v = p_j - p_i, length ||v||, angle of v. A bone whose
-    ends are not both detected (conf > 0) is all zeros.
+    """e(t): per bone (length, angle) or (length, cos, sin), bone-major, [..., F * num_bones].
 
     Args:
         keypoints: [..., K, 3] as (x, y, conf), x and y normalised to [0, 1].
-        bones: pairs (i, j) of joint indices.
-        aspect: frame width / height. x is scaled by it so lengths are in units
-            of the frame height and angles are true angles in the image, not
-            distorted by the frame's 2:1 shape.
+        bones: pairs (i, j) of joint indices; v = p_j - p_i.
+        aspect: frame width / height, used with ``encoding.aspect_scale``.
+        encoding: the encoding choices.
     """
     idx = torch.tensor(bones, dtype=torch.long, device=keypoints.device)
     start, end = keypoints.index_select(-2, idx[:, 0]), keypoints.index_select(-2, idx[:, 1])
     v = end[..., :2] - start[..., :2]
-    vx, vy = v[..., 0] * aspect, v[..., 1]
+    vx, vy = v[..., 0], v[..., 1]
+    if encoding.aspect_scale:
+        vx = vx * aspect
     squared = vx * vx + vy * vy
-    present = (start[..., 2] > 0) & (end[..., 2] > 0) & (squared > 0)
-    # A safe length where the bone is absent or degenerate: no 0/0 reaches the values or gradients.
-    length = torch.sqrt(torch.where(present, squared, torch.ones_like(squared)))
-    mask = present.to(length.dtype)
-    return torch.cat([length * mask, vx / length * mask, vy / length * mask], dim=-1)
+    valid = squared > 0
+    if encoding.zero_undetected:
+        valid = valid & (start[..., 2] > 0) & (end[..., 2] > 0)
+    # A safe length where the bone is degenerate or masked: no 0/0 reaches the values or gradients.
+    safe = torch.sqrt(torch.where(valid, squared, torch.ones_like(squared)))
+    length = torch.where(valid, safe, torch.zeros_like(safe))
+    if encoding.angle == "atan2":
+        angle = torch.atan2(torch.where(valid, vy, torch.zeros_like(vy)), torch.where(valid, vx, torch.ones_like(vx)))
+        if encoding.zero_undetected:
+            angle = angle * valid.to(angle.dtype)
+        parts = [length, angle]
+    else:
+        mask = valid.to(safe.dtype)
+        parts = [length, vx / safe * mask, vy / safe * mask]
+    return torch.stack(parts, dim=-1).flatten(-2)

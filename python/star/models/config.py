@@ -35,6 +35,19 @@ BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2
 # ``BackboneConfig.pretrained`` value meaning "torchvision's ImageNet file in the torch hub cache".
 IMAGENET = "imagenet"
 NECK_FEATS = ("after", "before")
+# The choices of the fidelity switches (first = the authors' release).
+AUGMENT_SPACES = ("normalised", "raw")
+DRAW_UNITS = ("frame", "tracklet")
+ADAIN_STDS = ("unbiased", "biased")
+CROSS_SOURCES = ("disturbed", "clean")
+BRANCH_BATCHES = ("separate", "joint")
+BONE_ANGLES = ("atan2", "cos_sin")
+UNDETECTED_BONES = ("keep", "zero")
+EDGE_CODES = ("last_output", "final_states")
+SPATIAL_EDGES = ("first_frame", "all_frames")
+READOUTS = ("avg_pool", "linear")
+UNGUIDED_POOLINGS = ("gem", "mean")
+NECK_INITS = ("normal", "ones")
 
 D = TypeVar("D")
 
@@ -172,6 +185,10 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
 @dataclass
 class BackboneConfig:
     """Two-stream torchvision ResNet.
@@ -198,12 +215,25 @@ class BackboneConfig:
 
 @dataclass
 class StyleConfig:
-    """Training-only style perturbations (SPEC §3.1).
+    """Training-only style perturbations: input augmentation and the SAADG disturbance.
 
     ``augmentation``: scale infrared frames by one factor and visible channels
-    by one factor each, then permute the visible channels (per tracklet).
-    ``disturbance``: the SAADG AdaIN branch giving ``f_dis``. ``mean``/``std``
-    are the input normalisation, undone to perturb the raw intensities.
+    by one factor each, then permute the visible channels. ``disturbance``: the
+    AdaIN branch giving ``f_dis``. The remaining fields choose between the
+    authors' release (the defaults) and our variants; README, "Deviations from
+    the authors' release", gives each one's reason and measured effect.
+
+    - ``augment_space``: ``normalised`` scales the normalised input tensor (release);
+      ``raw`` applies the gains to the raw intensities (undoing ``mean``/``std``).
+    - ``augment_per``: a new draw for every ``frame`` (release) or one per ``tracklet``.
+    - ``adain_std``: ``unbiased`` std + 1e-6 (release) or ``biased`` sqrt(var + 1e-5).
+    - ``adain_detach_style``: stop gradients into the style partner (release: false).
+    - ``partners_per``: AdaIN partners drawn per ``frame`` over all frames of the batch
+      (release) or per ``tracklet`` (frame t with the partner's frame t).
+    - ``cross_source``: the cross-modality AdaIN takes its style from the partner's
+      ``disturbed`` layer3 maps (release) or its ``clean`` ones.
+    - ``branch_batches``: the clean and disturbed maps pass layer3/layer4 as ``separate``
+      batches (release: each branch's own BatchNorm statistics) or as one ``joint`` batch.
     """
 
     augmentation: bool = True
@@ -211,12 +241,51 @@ class StyleConfig:
     scale_range: tuple[float, float] = (0.5, 1.5)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    augment_space: str = "normalised"
+    augment_per: str = "frame"
+    adain_std: str = "unbiased"
+    adain_detach_style: bool = False
+    partners_per: str = "frame"
+    cross_source: str = "disturbed"
+    branch_batches: str = "separate"
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
         _check(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         _check(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
         _check(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
+        _choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
+        _choice("style.augment_per", self.augment_per, DRAW_UNITS)
+        _choice("style.adain_std", self.adain_std, ADAIN_STDS)
+        _choice("style.partners_per", self.partners_per, DRAW_UNITS)
+        _choice("style.cross_source", self.cross_source, CROSS_SOURCES)
+        _choice("style.branch_batches", self.branch_batches, BRANCH_BATCHES)
+
+
+@dataclass
+class SkeletonCodeConfig:
+    """Bone geometry e(t) and the edge-based code h_T, shared by both skeleton levels.
+
+    - ``angle``: each bone as (length, ``atan2`` angle), 2 numbers (release), or
+      (length, ``cos_sin`` of the angle), 3 numbers: no jump at the +-pi cut.
+    - ``undetected``: bones with an undetected end (confidence 0): ``keep`` their
+      geometry as stored (release) or ``zero`` them.
+    - ``aspect_scale``: scale x by the frame's W/H so angles and lengths are those of
+      the image (release: false, the stored normalised coordinates).
+    - ``edge_code``: h_T as the BiLSTM's ``last_output`` (both directions' outputs at
+      frame T; the backward one has seen frame T only: release) or its
+      ``final_states`` (forward after frame T, backward after frame 1).
+    """
+
+    angle: str = "atan2"
+    undetected: str = "keep"
+    aspect_scale: bool = False
+    edge_code: str = "last_output"
+
+    def __post_init__(self) -> None:
+        _choice("skeleton.angle", self.angle, BONE_ANGLES)
+        _choice("skeleton.undetected", self.undetected, UNDETECTED_BONES)
+        _choice("skeleton.edge_code", self.edge_code, EDGE_CODES)
 
 
 @dataclass
@@ -227,9 +296,12 @@ class FrameCorrectionConfig:
     bone_embed_dim: int = 64
     num_heads: int = 4
     attention_dropout: float = 0.0
+    # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3.
+    offset: float = 1e-3
 
     def __post_init__(self) -> None:
         _check(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
+        _check(math.isfinite(self.offset) and self.offset >= 0, f"frame_correction.offset must be >= 0, got {self.offset}")
         _check(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
         _check(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
 
@@ -240,8 +312,16 @@ class SequenceGuidanceConfig:
 
     The options below ``enabled`` only matter when it is on. ``dropout`` is the
     feature dropout after the first graph layer, ``attention_dropout`` the
-    GAT attention-coefficient dropout of both layers. ``sigma`` is the width
-    of ``keypoint_pool``'s Gaussian (normalised frame units) for visual nodes.
+    GAT attention-coefficient dropout of both layers (release: 0.3 and 0.6).
+    ``sigma`` is the width of ``keypoint_pool``'s Gaussian (normalised frame
+    units) for visual nodes.
+
+    - ``spatial_edges``: the bones connect the joints of ``all_frames`` (ours: the
+      release's graph has bones only among the ``first_frame``'s joints, a bug that
+      the release preset reproduces).
+    - ``readout``: the V x out_dim node codes to g by ``avg_pool``, a parameter-free
+      adaptive average pool to C (release), or by a learned ``linear`` map.
+    - ``pose_classifier_bias``: the pose-ID classifier has a bias (release).
     """
 
     enabled: bool = True
@@ -252,10 +332,15 @@ class SequenceGuidanceConfig:
     hidden_dim: int = 16
     hidden_heads: int = 2
     out_dim: int = 12
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
+    dropout: float = 0.3
+    attention_dropout: float = 0.6
+    spatial_edges: str = "all_frames"
+    readout: str = "avg_pool"
+    pose_classifier_bias: bool = True
 
     def __post_init__(self) -> None:
+        _choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
+        _choice("sequence.readout", self.readout, READOUTS)
         for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
             _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
         _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
@@ -268,14 +353,21 @@ class SequenceGuidanceConfig:
 
 @dataclass
 class PoolingConfig:
-    """Exponents of the guided multi-order GeM pooling (used with sequence guidance).
+    """Temporal pooling of the frame features.
 
-    Without sequence guidance the frames are averaged (the baseline's pooling).
+    With sequence guidance: the guided mixture of generalized means over
+    ``exponents``. Without it (the baseline): ``unguided`` = ``gem`` with
+    ``unguided_exponent`` (release: p = 3) or ``mean`` (average over frames).
+    Every generalized mean is (mean_t max(x, eps)^p + floor)^(1/p): the release
+    has ``eps = 0`` and ``floor = 1e-12``; ``eps > 0`` clamps small values instead.
     """
 
     exponents: tuple[float, ...] = (0.7, 1.0, 3.0, 5.0, 7.0)
     learnable: bool = False
-    eps: float = 1e-6
+    eps: float = 0.0
+    floor: float = 1e-12
+    unguided: str = "gem"
+    unguided_exponent: float = 3.0
 
     def __post_init__(self) -> None:
         _check(len(self.exponents) >= 1, "pooling.exponents must not be empty")
@@ -283,7 +375,14 @@ class PoolingConfig:
             all(math.isfinite(p) and p > 0 for p in self.exponents),
             f"pooling.exponents must be finite and positive, got {self.exponents}",
         )
-        _check(self.eps > 0, f"pooling.eps must be > 0, got {self.eps}")
+        _check(math.isfinite(self.eps) and self.eps >= 0, f"pooling.eps must be >= 0, got {self.eps}")
+        _check(math.isfinite(self.floor) and self.floor >= 0, f"pooling.floor must be >= 0, got {self.floor}")
+        _check(self.eps > 0 or self.floor > 0, "pooling.eps and pooling.floor cannot both be 0 (x = 0 has no log)")
+        _choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
+        _check(
+            math.isfinite(self.unguided_exponent) and self.unguided_exponent > 0,
+            f"pooling.unguided_exponent must be finite and positive, got {self.unguided_exponent}",
+        )
 
 
 @dataclass
@@ -294,6 +393,7 @@ class ModelConfig:
     seq_len: int = 12
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
+    skeleton: SkeletonCodeConfig = field(default_factory=SkeletonCodeConfig)
     frame_correction: FrameCorrectionConfig = field(default_factory=FrameCorrectionConfig)
     sequence: SequenceGuidanceConfig = field(default_factory=SequenceGuidanceConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
@@ -301,9 +401,12 @@ class ModelConfig:
     # Test embedding: "after" the BN neck (the paper: BN(z)) or "before" it (z), as
     # fast-reid's NECK_FEAT; L2-normalised either way.
     neck_feat: str = "after"
+    # BN-neck weights at init: ``normal`` ~ N(1, 0.01) (release) or ``ones`` (torch's default).
+    neck_init: str = "normal"
 
     def __post_init__(self) -> None:
         _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
+        _choice("neck_init", self.neck_init, NECK_INITS)
         _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
 
     @classmethod

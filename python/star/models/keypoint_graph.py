@@ -17,15 +17,17 @@ NODE_COORDS = 3  # (x, y, conf) per keypoint
 
 
 class KeypointGraphEncoder(nn.Module):
-    """Keypoints of a T-frame tracklet -> g [B, out_dim] (SPEC §3.3, steps 1-3).
+    """Keypoints of a T-frame tracklet -> g [B, out_dim] (README, "The model").
 
     Graph: ``star_ext.skeleton_graph(T)`` (V = 17 T nodes, the bones in every
-    frame, each joint linked to itself in the next frame, self loops). Node
-    features (x, y, conf), optionally concatenated with the joint's visual part
-    feature ``keypoint_pool(layer4, kpts)`` projected to ``visual_dim``. Two
-    GAT layers: -> hidden_dim x hidden_heads (concat), ELU, dropout; ->
-    out_dim x 1 head, ELU. Then the V x out_dim node codes are flattened and
-    projected, so T is fixed at construction.
+    frame, or in the first frame only with ``spatial_edges: first_frame``, each
+    joint linked to itself in the next frame, self loops). Node features
+    (x, y, conf), optionally concatenated with the joint's visual part feature
+    ``keypoint_pool(layer4, kpts)`` projected to ``visual_dim``. Two GAT layers:
+    -> hidden_dim x hidden_heads (concat), ELU, dropout; -> out_dim x 1 head,
+    ELU. Then the V x out_dim node codes, flattened node-major, become g by an
+    adaptive average pool to ``out_dim`` (``readout: avg_pool``) or a learned
+    Linear (``readout: linear``), so T is fixed at construction.
     """
 
     def __init__(
@@ -40,7 +42,8 @@ class KeypointGraphEncoder(nn.Module):
         self.num_frames = num_frames
         self.sigma = cfg.sigma
         self.ops = select_ops(use_fused_ops)
-        rowptr, col = star_ext.skeleton_graph(num_frames)
+        first_frame = cfg.spatial_edges == "first_frame"
+        rowptr, col = star_ext.skeleton_graph(num_frames, bones_in_first_frame_only=first_frame)
         num_nodes = num_frames * star_ext.NUM_COCO_KEYPOINTS
         star_ext.validate_csr(rowptr, col, num_nodes)
         # Non-persistent buffers: they follow .to(device) but stay out of checkpoints (rebuilt from T).
@@ -52,12 +55,13 @@ class KeypointGraphEncoder(nn.Module):
         self.gat1 = KeypointGraphAttention(in_dim, cfg.hidden_dim, heads=cfg.hidden_heads, concat=True, **gat)
         self.gat2 = KeypointGraphAttention(cfg.hidden_dim * cfg.hidden_heads, cfg.out_dim, heads=1, concat=False, **gat)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.readout = nn.Linear(num_nodes * cfg.out_dim, out_dim)
+        self.out_dim = out_dim
+        self.readout = nn.Linear(num_nodes * cfg.out_dim, out_dim) if cfg.readout == "linear" else None
 
     def forward(self, keypoints: torch.Tensor, feature_maps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """keypoints [B, T, 17, 3]; feature_maps [B*T, C, h, w] (needed with visual nodes) -> g [B, out_dim]."""
         b, t, k, _ = keypoints.shape
-        nodes = keypoints.reshape(b, t * k, NODE_COORDS).to(self.readout.weight.dtype)
+        nodes = keypoints.reshape(b, t * k, NODE_COORDS).to(self.gat1.lin.weight.dtype)
         if self.visual_proj is not None:
             if feature_maps is None:
                 raise ValueError("KeypointGraphEncoder: visual nodes need the layer4 feature maps")
@@ -66,5 +70,7 @@ class KeypointGraphEncoder(nn.Module):
             visual = self.visual_proj(parts).reshape(b, t * k, -1)
             nodes = torch.cat([nodes.to(visual.dtype), visual], dim=-1)
         x = self.dropout(F.elu(self.gat1(nodes, self.rowptr, self.col)))
-        x = F.elu(self.gat2(x, self.rowptr, self.col))
-        return self.readout(x.flatten(1))
+        x = F.elu(self.gat2(x, self.rowptr, self.col)).flatten(1)
+        if self.readout is None:
+            return F.adaptive_avg_pool1d(x.unsqueeze(1), self.out_dim).squeeze(1)
+        return self.readout(x)

@@ -1,4 +1,4 @@
-"""Sequence level: guide vector from the skeleton codes, guided temporal pooling (SPEC §3.3)."""
+"""Sequence level: guide vector from the skeleton codes, guided temporal pooling (README, "The model")."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ class GuidanceOutput(NamedTuple):
 class SequenceGuidance(nn.Module):
     """The skeleton head: keypoint graph -> g; s = BN([h_T; g]); z = guided pooling of F' by s.
 
-    ``s`` also feeds the pose-ID classifier (a bias-free Linear) when
-    ``cfg.pose_classifier``; its logits are only computed in training.
+    ``s`` also feeds the pose-ID classifier (a Linear, with a bias when
+    ``cfg.pose_classifier_bias``) when ``cfg.pose_classifier``; its logits are
+    only computed in training.
     """
 
     def __init__(
@@ -40,7 +41,9 @@ class SequenceGuidance(nn.Module):
         super().__init__()
         self.graph = KeypointGraphEncoder(num_frames, dim, dim, cfg, use_fused_ops)
         self.guide_bn = nn.BatchNorm1d(2 * dim)
-        self.pose_classifier = nn.Linear(2 * dim, num_classes, bias=False) if cfg.pose_classifier else None
+        self.pose_classifier = (
+            nn.Linear(2 * dim, num_classes, bias=cfg.pose_classifier_bias) if cfg.pose_classifier else None
+        )
         self.pooling = GuidedPooling(2 * dim, dim, pooling, use_fused_ops)
 
     def forward(

@@ -1,4 +1,4 @@
-"""Edge-based skeleton code: bone geometry over time encoded by a BiLSTM (SPEC §3.2)."""
+"""Edge-based skeleton code: bone geometry over time encoded by a BiLSTM (README, "The model")."""
 
 from __future__ import annotations
 
@@ -7,29 +7,40 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .bone_geometry import FEATURES_PER_BONE, bone_geometry
+from .bone_geometry import BoneEncoding, bone_geometry
 
 
 class SkeletonSequenceEncoder(nn.Module):
-    """e(t) -> Linear(2*num_bones -> embed_dim) -> BiLSTM(hidden per direction).
+    """e(t) -> Linear(F*num_bones -> embed_dim) -> BiLSTM(hidden per direction).
 
     Returns the sequence H [B, T, 2*hidden] (queries/keys of the frame-level
-    correction) and h_T [B, 2*hidden], the last state of each direction: the
-    forward state after the last frame and the backward state after the first
-    (the edge-based skeleton code of the guide vector).
+    correction) and the edge-based skeleton code h_T [B, 2*hidden] of the guide
+    vector: with ``final_states`` the last state of each direction (forward after
+    frame T, backward after frame 1); otherwise both directions' outputs at frame
+    T, as released (the backward half has then seen frame T only).
     """
 
-    def __init__(self, bones: Sequence[tuple[int, int]], hidden: int, embed_dim: int = 64):
+    def __init__(
+        self,
+        bones: Sequence[tuple[int, int]],
+        hidden: int,
+        embed_dim: int = 64,
+        encoding: BoneEncoding = BoneEncoding(),
+        final_states: bool = False,
+    ):
         super().__init__()
         self.bones = tuple(tuple(b) for b in bones)
         self.hidden = hidden
-        self.embed = nn.Linear(FEATURES_PER_BONE * len(self.bones), embed_dim)
+        self.encoding = encoding
+        self.final_states = final_states
+        self.embed = nn.Linear(encoding.features_per_bone * len(self.bones), embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, keypoints: torch.Tensor, aspect: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """keypoints [B, T, K, 3] -> (H [B, T, 2*hidden], h_T [B, 2*hidden])."""
         # Geometry in the parameters' precision (float32 under autocast): atan2 of tiny bones needs it.
-        e = bone_geometry(keypoints.to(self.embed.weight.dtype), self.bones, aspect)
+        e = bone_geometry(keypoints.to(self.embed.weight.dtype), self.bones, aspect, self.encoding)
         seq, _ = self.lstm(self.embed(e))
-        h_last = torch.cat([seq[:, -1, : self.hidden], seq[:, 0, self.hidden :]], dim=-1)
-        return seq, h_last
+        if self.final_states:
+            return seq, torch.cat([seq[:, -1, : self.hidden], seq[:, 0, self.hidden :]], dim=-1)
+        return seq, seq[:, -1]

@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import TwoStreamResNet
+from .bone_geometry import BoneEncoding
 from .config import ModelConfig
 from .frame_correction import FrameCorrection
+from .guided_pooling import UnguidedPooling
 from .heads import BNNeck
 from .sequence_guidance import SequenceGuidance
 from .skeleton_sequence import SkeletonSequenceEncoder
-from .style import StyleAugmentation, adain, partner_frames, style_partners
+from .style import StyleAugmentation, StyleDisturbance
 
 
 @dataclass
@@ -33,7 +35,7 @@ class StarOutput:
     f: torch.Tensor  # [B, T, C] clean frame features GAP(layer4)
     frame_logits_dis: Optional[torch.Tensor] = None  # [B, T, K] of the style-disturbed frames
     f_dis: Optional[torch.Tensor] = None  # [B, T, C] style-disturbed frame features
-    h_t: Optional[torch.Tensor] = None  # [B, C] edge-based skeleton code (last BiLSTM states)
+    h_t: Optional[torch.Tensor] = None  # [B, C] edge-based skeleton code (BiLSTM at frame T)
     g: Optional[torch.Tensor] = None  # [B, C] joint-based skeleton code (keypoint graph)
     s: Optional[torch.Tensor] = None  # [B, 2C] guide vector BN([h_T; g])
     pose_logits: Optional[torch.Tensor] = None  # [B, K] pose-ID logits of s
@@ -48,11 +50,11 @@ class STAR(nn.Module):
     (z itself with ``neck_feat: before``).
 
     Modules (None when switched off by the config): ``backbone``,
-    ``style_augmentation``, ``skeleton_encoder`` (bone geometry + BiLSTM, used by
-    both skeleton levels), ``frame_correction``, ``sequence_guidance``; the
-    heads ``head`` (sequence BN neck) and ``frame_head`` (shared by clean and
-    disturbed frames). Without sequence guidance the frames are averaged over
-    time (the baseline's temporal pooling).
+    ``style_augmentation``, ``style_disturbance``, ``skeleton_encoder`` (bone
+    geometry + BiLSTM, used by both skeleton levels), ``frame_correction``,
+    ``sequence_guidance``, ``temporal_pooling`` (the baseline's, without sequence
+    guidance); the heads ``head`` (sequence BN neck) and ``frame_head`` (shared by
+    clean and disturbed frames).
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int):
@@ -65,24 +67,30 @@ class STAR(nn.Module):
         self.backbone = TwoStreamResNet(cfg.backbone.name, cfg.backbone.last_stride)
         dim = self.feature_dim = self.backbone.feature_dim
         style = cfg.style
-        self.style_augmentation = (
-            StyleAugmentation(style.scale_range, style.mean, style.std) if style.augmentation else None
-        )
-        self.style_disturbance = style.disturbance
-        fc, seq = cfg.frame_correction, cfg.sequence
+        self.style_augmentation = StyleAugmentation(style) if style.augmentation else None
+        self.style_disturbance = StyleDisturbance(style) if style.disturbance else None
+        self.joint_branches = style.branch_batches == "joint"
+        fc, seq, skel = cfg.frame_correction, cfg.sequence, cfg.skeleton
+        encoding = BoneEncoding(skel.angle, skel.undetected == "zero", skel.aspect_scale)
         self.skeleton_encoder = (
-            SkeletonSequenceEncoder(star_ext.COCO_BONES, dim // 2, fc.bone_embed_dim)
+            SkeletonSequenceEncoder(
+                star_ext.COCO_BONES, dim // 2, fc.bone_embed_dim, encoding, skel.edge_code == "final_states"
+            )
             if fc.enabled or seq.enabled
             else None
         )
-        self.frame_correction = FrameCorrection(dim, fc.num_heads, fc.attention_dropout) if fc.enabled else None
+        self.frame_correction = (
+            FrameCorrection(dim, fc.num_heads, fc.attention_dropout, fc.offset) if fc.enabled else None
+        )
         self.sequence_guidance = (
             SequenceGuidance(dim, num_classes, cfg.seq_len, seq, cfg.pooling, cfg.use_fused_ops)
             if seq.enabled
             else None
         )
-        self.head = BNNeck(dim, num_classes)
-        self.frame_head = BNNeck(dim, num_classes)
+        self.temporal_pooling = None if seq.enabled else UnguidedPooling(cfg.pooling, cfg.use_fused_ops)
+        normal_init = cfg.neck_init == "normal"
+        self.head = BNNeck(dim, num_classes, normal_init)
+        self.frame_head = BNNeck(dim, num_classes, normal_init)
 
     def check_inputs(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         """Validate shapes and flags; returns the modality as a bool tensor (True = visible)."""
@@ -126,17 +134,19 @@ class STAR(nn.Module):
         net = self.backbone
         frame_visible = visible.repeat_interleave(num_frames)
         x = net.layer2(net.layer1(net.stem(x, frame_visible)))
-        if not (self.training and self.style_disturbance):
+        disturbance = self.style_disturbance
+        if not self.training or disturbance is None:
             return net.layer4(net.layer3(x)), None
-        # SAADG: same-modality AdaIN after layer2, cross-modality AdaIN after layer3. The clean
-        # and disturbed branches run as one batch through the shared stages.
-        same = partner_frames(style_partners(visible, same_modality=True), num_frames)
-        x = net.layer3(torch.cat([x, adain(x, x[same])]))
-        clean, disturbed = x.chunk(2)
-        cross = partner_frames(style_partners(visible, same_modality=False), num_frames)
-        x = net.layer4(torch.cat([clean, adain(disturbed, clean[cross])]))
-        clean, disturbed = x.chunk(2)
-        return clean, disturbed
+        disturbed = disturbance.same_modality(x, visible, num_frames)
+        if self.joint_branches:  # one batch through the shared stages: BatchNorm sees both branches
+            clean, disturbed = net.layer3(torch.cat([x, disturbed])).chunk(2)
+        else:
+            clean, disturbed = net.layer3(x), net.layer3(disturbed)
+        disturbed = disturbance.cross_modality(clean, disturbed, visible, num_frames)
+        if self.joint_branches:
+            clean, disturbed = net.layer4(torch.cat([clean, disturbed])).chunk(2)
+            return clean, disturbed
+        return net.layer4(clean), net.layer4(disturbed)
 
     def forward(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor):
         """Training: :class:`StarOutput`; eval: L2-normalised BN(z) [B, C]. See the class docstring."""
@@ -154,7 +164,8 @@ class STAR(nn.Module):
         if self.sequence_guidance is not None:
             z, g, s, pose_logits = self.sequence_guidance(corrected, keypoints, h_t, maps)
         else:
-            z, g, s, pose_logits = corrected.mean(dim=1), None, None, None
+            assert self.temporal_pooling is not None
+            z, g, s, pose_logits = self.temporal_pooling(corrected), None, None, None
 
         embedding, logits = self.head(z)
         if not self.training:
