@@ -23,9 +23,10 @@ at::Tensor keypoint_pool_autocast(const at::Tensor& feat, const at::Tensor& kpts
 }
 
 template <c10::DispatchKey autocast_key>
-at::Tensor guided_gem_pool_autocast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
+at::Tensor guided_gem_pool_autocast(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key);
-  return guided_gem_pool(x, weight.to(x.scalar_type()), p, eps);
+  return guided_gem_pool(x, weight.to(x.scalar_type()), p, eps, floor);
 }
 
 template <c10::DispatchKey autocast_key>

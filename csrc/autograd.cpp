@@ -76,19 +76,23 @@ class KeypointPoolBackwardFunction : public torch::autograd::Function<KeypointPo
 class GuidedGemPoolFunction : public torch::autograd::Function<GuidedGemPoolFunction> {
  public:
   static at::Tensor forward(
-      AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
+      AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps,
+      double floor) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     ctx->save_for_backward({x, weight, p});
     ctx->saved_data["eps"] = eps;
-    return guided_gem_pool(x, weight, p, eps);
+    ctx->saved_data["floor"] = floor;
+    return guided_gem_pool(x, weight, p, eps, floor);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const std::array<bool, 3> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
-    const auto [grad_x, grad_weight, grad_p] =
-        guided_gem_pool_backward(grad_outputs[0], saved[0], saved[1], saved[2], ctx->saved_data["eps"].toDouble(), need);
-    return {if_needed(need[0], grad_x), if_needed(need[1], grad_weight), if_needed(need[2], grad_p), at::Tensor()};
+    const auto [grad_x, grad_weight, grad_p] = guided_gem_pool_backward(
+        grad_outputs[0], saved[0], saved[1], saved[2], ctx->saved_data["eps"].toDouble(),
+        ctx->saved_data["floor"].toDouble(), need);
+    return {if_needed(need[0], grad_x), if_needed(need[1], grad_weight), if_needed(need[2], grad_p), at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -96,9 +100,9 @@ class GuidedGemPoolBackwardFunction : public torch::autograd::Function<GuidedGem
  public:
   static variable_list forward(
       AutogradContext*, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p,
-      double eps, std::array<bool, 3> output_mask) {
+      double eps, double floor, std::array<bool, 3> output_mask) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return as_list(guided_gem_pool_backward(grad_out, x, weight, p, eps, output_mask));
+    return as_list(guided_gem_pool_backward(grad_out, x, weight, p, eps, floor, output_mask));
   }
 
   static variable_list backward(AutogradContext*, variable_list) {
@@ -161,14 +165,15 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward_autograd(
   return {grads[0], grads[1]};
 }
 
-at::Tensor guided_gem_pool_autograd(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
-  return GuidedGemPoolFunction::apply(x, weight, p, eps);
+at::Tensor guided_gem_pool_autograd(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
+  return GuidedGemPoolFunction::apply(x, weight, p, eps, floor);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_autograd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps,
-    std::array<bool, 3> output_mask) {
-  const auto grads = GuidedGemPoolBackwardFunction::apply(grad_out, x, weight, p, eps, output_mask);
+    double floor, std::array<bool, 3> output_mask) {
+  const auto grads = GuidedGemPoolBackwardFunction::apply(grad_out, x, weight, p, eps, floor, output_mask);
   return {grads[0], grads[1], grads[2]};
 }
 

@@ -26,16 +26,17 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward(
   return op.call(grad_out, feat, kpts, sigma, eps, output_mask);
 }
 
-at::Tensor guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
+at::Tensor guided_gem_pool(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
   static const auto op = find_op<decltype(guided_gem_pool)>("star::guided_gem_pool");
-  return op.call(x, weight, p, eps);
+  return op.call(x, weight, p, eps, floor);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps,
-    std::array<bool, 3> output_mask) {
+    double floor, std::array<bool, 3> output_mask) {
   static const auto op = find_op<decltype(guided_gem_pool_backward)>("star::guided_gem_pool_backward");
-  return op.call(grad_out, x, weight, p, eps, output_mask);
+  return op.call(grad_out, x, weight, p, eps, floor, output_mask);
 }
 
 at::Tensor keypoint_graph_attention(

@@ -19,11 +19,12 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward(
     const at::Tensor& grad_out, const at::Tensor& feat, const at::Tensor& kpts, double sigma, double eps,
     std::array<bool, 2> output_mask);
 
-at::Tensor guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps);
+at::Tensor guided_gem_pool(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps,
-    std::array<bool, 3> output_mask);
+    double floor, std::array<bool, 3> output_mask);
 
 at::Tensor keypoint_graph_attention(
     const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,

@@ -16,9 +16,9 @@ TORCH_LIBRARY(star, m) {
       "keypoint_pool_backward(Tensor grad_out, Tensor feat, Tensor kpts, float sigma, float eps, "
       "bool[2] output_mask) -> (Tensor, Tensor)");
 
-  m.def("guided_gem_pool(Tensor x, Tensor weight, Tensor p, float eps=1e-06) -> Tensor");
+  m.def("guided_gem_pool(Tensor x, Tensor weight, Tensor p, float eps=1e-06, float floor=0.0) -> Tensor");
   m.def(
-      "guided_gem_pool_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor p, float eps, "
+      "guided_gem_pool_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor p, float eps, float floor, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
   m.def(

@@ -73,7 +73,7 @@ void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double 
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a non-negative finite number, got ", eps);
 }
 
-void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps) {
+void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
   const char* op = "guided_gem_pool";
   check_dim(op, "x", x, 3, "[B, T, C]");
   check_dim(op, "weight", weight, 3, "[B, P, C]");
@@ -90,7 +90,9 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
   check_floating(op, "p", p);
   check_same_device(op, "weight", weight, "x", x);
   check_same_device(op, "p", p, "x", x);
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, op, ": eps must be a positive finite number, got ", eps);
+  // eps = 0 (no clamp) is allowed: x = 0 then has log x = -inf, which the kernels handle.
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a non-negative finite number, got ", eps);
+  TORCH_CHECK_VALUE(std::isfinite(floor) && floor >= 0, op, ": floor must be a non-negative finite number, got ", floor);
   if (p.device().is_cpu()) {
     const auto pd = p.to(at::kDouble).contiguous();
     const double* pv = pd.data_ptr<double>();

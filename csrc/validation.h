@@ -20,10 +20,11 @@ void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double 
 constexpr double kMinAbsExponent = 5e-2;
 constexpr double kMaxAbsExponent = 1e3;
 
-// Shapes, dtypes, devices of guided_gem_pool(x, weight, p, eps); on CPU also
-// that every exponent is in the supported range (reading p on CUDA would
-// sync: there the kernels give NaN for an exponent outside it).
-void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps);
+// Shapes, dtypes, devices of guided_gem_pool(x, weight, p, eps, floor), eps
+// and floor >= 0 and finite; on CPU also that every exponent is in the
+// supported range (reading p on CUDA would sync: there the kernels give NaN
+// for an exponent outside it).
+void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor);
 
 // Shapes, dtypes, devices of keypoint_graph_attention; on CPU also that the
 // CSR is well formed (rowptr starts at 0, is non-decreasing and ends at E,

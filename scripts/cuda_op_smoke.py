@@ -180,12 +180,16 @@ def keypoint_pool_cases(quick: bool):
 # ---------------------------------------------------------------- guided_gem_pool
 
 
-def guided_gem_pool_case(dtype, B, T, C, p_values, p_dtype=torch.float32, seed=10, noncontiguous=False):
+def guided_gem_pool_case(
+    dtype, B, T, C, p_values, p_dtype=torch.float32, seed=10, noncontiguous=False, eps=1e-6, floor=0.0
+):
     P = len(p_values)
     x = rand((B, T, C), seed) * 3.0 + 0.05
     if x.numel():
-        x.view(-1)[:: 7] = 0.0  # clamped to eps: no gradient there
+        x.view(-1)[:: 7] = 0.0  # clamped to eps (with eps = 0: frames at 0): no gradient there
         x.view(-1)[3:: 11] = -1.0
+        if eps == 0:
+            x[0, :, 0] = 0.0  # a column of zeros: z = floor^(1/p) for p > 0
     weight = torch.softmax(randn((B, P, C), seed + 1), dim=1)
     x_d = on_device(x, dtype)
     w_d = on_device(weight, dtype)
@@ -194,7 +198,7 @@ def guided_gem_pool_case(dtype, B, T, C, p_values, p_dtype=torch.float32, seed=1
         x_d = on_device(x.transpose(1, 2).contiguous(), dtype).transpose(1, 2).detach().requires_grad_()
         assert not x_d.is_contiguous()
     out, grads, out64, grads64 = fused_and_reference(
-        star_ext.guided_gem_pool, reference.guided_gem_pool, [x_d, w_d, p_d], (), {}, seed + 2
+        star_ext.guided_gem_pool, reference.guided_gem_pool, [x_d, w_d, p_d], (), dict(eps=eps, floor=floor), seed + 2
     )
     if grads[2].dtype != p_dtype:
         raise Failure(f"guided_gem_pool: grad_p has dtype {grads[2].dtype}, expected p's dtype {p_dtype}")
@@ -202,7 +206,8 @@ def guided_gem_pool_case(dtype, B, T, C, p_values, p_dtype=torch.float32, seed=1
     check_all("guided_gem_pool", dtype, ["x", "weight", "p"], (out, grads), (out64, grads64))
     if out.numel():
         again = torch.autograd.grad(
-            star_ext.guided_gem_pool(x_d, w_d, p_d), [p_d], randn(tuple(out.shape), seed + 2).to(DEVICE, dtype)
+            star_ext.guided_gem_pool(x_d, w_d, p_d, eps, floor), [p_d],
+            randn(tuple(out.shape), seed + 2).to(DEVICE, dtype),
         )[0]
         if not torch.equal(again, grads[2]):
             raise Failure("guided_gem_pool: grad_p differs between two identical runs")
@@ -216,6 +221,8 @@ def guided_gem_pool_cases(quick: bool):
         ("B=2 T=3 C=300 P=2 non-contiguous", dict(B=2, T=3, C=300, p_values=(1.0, -2.0), noncontiguous=True)),
         ("empty batch B=0", dict(B=0, T=12, C=16, p_values=star_p)),
         ("no exponents P=0", dict(B=2, T=4, C=5, p_values=())),
+        ("B=3 T=12 C=67 P=5 eps=0 floor=1e-12 (released STAR)", dict(B=3, T=12, C=67, p_values=star_p, eps=0.0, floor=1e-12)),
+        ("B=2 T=21 C=33 P=3 eps=0 floor=1e-3, p < 0", dict(B=2, T=21, C=33, p_values=(-1.0, 0.5, 2.0), eps=0.0, floor=1e-3)),
     ]
     if not quick:
         cases.append(("B=4 T=12 C=2100 P=5 (several blocks)", dict(B=4, T=12, C=2100, p_values=star_p)))

@@ -37,7 +37,9 @@ def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: flo
     return reference.keypoint_pool(feat, kpts, sigma, eps)
 
 
-def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def guided_gem_pool(
+    x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6, floor: float = 0.0
+) -> torch.Tensor:
     """Per-channel weighted mixture of generalized means over time (SPEC §2.2).
 
     Args:
@@ -46,14 +48,18 @@ def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps:
         p: exponents [P], each with 0.05 <= |p| <= 1000
             (``reference.SUPPORTED_EXPONENTS``; ValueError otherwise on CPU,
             NaN outputs on CUDA, where checking would synchronise).
+        eps: x is clamped to it from below; >= 0 (0: no clamp, x >= 0 expected).
+        floor: added to each mean inside the root; >= 0. The released STAR
+            uses ``eps=0, floor=1e-12``.
 
     Returns:
-        [B, C]: ``sum_i weight[:, i] * (mean_t x ** p[i]) ** (1 / p[i])``,
-        differentiable w.r.t. ``x``, ``weight`` and ``p``.
+        [B, C]: ``sum_i weight[:, i] * (mean_t x ** p[i] + floor) ** (1 / p[i])``,
+        differentiable w.r.t. ``x``, ``weight`` and ``p`` (frames at x = 0
+        get zero gradient: see ``reference.guided_gem_pool``).
     """
     if HAS_C:
-        return torch.ops.star.guided_gem_pool(x, weight, p, float(eps))
-    return reference.guided_gem_pool(x, weight, p, eps)
+        return torch.ops.star.guided_gem_pool(x, weight, p, float(eps), float(floor))
+    return reference.guided_gem_pool(x, weight, p, eps, floor)
 
 
 def keypoint_graph_attention(
@@ -131,12 +137,12 @@ def _register() -> None:
         return _empty_unless(output_mask[0], feat), _empty_unless(output_mask[1], kpts)
 
     @torch.library.register_fake("star::guided_gem_pool")
-    def _(x, weight, p, eps=1e-6):
+    def _(x, weight, p, eps=1e-6, floor=0.0):
         torch._check(x.dim() == 3, lambda: "guided_gem_pool: x must be a 3-D tensor [B, T, C]")
         return x.new_empty((x.shape[0], x.shape[2]))
 
     @torch.library.register_fake("star::guided_gem_pool_backward")
-    def _(grad_out, x, weight, p, eps, output_mask):
+    def _(grad_out, x, weight, p, eps, floor, output_mask):
         return (
             _empty_unless(output_mask[0], x),
             _empty_unless(output_mask[1], weight),

@@ -14,6 +14,7 @@ on the way gives NaN.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -43,25 +44,69 @@ def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: flo
     return torch.einsum("nkhw,nchw->nkc", g * scale[..., None, None], feat)
 
 
-def guided_gem_pool(x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def guided_gem_pool(
+    x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6, floor: float = 0.0
+) -> torch.Tensor:
     """Per-channel mixture of generalized means over time.
 
     x [B, T, C], weight [B, P, C], p [P] -> out [B, C] with
-    out = sum_i weight[:, i] * (mean_t clamp(x, eps) ** p[i]) ** (1 / p[i]).
-    Computed in log space, (logsumexp_t(p log x) - log T) / p, so large p and x
-    do not overflow. Each exponent needs ``SUPPORTED_EXPONENTS[0] <= |p| <=
-    SUPPORTED_EXPONENTS[1]`` (ValueError otherwise). NaN in a column of x gives
-    NaN, +inf gives +inf for p > 0 (a finite mean for p < 0 unless every frame
-    is +inf); values below eps, -inf included, count as eps.
+    out = sum_i weight[:, i] * (mean_t clamp(x, eps) ** p[i] + floor) ** (1 / p[i]).
+    Computed in log space: log(mean_t x^p + floor) is the logsumexp of the T
+    terms p log x_t and of log(T floor), minus log T, so large p and x do not
+    overflow. Each exponent needs ``SUPPORTED_EXPONENTS[0] <= |p| <=
+    SUPPORTED_EXPONENTS[1]``, eps and floor must be finite and >= 0
+    (ValueError otherwise). NaN in a column of x gives NaN, +inf gives +inf for
+    p > 0 (a finite mean for p < 0 unless every frame is +inf); values below
+    eps, -inf included, count as eps.
+
+    With eps = 0 a frame can be exactly 0: its x^p is 0 for p > 0; for p < 0
+    it is inf and makes z = 0, as a column of zeros does for p > 0 without
+    floor. Frames at 0 get zero gradient w.r.t. x for every p (the derivative
+    of x^p there is 0 for p > 1, but 1 for p = 1 and infinite for p < 1), and a
+    z that zero frames make 0 passes no gradient to x or p.
     """
     _check_exponents(p)
+    _check_eps_and_floor(eps, floor)
     t = x.shape[1]
-    log_x = torch.log(torch.clamp(x, min=eps))  # [B, T, C]
+    x = torch.clamp(x, min=eps)
     p = p.to(x.dtype)
-    scaled = p.view(1, -1, 1, 1) * log_x.unsqueeze(1)  # [B, P, T, C]
+    if eps > 0:
+        scaled, vanished = p.view(1, -1, 1, 1) * torch.log(x).unsqueeze(1), None  # [B, P, T, C]
+    else:
+        scaled, vanished = _scaled_logs_with_zeros(x, p, floor)
+    if floor > 0:
+        # T * floor = exp(log T + log floor): one more term of the logsumexp, the same for every p.
+        floor_term = scaled.new_full((*scaled.shape[:2], 1, scaled.shape[3]), math.log(t) + math.log(floor))
+        scaled = torch.cat([scaled, floor_term], dim=2)
     log_mean = torch.logsumexp(scaled, dim=2) - torch.log(x.new_tensor(float(t)))
     z = torch.exp(log_mean / p.view(1, -1, 1))  # [B, P, C]
+    if vanished is not None:
+        z = torch.where(vanished, 0.0, z)
     return (weight * z).sum(dim=1)
+
+
+def _scaled_logs_with_zeros(x: torch.Tensor, p: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """p log x [B, P, T, C] of x >= 0 with frames at 0 (eps = 0), and where z vanishes [B, P, C].
+
+    p log 0 is -inf for p > 0. z is 0 for p < 0 with a frame at 0, and for
+    p > 0 when every frame is 0 and floor = 0 (not in NaN columns, which stay
+    NaN); those means get finite stand-ins here, so their (masked) gradients
+    are not NaN. log x is taken of 1 at zeros: they get no gradient.
+    """
+    zero = (x == 0).unsqueeze(1)  # [B, 1, T, C]
+    log_x = torch.log(torch.where(zero, 1.0, x.unsqueeze(1)))
+    p = p.view(1, -1, 1, 1)
+    all_zero = zero.all(dim=2, keepdim=True) & (floor == 0)
+    vanished = torch.where(p > 0, all_zero, zero.any(dim=2, keepdim=True))  # [B, P, 1, C]
+    vanished = vanished & ~torch.isnan(x).any(dim=1, keepdim=True).unsqueeze(1)
+    scaled = torch.where(zero & (p > 0) & ~vanished, -math.inf, p * log_x)
+    return scaled, vanished.squeeze(2)
+
+
+def _check_eps_and_floor(eps: float, floor: float) -> None:
+    for name, value in (("eps", eps), ("floor", floor)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"guided_gem_pool: {name} must be a non-negative finite number, got {value}")
 
 
 def keypoint_graph_attention(

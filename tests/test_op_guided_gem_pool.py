@@ -153,7 +153,8 @@ def test_fuzz_against_reference(b, t, c, p, seed):
         ((2, 0, 8), (2, 5, 8), STAR_P, 1e-6, RuntimeError, r"x must hold at least one frame"),
         ((2, 4, 8), (2, 2, 8), (1.0, 0.0), 1e-6, ValueError, r"p\[1\] = 0 is outside the supported range"),
         ((2, 4, 8), (2, 2, 8), (1.0, float("inf")), 1e-6, ValueError, r"p\[1\] = inf is outside"),
-        ((2, 4, 8), (2, 5, 8), STAR_P, 0.0, ValueError, r"eps must be a positive finite number"),
+        ((2, 4, 8), (2, 5, 8), STAR_P, -1e-6, ValueError, r"eps must be a non-negative finite number"),
+        ((2, 4, 8), (2, 5, 8), STAR_P, float("nan"), ValueError, r"eps must be a non-negative finite number"),
     ],
 )
 def test_bad_input_names_the_argument(x_shape, w_shape, p_values, eps, error, message):
@@ -231,6 +232,123 @@ def test_cuda_gives_nan_for_an_unsupported_exponent():
     x, weight, _ = make_inputs(2, 4, 3, p=(1.0, 1.0), dtype=torch.float32, device="cuda")
     out = op(x, weight, torch.tensor([1.0, 1e-8], device="cuda"), 1e-6)
     assert torch.isnan(out).all()
+
+
+# ---------------------------------------------------------------- floor and eps = 0 (the released STAR's GeM)
+
+RELEASE = dict(eps=0.0, floor=1e-12)  # (mean_t x^p + 1e-12)^(1/p), x not clamped
+
+
+def with_zeros(x):
+    """x with exact zeros: one frame of a column, every frame of another, and a few scattered."""
+    x = x.clone()
+    x[0, 1, 0] = 0.0
+    x[-1, :, -1] = 0.0
+    x.view(-1)[::7] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("eps", [1e-6, 0.0])
+@pytest.mark.parametrize("floor", [0.0, 1e-12, 1e-3])
+def test_floor_matches_reference_in_float64(device, eps, floor):
+    x, weight, p = make_inputs(3, 12, 70, p=(-1.0, 0.7, 1.0, 3.0, 7.0), device=device, low=0.0, high=0.2)
+    inputs = [leaf(with_zeros(x)), leaf(weight), leaf(p)]
+    assert_matches_reference(op, reference.guided_gem_pool, inputs, (eps, floor), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_floor_in_float32(device):
+    # x small enough (0..1e-3) that the floor 1e-3 changes the means by far more than rounding.
+    x, weight, p = make_inputs(2, 12, 70, device=device, low=0.0, high=1e-3)
+    inputs = [leaf(with_zeros(x).float()), leaf(weight.float()), leaf(p.float())]
+    assert_matches_reference(op, reference.guided_gem_pool, inputs, (0.0, 1e-3), dtype=torch.float32)
+    without = op(*[t.detach() for t in inputs], 0.0, 0.0)
+    assert (op(*inputs, 0.0, 1e-3) - without).abs().min() > 1e-3  # the floor is not dropped
+
+
+def test_release_setting_is_the_plain_formula():
+    # Independent of the log-space code: (mean_t x**p + 1e-12) ** (1 / p), directly, on positive x.
+    x, weight, p = make_inputs(3, 12, 9, low=1e-4, high=2.0)
+    x[0, :, 0] = 1e-5  # x^7 = 1e-35, far below the floor: the floor decides this mean
+    expected = sum(weight[:, i] * ((x ** p[i]).mean(dim=1) + 1e-12) ** (1.0 / p[i]) for i in range(len(p)))
+    torch.testing.assert_close(op(x, weight, p, **RELEASE), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(star_ext.guided_gem_pool(x, weight, p, **RELEASE), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(reference.guided_gem_pool(x, weight, p, **RELEASE), expected, rtol=1e-12, atol=0)
+    assert not torch.allclose(op(x, weight, p, 0.0, 0.0), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_with_floor(device):
+    # floor comparable to mean x^p, so its term carries real weight in every gradient.
+    x, weight, p = make_inputs(2, 4, 3, p=(0.7, 1.0, 3.0), device=device, low=0.05, high=0.5)
+    assert torch.autograd.gradcheck(lambda a, b, c: op(a, b, c, 1e-6, 1e-2), (leaf(x), leaf(weight), leaf(p)))
+    assert torch.autograd.gradcheck(lambda a, b, c: op(a, b, c, 0.0, 1e-2), (leaf(x), leaf(weight), leaf(p)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_frames_with_eps_zero(device, dtype):
+    """x = 0 with eps = 0: x^p = 0 for p > 0; z = 0 for p < 0 (x^p = inf) and for a column of zeros
+    without floor; zero frames get zero gradient, and those z pass none; everything else is finite."""
+    x, weight, p = make_inputs(2, 5, 4, p=(-1.0, 0.7, 1.0, 3.0), dtype=dtype, device=device)
+    x[0, 2, 0] = 0.0  # one frame at 0
+    x[1, :, 1] = 0.0  # a column of zeros
+    for floor in (0.0, 1e-12):
+        xs, ws, ps = leaf(x), leaf(weight), leaf(p)
+        out = op(xs, ws, ps, 0.0, floor)
+        gx, gw, gp = torch.autograd.grad(out.sum(), [xs, ws, ps])
+        for g in (out, gx, gw, gp):
+            assert torch.isfinite(g).all()
+        assert torch.all(gx[0, 2, 0] == 0) and torch.all(gx[1, :, 1] == 0)
+        assert gw[0, 0, 0] == 0 and gw[1, 0, 1] == 0  # p = -1: z = 0
+        x64 = x.double()
+        # the one-zero column, p > 0: the mean of the other frames' x^p, with 0 for the zero frame
+        for i in (1, 2, 3):
+            pi = float(p[i])
+            z = ((x64[0, :, 0] ** pi).mean() + floor) ** (1 / pi)
+            torch.testing.assert_close(gw[0, i, 0].double(), z, **TOLERANCES[dtype])
+        # the all-zero column: z = floor ** (1 / p) for p > 0 (0 without floor)
+        torch.testing.assert_close(gw[1, 1:, 1].double(), floor ** (1 / p[1:].double()), **TOLERANCES[dtype])
+        assert_matches_reference(op, reference.guided_gem_pool, [leaf(x), leaf(weight), leaf(p)], (0.0, floor))
+
+
+def test_eps_zero_with_positive_x_is_bit_identical_to_a_tiny_eps():
+    # Nothing below the smallest eps: clamping does nothing either way.
+    x, weight, p = make_inputs(2, 12, 70, dtype=torch.float32, low=0.5, high=2.0)
+    xs, xt = leaf(x), leaf(x)
+    a, b = op(xs, weight, p, 0.0), op(xt, weight, p, 1e-6)
+    assert torch.equal(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    assert torch.equal(xs.grad, xt.grad)
+
+
+@pytest.mark.parametrize("floor", [-1e-12, float("inf"), float("nan")])
+def test_bad_floor_is_rejected_by_both(floor):
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
+    message = r"guided_gem_pool: floor must be a non-negative finite number, got"
+    with pytest.raises(ValueError, match=message):
+        op(x, weight, p, 1e-6, floor)
+    with pytest.raises(ValueError, match=message):
+        star_ext.guided_gem_pool(x, weight, p, floor=floor)
+    with pytest.raises(ValueError, match=message):
+        reference.guided_gem_pool(x, weight, p, floor=floor)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_with_floor(device):
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32, device=device)
+    opcheck_with_and_without_grad(op, [with_zeros(x), weight, p], (0.0, 1e-12))
+
+
+def test_torch_compile_fullgraph_with_floor():
+    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
+
+    def pooled(a, w, e):
+        return star_ext.guided_gem_pool(torch.relu(a - 1.0), torch.softmax(w, dim=1), e, **RELEASE).sum()
+
+    assert_compiled_matches_eager(pooled, [x], weight, p)
 
 
 @pytest.mark.parametrize("device", DEVICES)

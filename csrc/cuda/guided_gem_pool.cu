@@ -2,9 +2,9 @@
 //
 // One thread per (b, c) column (consecutive threads read consecutive
 // channels, so every load of x[b, t, :] is coalesced). As on the CPU, each
-// generalized mean is evaluated in log space,
-//   log z_i = (shift + log sum_t exp(p_i log x_t - shift) - log T) / p_i,
-// with the logarithms of the first 16 frames kept in registers (STAR: T = 12)
+// generalized mean (mean_t x^p_i + floor)^(1/p_i) is evaluated in log space,
+//   log z_i = (shift + log(sum_t exp(p_i log x_t - shift) + exp(log(T floor) - shift)) - log T) / p_i
+// (the floor term only for floor > 0), with the logarithms of the first 16 frames kept in registers (STAR: T = 12)
 // and recomputed for later frames. The exponents come from a device tensor in
 // the op-math type, so nothing is read back to the host.
 //
@@ -15,7 +15,11 @@
 // shuffles, then the warps in order) into its own slot of a [blocks, P]
 // buffer, and a second kernel adds the slots in a fixed order, in double.
 // Deterministic, and no atomics.
+//
+// With eps = 0, frames at x = 0 (log -inf) follow cpu/guided_gem_pool.cpp:
+// zero gradient w.r.t. x there, and none at all through a z they make 0.
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <tuple>
 
@@ -42,13 +46,24 @@ __device__ __forceinline__ acc_t clamp_min(acc_t v, acc_t eps) {
   return v < eps ? eps : v;
 }
 
-// The shift that keeps every p * log x_t - shift <= 0; 0 when that is not
-// finite (x = +inf, or a NaN column), as torch.logsumexp does, so +inf and
-// NaN come out as in the reference (cpu/guided_gem_pool.cpp).
+// The shift that keeps every p * log x_t - shift <= 0, and log(T floor) -
+// shift with the floor; 0 when that is not finite (x = +inf, x = 0 with p < 0,
+// or a NaN column), as torch.logsumexp does, so +inf and NaN come out as in the
+// reference (cpu/guided_gem_pool.cpp).
 template <typename acc_t>
-__device__ __forceinline__ acc_t lse_shift(acc_t p, acc_t lo, acc_t hi) {
-  const acc_t v = p > acc_t(0) ? p * hi : p * lo;
+__device__ __forceinline__ acc_t lse_shift(acc_t p, acc_t lo, acc_t hi, bool with_floor, acc_t log_tf) {
+  acc_t v = p > acc_t(0) ? p * hi : p * lo;
+  if (with_floor) {
+    v = v > log_tf ? v : log_tf;
+  }
   return v - v == acc_t(0) ? v : acc_t(0);
+}
+
+// A z that frames at 0 made 0: its sum is 0 (p > 0, all frames at 0, no
+// floor) or inf (p < 0). It passes no gradient.
+template <typename acc_t>
+__device__ __forceinline__ bool vanished(acc_t log_z, acc_t s) {
+  return log_z == -INFINITY && !(s > acc_t(0) && s < INFINITY);
 }
 
 // The exponent p, or NaN when it is outside the supported range (checked on
@@ -85,7 +100,8 @@ __device__ __forceinline__ void column_logs(
 }
 
 // Adds exp(p log x_t - shift) over frames t >= kCachedFrames to s and, when
-// `with_log`, the same terms times log x_t to s_log (logarithms recomputed).
+// `with_log`, the same terms times log x_t to s_log (logarithms recomputed;
+// frames at 0 add nothing there).
 template <bool with_log, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void add_uncached_terms(
     const scalar_t* __restrict__ xc, int64_t T, int64_t C, acc_t eps, acc_t p, acc_t shift, acc_t& s, acc_t& s_log) {
@@ -94,7 +110,7 @@ __device__ __forceinline__ void add_uncached_terms(
     const acc_t e = cuda::exp_(p * lx - shift);
     s += e;
     if (with_log) {
-      s_log += e * lx;
+      s_log += lx == -INFINITY ? acc_t(0) : e * lx;
     }
   }
 }
@@ -102,7 +118,8 @@ __device__ __forceinline__ void add_uncached_terms(
 template <typename scalar_t>
 __global__ void __launch_bounds__(kGemThreads) gem_forward_kernel(
     const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight, const at::opmath_type<scalar_t>* __restrict__ p,
-    int64_t B, int64_t T, int64_t C, int64_t P, at::opmath_type<scalar_t> eps, scalar_t* __restrict__ out) {
+    int64_t B, int64_t T, int64_t C, int64_t P, at::opmath_type<scalar_t> eps, bool with_floor,
+    at::opmath_type<scalar_t> log_tf, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t log_t = cuda::log_(static_cast<acc_t>(T));
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < B * C; j += int64_t(gridDim.x) * blockDim.x) {
@@ -114,7 +131,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_forward_kernel(
     acc_t acc = 0;
     for (int64_t i = 0; i < P; ++i) {
       const acc_t pi = supported_exponent(p[i]);
-      const acc_t shift = lse_shift(pi, lo, hi);
+      const acc_t shift = lse_shift(pi, lo, hi, with_floor, log_tf);
       acc_t s = 0, unused = 0;
 #pragma unroll
       for (int t = 0; t < kCachedFrames; ++t) {
@@ -123,6 +140,9 @@ __global__ void __launch_bounds__(kGemThreads) gem_forward_kernel(
         }
       }
       add_uncached_terms<false, scalar_t, acc_t>(xc, T, C, eps, pi, shift, s, unused);
+      if (with_floor) {
+        s += cuda::exp_(log_tf - shift);
+      }
       const acc_t log_z = (shift + cuda::log_(s) - log_t) / pi;
       acc += static_cast<acc_t>(weight[(b * P + i) * C + c]) * cuda::exp_(log_z);
     }
@@ -149,14 +169,16 @@ __device__ acc_t block_sum(acc_t v, acc_t* warp_sums) {
   return total;
 }
 
-// dz_i/dx_t = z_i * softmax_t(p_i log x)_t / x_t (zero where x was clamped),
+// With softmax_t over the frames and the floor term:
+// dz_i/dx_t = z_i * softmax_t(p_i log x)_t / x_t (zero where x was clamped, and at x = 0),
 // dz_i/dp_i = z_i / p_i * (sum_t softmax_t * log x_t - log z_i).
 // grad_p_blocks (if given) is [gridDim.x, P], zero on entry.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
     const at::opmath_type<scalar_t>* __restrict__ p, int64_t B, int64_t T, int64_t C, int64_t P,
-    at::opmath_type<scalar_t> eps, scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_weight,
+    at::opmath_type<scalar_t> eps, bool with_floor, at::opmath_type<scalar_t> log_tf,
+    scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_weight,
     at::opmath_type<scalar_t>* __restrict__ grad_p_blocks) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t warp_sums[kGemThreads / cuda::kWarpSize];
@@ -189,7 +211,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
       }
       for (int64_t i = 0; i < P; ++i) {
         const acc_t pi = supported_exponent(p[i]);
-        const acc_t shift = lse_shift(pi, lo, hi);
+        const acc_t shift = lse_shift(pi, lo, hi, with_floor, log_tf);
         // soft[u] = exp(p log x - shift) of the chunk's frames; s and s_log over all frames.
         acc_t soft[kCachedFrames];
 #pragma unroll
@@ -202,19 +224,23 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
           if (t < T) {
             const acc_t e = first ? soft[t] : cuda::exp_(pi * log_x[t] - shift);
             s += e;
-            s_log += e * log_x[t];
+            s_log += log_x[t] == -INFINITY ? acc_t(0) : e * log_x[t];  // x^p log x -> 0 at x = 0
           }
         }
         add_uncached_terms<true, scalar_t, acc_t>(xc, T, C, eps, pi, shift, s, s_log);
+        if (with_floor) {
+          s += cuda::exp_(log_tf - shift);
+        }
         const acc_t log_z = (shift + cuda::log_(s) - log_t) / pi;
         const acc_t z = cuda::exp_(log_z);
+        const bool dead = vanished(log_z, s);
         const int64_t wi = (b * P + i) * C + c;
         if (first && active && grad_weight != nullptr) {
           grad_weight[wi] = static_cast<scalar_t>(go * z);
         }
         const acc_t gz = go * static_cast<acc_t>(weight[wi]) * z;
         if (first && grad_p_blocks != nullptr) {
-          const acc_t contribution = active ? gz / pi * (s_log / s - log_z) : acc_t(0);
+          const acc_t contribution = active && !dead ? gz / pi * (s_log / s - log_z) : acc_t(0);
           const acc_t total = block_sum(contribution, warp_sums);
           if (threadIdx.x == 0) {
             grad_p_blocks[blockIdx.x * P + i] += total;
@@ -223,7 +249,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
         if (grad_x != nullptr) {
 #pragma unroll
           for (int u = 0; u < kCachedFrames; ++u) {
-            if (t0 + u < T) {
+            if (t0 + u < T && !dead && chunk_log[u] != -INFINITY) {
               gx[u] += gz * (soft[u] / s) * inv_x[u];
             }
           }
@@ -233,7 +259,7 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
 #pragma unroll
         for (int u = 0; u < kCachedFrames; ++u) {
           if (t0 + u < T) {
-            // clamp(x, min=eps) passes the gradient where x >= eps
+            // clamp(x, min=eps) passes the gradient where x >= eps (at x = 0 with eps = 0, gx is 0)
             const int64_t off = b * T * C + (t0 + u) * C + c;
             const bool passes = static_cast<acc_t>(x[off]) >= eps;
             grad_x[off] = static_cast<scalar_t>(passes ? gx[u] : acc_t(0));
@@ -266,8 +292,15 @@ __global__ void __launch_bounds__(kGemThreads) gem_grad_p_kernel(
   }
 }
 
-at::Tensor guided_gem_pool_cuda(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p_in, double eps) {
-  check_guided_gem_pool(x_in, weight_in, p_in, eps);
+// log(T floor) in the op-math type, computed in double (used only for floor > 0).
+template <typename acc_t>
+acc_t floor_log_term(int64_t T, double floor) {
+  return static_cast<acc_t>(std::log(static_cast<double>(T)) + std::log(floor));
+}
+
+at::Tensor guided_gem_pool_cuda(
+    const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p_in, double eps, double floor) {
+  check_guided_gem_pool(x_in, weight_in, p_in, eps, floor);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto x = x_in.contiguous();
   const auto weight = weight_in.contiguous();
@@ -283,7 +316,7 @@ at::Tensor guided_gem_pool_cuda(const at::Tensor& x_in, const at::Tensor& weight
     using acc_t = at::opmath_type<scalar_t>;
     gem_forward_kernel<scalar_t><<<grid_size(B * C, kGemThreads), kGemThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B, T, C, P,
-        static_cast<acc_t>(eps), out.data_ptr<scalar_t>());
+        static_cast<acc_t>(eps), floor > 0, floor_log_term<acc_t>(T, floor), out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -291,8 +324,8 @@ at::Tensor guided_gem_pool_cuda(const at::Tensor& x_in, const at::Tensor& weight
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cuda(
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p_in,
-    double eps, std::array<bool, 3> output_mask) {
-  check_guided_gem_pool(x_in, weight_in, p_in, eps);
+    double eps, double floor, std::array<bool, 3> output_mask) {
+  check_guided_gem_pool(x_in, weight_in, p_in, eps, floor);
   check_grad_out("guided_gem_pool_backward", grad_out_in, {x_in.size(0), x_in.size(2)}, x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto x = x_in.contiguous();
@@ -315,7 +348,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cuda(
     auto grad_p_blocks = want_p ? at::zeros({int64_t(blocks), P}, p.options()) : at::Tensor();
     gem_backward_kernel<scalar_t><<<blocks, kGemThreads, 0, stream>>>(
         grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B,
-        T, C, P, static_cast<acc_t>(eps), output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
+        T, C, P, static_cast<acc_t>(eps), floor > 0, floor_log_term<acc_t>(T, floor),
+        output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr,
         want_p ? grad_p_blocks.data_ptr<acc_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

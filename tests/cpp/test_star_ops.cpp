@@ -58,13 +58,33 @@ void test_guided_gem_pool() {
   auto x = at::rand({2, 6, 5}, at::kDouble) + 0.1;
   auto weight = at::softmax(at::randn({2, 3, 5}, at::kDouble), 1);
   auto p = at::tensor({0.7, 3.0, 7.0}, at::kDouble);
-  auto out = star::guided_gem_pool(x, weight, p, 1e-6);
+  auto out = star::guided_gem_pool(x, weight, p, 1e-6, 0.0);
   auto expected = at::zeros({2, 5}, at::kDouble);
   for (int64_t i = 0; i < 3; ++i) {
     const double pi = p[i].item<double>();
     expected += weight.select(1, i) * x.pow(pi).mean(1).pow(1.0 / pi);
   }
   expect(at::allclose(out, expected, 1e-10, 1e-12), "guided_gem_pool matches the generalized-mean formula");
+
+  // The released STAR's mean: no clamp, (mean_t x^p + floor)^(1/p); one frame at 0.
+  x[0][2][1] = 0.0;
+  const double floor = 1e-3;
+  auto floored = star::guided_gem_pool(x, weight, p, 0.0, floor);
+  auto expected_floored = at::zeros({2, 5}, at::kDouble);
+  for (int64_t i = 0; i < 3; ++i) {
+    const double pi = p[i].item<double>();
+    expected_floored += weight.select(1, i) * (x.pow(pi).mean(1) + floor).pow(1.0 / pi);
+  }
+  expect(
+      at::allclose(floored, expected_floored, 1e-10, 1e-12) && !at::allclose(floored, expected, 1e-6, 0),
+      "guided_gem_pool with eps = 0 and a floor matches (mean x^p + floor)^(1/p)");
+  bool threw = false;
+  try {
+    star::guided_gem_pool(x, weight, p, 0.0, -1.0);
+  } catch (const c10::Error& e) {
+    threw = std::string(e.what()).find("floor must be a non-negative finite number") != std::string::npos;
+  }
+  expect(threw, "guided_gem_pool rejects a negative floor naming the argument");
 }
 
 void test_keypoint_graph_attention() {
