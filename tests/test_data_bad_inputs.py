@@ -24,6 +24,7 @@ from star.data import (
     KeypointStoreError,
     MissingFramesError,
     SynthConfig,
+    UnreadableFolderError,
     check_dataset,
     generate_synthetic,
     load_dataset,
@@ -292,3 +293,41 @@ def test_empty_list_file_and_missing_list_frame(tmp_path):
     (tmp_path / "query.txt").write_text("# nothing yet\n")
     with pytest.raises(EmptySplitError, match=r"query: .*query\.txt lists no tracklets"):
         load_dataset("list", tmp_path, verbose=False)
+
+
+# ----------------------------------------------------------------------------- unreadable frame folder
+def _assert_names_the_unreadable_folder(syn0, folder, capsys):
+    with pytest.raises(UnreadableFolderError, match=f"cannot read the frame folder {re.escape(str(folder))}: permission denied"):
+        load_dataset("synthetic", syn0, verbose=False)
+    rc, err = _check_data(syn0, capsys)
+    assert rc == 1 and err.count("\n") == 1 and f"error: cannot read the frame folder {folder}" in err
+    assert "info/train_name.txt line" in err
+
+
+def test_unlistable_frame_folder_is_one_error_naming_it(syn0, capsys, monkeypatch):
+    # os.listdir raising as it does without read permission (runs as root too, where chmod is ignored)
+    import os
+
+    folder = syn0 / "0001" / "rgb" / "D1"
+    real = os.listdir
+
+    def listdir(path="."):
+        if str(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    _assert_names_the_unreadable_folder(syn0, folder, capsys)
+
+
+def test_frame_folder_without_read_permission(syn0, capsys):
+    import os
+
+    folder = syn0 / "0001" / "rgb" / "D1"
+    folder.chmod(0o300)  # write and search, no read: cannot be listed
+    try:
+        if os.access(folder, os.R_OK):
+            pytest.skip("permission bits are not enforced here (running as root)")
+        _assert_names_the_unreadable_folder(syn0, folder, capsys)
+    finally:
+        folder.chmod(0o755)
