@@ -18,6 +18,7 @@ ones. A fraction of tracklets is shorter than 12 frames, as in the real data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
@@ -28,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import DATASET_LOCK_FILE, atomic_write, dataset_lock, write_bytes
 from .errors import SynthConfigError, SynthOutputError
 from .hitsz_vcm import MIN_FRAMES
 from .keypoint_store import write_keypoints
@@ -141,7 +142,11 @@ class _SplitWriter:
         frame_no = self.next_frame.get(folder_key, int(rng.integers(1, 6)))
         start = len(self.names) + 1
         for img in frames:
-            cv2.imwrite(str(folder / f"{frame_no}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            # encode, then write with Python: cv2.imwrite only returns False on a full disk
+            ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode a {img.shape} frame as JPEG")
+            write_bytes(folder / f"{frame_no}.jpg", jpeg.tobytes())
             self.names.append(f"{pid:04d}M{code}D{cam}T{tid}F{frame_no}.jpg")
             frame_no += int(rng.integers(1, 3))  # frame numbers are not contiguous in HITSZ-VCM either
         self.next_tid[folder_key], self.next_frame[folder_key] = tid, frame_no
@@ -212,23 +217,27 @@ def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, 
     """
     config.validate()
     out = Path(out)
+    replace = False
     if out.exists():
         if not out.is_dir():
             raise SynthOutputError(f"{out} exists and is not a directory")
-        if any(out.iterdir()):
+        if any(p.name != DATASET_LOCK_FILE for p in out.iterdir()):
             if not (force and (out / MARKER).is_file()):
                 hint = " (pass force=True / --force to replace it)" if (out / MARKER).is_file() else ""
                 raise SynthOutputError(f"{out} is not empty{hint}")
+            replace = True
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _write_dataset(tmp, config)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    # Replacing: no training or evaluation may be reading the old dataset (nor start to).
+    with dataset_lock(out, "star synth", exclusive=True) if replace else contextlib.nullcontext():
+        try:
+            _write_dataset(tmp, config)
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)  # never hides the error that stopped the write
     return out
 
 
@@ -256,7 +265,7 @@ def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
                 stacklevel=2,
             )
         return False
-    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+    if root.exists() and not (root.is_dir() and all(p.name == DATASET_LOCK_FILE for p in root.iterdir())):
         return False
     print(f"generating the synthetic dataset in {root} ...", flush=True)
     generate_synthetic(root, config)
