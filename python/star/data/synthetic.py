@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -75,6 +76,17 @@ class SynthConfig:
             raise SynthConfigError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
         if self.height < 16 or self.width < 8:
             raise SynthConfigError("frames must be at least 16 x 8 pixels")
+        if max(self.height, self.width) > MAX_JPEG_SIDE:
+            raise SynthConfigError(f"frames of {self.height} x {self.width} pixels do not fit a JPEG "
+                                   f"(at most {MAX_JPEG_SIDE} pixels a side)")
+        # a tracklet's frames are rendered in memory (uint8 RGB) before they are written
+        needed = self.height * self.width * 3 * self.max_frames
+        available = _available_memory()
+        if available is not None and needed > available // 2:
+            raise SynthConfigError(
+                f"frames of {self.height} x {self.width} pixels need {needed / 2**30:.1f} GiB per tracklet of "
+                f"{self.max_frames} frames; only {available / 2**30:.1f} GiB of memory is available"
+            )
         empty = _empty_splits(self)
         if empty:
             raise SynthConfigError(
@@ -86,6 +98,17 @@ class SynthConfig:
     @property
     def num_test_ids(self) -> int:
         return self.test_ids if self.test_ids is not None else self.ids // 2
+
+
+MAX_JPEG_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux/macOS sysconf), None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _rng(cfg: SynthConfig, *key: int) -> np.random.Generator:
