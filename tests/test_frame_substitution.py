@@ -67,13 +67,13 @@ def test_evaluation_of_garbage_frames_stops_naming_count_and_files(root):
 
 def test_evaluation_reports_the_count_and_allows_up_to_the_limit(root):
     clean = _evaluate(root)
-    assert clean.info["substituted_frames"] == 0 and "frames: no frame substituted (of " in clean.table
+    assert clean.substituted_frames == 0 and "frames: no frame substituted (of " in clean.table
     ds = load_dataset("synthetic", root, verbose=False)
     for t in ds.query[:2]:  # the first frame is always sampled at test time
         with open(t.paths[0], "wb") as f:
             f.write(b"garbage")
     result = _evaluate(root, max_substituted_fraction=0.5)
-    n = result.info["substituted_frames"]
+    n = result.substituted_frames
     assert n > 0 and f"frames: {n} of " in result.table and "unreadable: " in result.table
 
 

@@ -68,7 +68,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     # Options left out keep SynthConfig's defaults (the parser suppresses them).
     given = vars(args)
     config = SynthConfig(**{f.name: given[f.name] for f in dataclasses.fields(SynthConfig) if f.name in given})
-    check_ranges(config, "star synth setting ")
+    check_ranges(config, "star synth setting ")  # generate_synthetic then checks the rules across settings
     start = time.perf_counter()
     out = generate_synthetic(args.out, config, force=args.force)
     print(f"wrote the synthetic dataset in {time.perf_counter() - start:.1f} s")
@@ -81,9 +81,9 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     from star.data import check_dataset
 
-    from star.fileio import dataset_lock
+    from star.data.synthetic import dataset_read_lock
 
-    with dataset_lock(args.root, "star check-data"):
+    with dataset_read_lock(args.root, "star check-data"):
         report = check_dataset(args.dataset, args.root, args.keypoints, decode=args.decode)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -101,9 +101,9 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
-    from star.fileio import dataset_lock
+    from star.data.synthetic import dataset_read_lock
 
-    with dataset_lock(args.root, "star pose"):  # the frames must not be replaced while read
+    with dataset_read_lock(args.root, "star pose"):  # the frames must not be replaced while read
         return _extract_poses(args)
 
 

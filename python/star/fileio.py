@@ -203,7 +203,8 @@ DATASET_LOCK_FILE = ".star-dataset.lock"
 
 
 @contextlib.contextmanager
-def dataset_lock(root: str | os.PathLike[str], what: str, *, exclusive: bool = False) -> Iterator[None]:
+def dataset_lock(root: str | os.PathLike[str], what: str, *, exclusive: bool = False,
+                 create: bool = True) -> Iterator[None]:
     """Hold the lock of the dataset folder ``root`` while reading it (shared: any number of
     readers) or replacing it (``exclusive``: no reader, no other writer), so a dataset is never
     replaced under a running training or evaluation.
@@ -212,12 +213,13 @@ def dataset_lock(root: str | os.PathLike[str], what: str, *, exclusive: bool = F
     dies). A conflict is :class:`DatasetBusyError` at once, naming the other run(s) where the
     OS tells (Linux ``/proc/locks``). A reader of a folder where the lock file cannot be
     created (a read-only dataset, which nothing can replace either) or of a path that is not
-    a folder (reading it reports that) goes on without a lock. ``what`` names this run.
+    a folder (reading it reports that) goes on without a lock; so does one without the lock
+    file when not ``create`` (a folder no writer replaces). ``what`` names this run.
     """
     root = Path(root)
     path = root / DATASET_LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create or exclusive else 0), 0o644)
     except OSError as exc:
         if exclusive and is_environment_write_error(exc):
             raise WriteFailedError(path, exc) from None

@@ -264,6 +264,13 @@ def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, 
     return out
 
 
+def dataset_read_lock(root: str | Path, what: str):
+    """The shared ``dataset_lock`` a run holds while it reads the dataset at ``root``. Only a
+    synthetic dataset can be replaced (``generate_synthetic(force=True)``), so only there is
+    the lock file created: a folder of something else is never written to."""
+    return dataset_lock(root, what, create=(Path(root) / MARKER).is_file())
+
+
 def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
     """Generate the synthetic dataset into ``root`` unless one is there; True when generated.
 

@@ -61,6 +61,9 @@ class EvalResult:
     protocol: str
     dataset: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # frames substituted because undecodable (None: evaluated from saved features); printed in
+    # the table, not in metrics.json, whose content depends on the embeddings alone
+    substituted_frames: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The content of metrics.json: metrics as fractions in [0, 1] (``R<k>`` = CMC at rank k)."""
@@ -186,7 +189,7 @@ def evaluate(
         protocol=cfg.eval.protocol, dataset=data.name, same_modality=cfg.eval.same_modality,
         rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
     )
-    result.info["substituted_frames"] = substitutions.substituted
+    result.substituted_frames = substitutions.substituted
     result.table += f"\nframes: {substitutions.summary()}"
     if output_dir is not None:
         out = Path(output_dir)

@@ -25,7 +25,7 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
-from ..fileio import dataset_lock
+from ..data.synthetic import dataset_read_lock
 from ..models import STAR, ModelConfig
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .evaluator import EvalResult, check_metrics_outputs, evaluate, extraction_settings
@@ -148,7 +148,7 @@ def evaluate_checkpoint(
         check_metrics_outputs(output_dir, inputs=[checkpoint], force=force)
         if visrank:
             check_output_dir(Path(output_dir) / "visrank", "rank-list folder")
-    with dataset_lock(cfg.data.root, "star eval"):
+    with dataset_read_lock(cfg.data.root, "star eval"):
         data, keypoints = load_eval_data(cfg)
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         return evaluate(
@@ -165,7 +165,7 @@ def extract_checkpoint_features(
     ``out`` follows the output rules of ``output_paths.check_output_file`` (``force``: replace
     an existing file of another kind)."""
     check_output_file(out, "features file", kind="features file", inputs=[checkpoint], force=force)
-    with dataset_lock(cfg.data.root, "star extract"):
+    with dataset_read_lock(cfg.data.root, "star extract"):
         data, keypoints = load_eval_data(cfg)
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         features = {
@@ -184,7 +184,7 @@ def rank_lists_from_features(
     require_sets(features, ("query", "gallery"), "the features")
     check_output_dir(out_dir, "rank-list folder")
     check_folder_free(out_dir, "rank lists")
-    with dataset_lock(cfg.data.root, "star visrank"):
+    with dataset_read_lock(cfg.data.root, "star visrank"):
         data, keypoints = load_eval_data(cfg, verbose=False)
         return write_rank_lists(
             data, keypoints, features["query"], features["gallery"], out_dir,

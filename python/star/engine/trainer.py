@@ -64,7 +64,8 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig, check_ranges
 from ..data import load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
 from ..data.substitution import FrameSubstitutions
-from ..fileio import dataset_lock, exclusive_dir_lock, remove_stale_temporaries
+from ..data.synthetic import dataset_read_lock
+from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
 from ..models import STAR
 from ..models.pretrained import init_pretrained
@@ -160,7 +161,7 @@ class Trainer(TrainerBase):
                 prepare_synthetic(cfg.data.root, cfg.data.synthetic)
             dist_utils.barrier(self.dist)
         # until the run ends: `star synth --force` cannot replace the dataset under it
-        self._exit.enter_context(dataset_lock(cfg.data.root, "star train"))
+        self._exit.enter_context(dataset_read_lock(cfg.data.root, "star train"))
         self.data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=is_main)
         self.keypoints = open_keypoint_store(self.data, cfg.data.keypoints)
         for split in ("train", "query", "gallery"):
