@@ -123,26 +123,43 @@ def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(like) if needed else like.new_empty((0,))
 
 
+def _check_devices(op: str, **tensors: Optional[torch.Tensor]) -> None:
+    """The check of csrc/validation.cpp that every tensor argument is on the first one's device.
+    A fake kernel needs it too: the dispatcher sends a call with any meta tensor here, and
+    without it a CPU tensor beside a meta one would get an uninitialised CPU result."""
+    (first_name, first), *others = [(n, t) for n, t in tensors.items() if t is not None]
+    for name, t in others:
+        torch._check(
+            t.device == first.device,
+            lambda: f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+            "all tensors must be on the same device",
+        )
+
+
 def _register() -> None:
     """Fake kernels of the compiled ops (only when _C is loaded)."""
 
     @torch.library.register_fake("star::keypoint_pool")
     def _(feat, kpts, sigma, eps=1e-6):
+        _check_devices("keypoint_pool", feat=feat, kpts=kpts)
         torch._check(feat.dim() == 4, lambda: "keypoint_pool: feat must be a 4-D tensor [N, C, H, W]")
         torch._check(kpts.dim() == 3, lambda: "keypoint_pool: kpts must be a 3-D tensor [N, K, 3]")
         return feat.new_empty((feat.shape[0], kpts.shape[1], feat.shape[1]))
 
     @torch.library.register_fake("star::keypoint_pool_backward")
     def _(grad_out, feat, kpts, sigma, eps, output_mask):
+        _check_devices("keypoint_pool_backward", feat=feat, kpts=kpts, grad_out=grad_out)
         return _empty_unless(output_mask[0], feat), _empty_unless(output_mask[1], kpts)
 
     @torch.library.register_fake("star::guided_gem_pool")
     def _(x, weight, p, eps=1e-6, floor=0.0):
+        _check_devices("guided_gem_pool", x=x, weight=weight, p=p)
         torch._check(x.dim() == 3, lambda: "guided_gem_pool: x must be a 3-D tensor [B, T, C]")
         return x.new_empty((x.shape[0], x.shape[2]))
 
     @torch.library.register_fake("star::guided_gem_pool_backward")
     def _(grad_out, x, weight, p, eps, floor, output_mask):
+        _check_devices("guided_gem_pool_backward", x=x, weight=weight, p=p, grad_out=grad_out)
         return (
             _empty_unless(output_mask[0], x),
             _empty_unless(output_mask[1], weight),
@@ -151,11 +168,15 @@ def _register() -> None:
 
     @torch.library.register_fake("star::keypoint_graph_attention")
     def _(h, a_src, a_dst, rowptr, col, negative_slope=0.2, edge_keep=None, keep_scale=1.0):
+        _check_devices("keypoint_graph_attention", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col,
+                       edge_keep=edge_keep)
         torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
         return torch.empty_like(h)
 
     @torch.library.register_fake("star::keypoint_graph_attention_backward")
     def _(grad_out, h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale, output_mask):
+        _check_devices("keypoint_graph_attention_backward", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col,
+                       edge_keep=edge_keep, grad_out=grad_out)
         return (
             _empty_unless(output_mask[0], h),
             _empty_unless(output_mask[1], a_src),

@@ -495,7 +495,7 @@ def test_train_output_dir_that_is_a_file_is_one_error_line(run, tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv, names", [
-    (["--ids", "1"], ["ids=1"]),
+    (["--ids", "1"], ["ids = 1", "[2, 9999]"]),
     (["--min-frames", "9", "--max-frames", "4"], ["min_frames <= max_frames"]),
 ])
 def test_synth_bad_setting_is_one_error_line(tmp_path, capsys, argv, names):

@@ -24,6 +24,7 @@ from star.data import (
     KeypointStoreError,
     MissingFramesError,
     SynthConfig,
+    UnreadableFolderError,
     check_dataset,
     generate_synthetic,
     load_dataset,
@@ -114,6 +115,16 @@ def test_synth_refuses_settings_that_leave_no_tracklet(tmp_path, capsys):
     with pytest.raises(ValueError, match="empty split"):
         generate_synthetic(out, cfg)
     assert not out.exists() and not list(tmp_path.glob(".short*"))
+
+
+def test_synth_refuses_frames_too_large_before_any_work(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "huge"
+    rc = main(["synth", "--out", str(out), "--height", "100000", "--width", "100000"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: frames of 100000 x 100000 pixels do not fit a JPEG") and not out.exists()
+    monkeypatch.setattr("star.data.synthetic._available_memory", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"need 6.7 GiB per tracklet of 24 frames; only 1.0 GiB of memory"):
+        SynthConfig(height=10000, width=10000).validate()
 
 
 # ----------------------------------------------------------------------------- 3: missing frames
@@ -292,3 +303,67 @@ def test_empty_list_file_and_missing_list_frame(tmp_path):
     (tmp_path / "query.txt").write_text("# nothing yet\n")
     with pytest.raises(EmptySplitError, match=r"query: .*query\.txt lists no tracklets"):
         load_dataset("list", tmp_path, verbose=False)
+
+
+# ----------------------------------------------------------------------------- unreadable frame folder
+def _assert_names_the_unreadable_folder(syn0, folder, capsys):
+    with pytest.raises(UnreadableFolderError, match=f"cannot read the frame folder {re.escape(str(folder))}: permission denied"):
+        load_dataset("synthetic", syn0, verbose=False)
+    rc, err = _check_data(syn0, capsys)
+    assert rc == 1 and err.count("\n") == 1 and f"error: cannot read the frame folder {folder}" in err
+    assert "info/train_name.txt line" in err
+
+
+def test_unlistable_frame_folder_is_one_error_naming_it(syn0, capsys, monkeypatch):
+    # os.listdir raising as it does without read permission (runs as root too, where chmod is ignored)
+    import os
+
+    folder = syn0 / "0001" / "rgb" / "D1"
+    real = os.listdir
+
+    def listdir(path="."):
+        if str(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    _assert_names_the_unreadable_folder(syn0, folder, capsys)
+
+
+def test_frame_folder_without_read_permission(syn0, capsys):
+    import os
+
+    folder = syn0 / "0001" / "rgb" / "D1"
+    folder.chmod(0o300)  # write and search, no read: cannot be listed
+    try:
+        if os.access(folder, os.R_OK):
+            pytest.skip("permission bits are not enforced here (running as root)")
+        _assert_names_the_unreadable_folder(syn0, folder, capsys)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_dataset_root_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    root = tmp_path / "data.tar"
+    root.write_bytes(b"an archive, not unpacked")
+    with pytest.raises(DataError, match=f"the dataset root {re.escape(str(root))} is a file, not a folder"):
+        load_dataset("synthetic", root, verbose=False)
+    rc, err = _check_data(root, capsys)
+    assert rc == 1 and err.count("\n") == 1 and "is a file, not a folder" in err
+
+
+def test_duplicated_hitsz_track_row_names_both_lines(syn0):
+    info = syn0 / "info" / "track_train_info.txt"
+    lines = info.read_text().splitlines()
+    info.write_text("\n".join([*lines, lines[2]]) + "\n")
+    with pytest.raises(DataFormatError, match=rf"track_train_info\.txt:{len(lines) + 1}: frames .* are already a "
+                                              r"tracklet \(line 3\): duplicated row"):
+        load_dataset("synthetic", syn0, verbose=False)
+
+
+def test_duplicated_bupt_split_row_names_both_lines(tmp_path):
+    make_bupt(tmp_path)
+    with open(tmp_path / "gallery.txt", "a") as f:
+        f.write("5 RGB TSG1 3\n")
+    with pytest.raises(DataFormatError, match=r"gallery\.txt:3: tracklet 5/RGB/TSG1/3 is already listed on line 1"):
+        load_dataset("bupt", tmp_path, verbose=False)

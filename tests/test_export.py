@@ -179,6 +179,15 @@ def test_embedder_rejects_inputs_that_do_not_fit(trained):
             embedder.embed(*args)
 
 
+def test_empty_batch_embeds_to_zero_rows_of_the_embedding_width(trained, exported):
+    embedder = Embedder.from_checkpoint(trained[0], device="cpu")
+    empty = (torch.zeros(0, T, 3, H, W), torch.zeros(0, T, 17, 3), torch.zeros(0, dtype=torch.int64))
+    width = embedder.embed(torch.zeros(1, T, 3, H, W), torch.rand(1, T, 17, 3), "ir").shape[1]
+    assert embedder.embed(*empty).shape == (0, width)
+    pytest.importorskip("onnxruntime")
+    assert OnnxEmbedder(exported[0]).embed(*empty).shape == (0, width)
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -499,3 +499,18 @@ def test_rerank_row_blocks_are_bounded(monkeypatch):
 def test_rerank_bad_inputs(args, kwargs, name):
     with pytest.raises(ValueError, match=name):
         M.k_reciprocal_rerank_dist(*args, **kwargs)
+
+
+def test_rerank_of_identical_features_warns_and_ties_instead_of_nan():
+    # a collapsed model: every embedding the same, so every distance is 0 and od's column maxima are 0
+    feats = torch.ones(9, 4)
+    with pytest.warns(RuntimeWarning, match="degenerate distances .*all features are identical"):
+        dist = M.k_reciprocal_rerank(feats[:4], feats[4:], k1=3, k2=2)
+    assert dist.shape == (4, 5) and torch.isfinite(dist).all()
+    assert torch.all(dist == dist[0, 0])  # everything ties
+    rng = np.random.default_rng(7)
+    qf, qp, qc, gf, gp, gc = vcm_like(rng, n_ir=6, n_rgb=8)
+    with pytest.warns(RuntimeWarning, match="degenerate distances"):
+        results = M.evaluate_hitsz_vcm(np.ones_like(qf), qp, qc, np.ones_like(gf), gp, gc, rerank=True,
+                                       rerank_params=dict(k1=3, k2=2, lambda_value=0.3))
+    assert all(np.isfinite(r.mAP) for r in results.values())

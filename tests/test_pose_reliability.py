@@ -196,3 +196,15 @@ def test_more_workers_than_shards_is_said(tmp_path, models, listdata):
 
     with pytest.warns(PoseWarning, match="2 workers but 1 shard"):
         extract_keypoints(listdata, tmp_path / "kp", models["pose"], shard="0/3", shard_size=8, workers=2, **FAST)
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--decode-threads"])
+@pytest.mark.parametrize("value", ["-4", "0"])
+def test_non_positive_thread_counts_are_refused(tmp_path, models, listdata, capsys, flag, value):
+    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--quiet",
+            "--model", models["pose"], flag, value]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    name = flag[2:].replace("-", "_")
+    assert err == f"error: {name} must be >= 1 (or left out for the default), got {value}\n"
+    assert not (tmp_path / "kp").exists()

@@ -129,6 +129,10 @@ def test_errors_name_the_folder_or_file(tmp_path, ablation):
     (broken / "metrics.json").write_text("{not json")
     modeless = make_run(tmp_path, "modeless", seed=9)
     (modeless / "metrics.json").write_text(json.dumps({"dataset": "synthetic"}))
+    wordy = make_run(tmp_path, "wordy", seed=9)
+    (wordy / "metrics.json").write_text(json.dumps({"modes": {"IR->RGB": {"mAP": "12.5%", "R1": 0.1}}}))
+    flat = make_run(tmp_path, "flat", seed=9)
+    (flat / "metrics.json").write_text(json.dumps({"modes": {"IR->RGB": 0.2}}))
     twin = tmp_path / "twin"
     twin.mkdir()
     for name in ("config.yaml", "metrics.json"):
@@ -139,6 +143,8 @@ def test_errors_name_the_folder_or_file(tmp_path, ablation):
         ([no_config], "no_config holds no config.yaml"),
         ([broken], "cannot read metrics .*broken/metrics.json"),
         ([modeless], "modeless/metrics.json holds no per-mode metrics"),
+        ([wordy], r"wordy/metrics.json: IR->RGB mAP must be a number, got '12.5%'"),
+        ([flat], r"flat/metrics.json: mode 'IR->RGB' is not a mapping of metrics, got 0.2"),
         ([ablation[0], twin], "star_0 and .*twin are the same configuration with the same seed"),
         ([], "no run folders"),
     ]

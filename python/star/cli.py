@@ -3,8 +3,9 @@
 Each subcommand is a ``_cmd_<name>(args)`` function registered in ``_build_parser``;
 the work itself lives in the library modules so the Python API mirrors the CLI.
 Errors: ``main`` prints a :class:`star.errors.StarError` (a problem the user can fix) as
-one ``error:`` line and returns its exit code (3 for a diverged training, else 1); any
-other exception is a bug and propagates with its traceback. ``STAR_DEBUG=1`` shows the
+one ``error:`` line and returns its exit code (3 for a diverged training, else 1), and so
+is an OSError the machine caused (disk full, read-only, no permission); Ctrl-C prints one
+line and returns 130. Any other exception is a bug and propagates with its traceback. ``STAR_DEBUG=1`` shows the
 traceback of user errors too.
 """
 
@@ -17,7 +18,10 @@ import traceback
 from collections.abc import Iterator
 
 from star._version import __version__
-from star.errors import StarError
+from star.errors import StarError, is_environment_write_error, write_failure_reason
+
+# The exit code of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
 
 
 def _exit_code(error: StarError) -> int:
@@ -58,11 +62,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     import dataclasses
 
+    from star.config import check_ranges
     from star.data import SynthConfig, generate_synthetic, load_dataset
 
     # Options left out keep SynthConfig's defaults (the parser suppresses them).
     given = vars(args)
     config = SynthConfig(**{f.name: given[f.name] for f in dataclasses.fields(SynthConfig) if f.name in given})
+    check_ranges(config, "star synth setting ")  # generate_synthetic then checks the rules across settings
     start = time.perf_counter()
     out = generate_synthetic(args.out, config, force=args.force)
     print(f"wrote the synthetic dataset in {time.perf_counter() - start:.1f} s")
@@ -75,7 +81,10 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     from star.data import check_dataset
 
-    report = check_dataset(args.dataset, args.root, args.keypoints, decode=args.decode)
+    from star.data.synthetic import dataset_read_lock
+
+    with dataset_read_lock(args.root, "star check-data"):
+        report = check_dataset(args.dataset, args.root, args.keypoints, decode=args.decode)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -92,6 +101,13 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
+    from star.data.synthetic import dataset_read_lock
+
+    with dataset_read_lock(args.root, "star pose"):  # the frames must not be replaced while read
+        return _extract_poses(args)
+
+
+def _extract_poses(args: argparse.Namespace) -> int:
     from star.data import load_dataset
     from star.pose import extract_keypoints, merge_shards
 
@@ -143,13 +159,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from star.engine import evaluate_features, load_npz, write_metrics
-    from star.engine.evaluator import METRICS_FILE
+    from star.engine.evaluator import METRICS_FILE, check_metrics_outputs
     from star.engine.features import require_sets
     from star.engine.inference import evaluate_checkpoint
 
     cfg = _run_config(args)
     out = Path(args.output_dir) if args.output_dir else None
     if args.features:
+        if out is not None:
+            check_metrics_outputs(out, inputs=[args.features], force=args.force)
         sets = load_npz(args.features)
         require_sets(sets, ("query", "gallery"), args.features)
         result = evaluate_features(
@@ -159,7 +177,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if out is not None:
             write_metrics(result, out / METRICS_FILE)
     else:
-        result = evaluate_checkpoint(cfg, args.checkpoint, output_dir=out, visrank=False)
+        result = evaluate_checkpoint(cfg, args.checkpoint, output_dir=out, visrank=False, force=args.force)
     print(result.table)
     if out is not None:
         print(f"wrote {out / METRICS_FILE}")
@@ -170,7 +188,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from star.engine.inference import extract_checkpoint_features
 
     cfg = _run_config(args)
-    features = extract_checkpoint_features(cfg, args.checkpoint, args.out, splits=tuple(args.splits))
+    features = extract_checkpoint_features(cfg, args.checkpoint, args.out, splits=tuple(args.splits), force=args.force)
     counts = ", ".join(f"{name} {len(f)} x {f.feats.shape[1]}" for name, f in features.items())
     print(f"wrote {args.out}: {counts}")
     return 0
@@ -219,7 +237,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from star.export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset)
+    report = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset, force=args.force)
     print(report.summary())
     return 0
 
@@ -306,6 +324,10 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. optim.lr=0.01 data.root=/data/HITSZ-VCM train.amp=false")
 
+    def add_force(p: argparse.ArgumentParser, kind: str) -> None:
+        p.add_argument("--force", action="store_true",
+                       help=f"replace an existing output file that is not a {kind} (never an input of the command)")
+
     def add_checkpoint_or_features(p: argparse.ArgumentParser) -> None:
         add_config(p, required=False)
         source = p.add_mutually_exclusive_group(required=True)
@@ -319,6 +341,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint (or saved features) in both modes; prints the table")
     add_checkpoint_or_features(p)
     p.add_argument("--output-dir", default=None, help="write metrics.json here")
+    add_force(p, "metrics.json / cmc.png")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("extract", help="write query/gallery embeddings with pids, cameras, modalities, paths (.npz)")
@@ -326,6 +349,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--splits", nargs="+", default=["query", "gallery"], choices=["train", "query", "gallery"])
+    add_force(p, "features .npz")
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("visrank", help="draw rank lists: query strip, top-k gallery strips, green/red borders, skeletons")
@@ -349,6 +373,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default: a dynamic batch axis) or a fixed batch size")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: star.export.DEFAULT_OPSET)")
+    add_force(p, "ONNX model")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("table", help="aggregate runs: one row per configuration, mean ± std over seeds")
@@ -371,6 +396,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return _exit_code(e)
+    except OSError as e:
+        if not is_environment_write_error(e):
+            raise  # a bug: shown with its traceback
+        # the machine refused a file operation outside star.fileio's writers (a folder, OpenCV)
+        if os.environ.get("STAR_DEBUG") == "1":
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{write_failure_reason(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # every command writes atomically and resumes (train: last.pt; pose: its shards)
+        print("\ninterrupted, rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ the dataclass annotations: ints are accepted for floats, and strings such as
 ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields;
 numbers are accepted for string fields. An empty section (``data:`` with
 nothing under it) counts as ``{}``. Then the dataclasses validate the values
-(``__post_init__``).
+(``__post_init__``) and ``ranges.check_ranges`` checks every numeric value against
+its valid range (NaN and infinity never pass) and the rules across fields.
 
 ``load_config`` of a saved config (``config_to_dict``, every field spelled out)
 gives back an equal ``RunConfig``.
@@ -53,6 +54,7 @@ from typing import Any
 import yaml
 
 from ..models.config import ConfigError, dataclass_from_dict
+from .ranges import check_ranges
 from .schema import RunConfig
 
 BASE_KEY = "_base_"
@@ -290,11 +292,16 @@ def _resolve(tree: dict[str, Any], origins: dict[str, str], overrides: Sequence[
         described += " with overrides " + " ".join(overrides)
 
     try:
-        return dataclass_from_dict(RunConfig, tree, origins=origins)
+        cfg = dataclass_from_dict(RunConfig, tree, origins=origins)
     except ConfigError:
         raise  # names the key and where it was set
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid config ({described}): {e}") from e
+    try:
+        check_ranges(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"invalid config ({described}): {e}") from None
+    return cfg
 
 
 def format_config(cfg: RunConfig) -> str:

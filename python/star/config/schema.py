@@ -39,6 +39,9 @@ class DataConfig:
     num_workers: int = 4
     batches_per_epoch: Optional[int] = None  # None = the sampler's natural epoch length
     eval_batch_size: int = 32
+    # Frames that cannot be decoded are substituted (a warning each); above this fraction of an
+    # epoch's or an evaluation's frames the run stops (star.data.substitution).
+    max_substituted_fraction: float = 0.01
     # Used when dataset is synthetic and root holds none yet: the dataset is generated there first.
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 

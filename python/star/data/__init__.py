@@ -22,7 +22,7 @@ from .check import CheckReport, check_dataset
 from .dataset import TrackletDataset
 from .errors import (
     DataError, DataFormatError, DatasetLayoutError, EmptySplitError, KeypointStoreError, MissingFramesError,
-    SynthConfigError, SynthOutputError,
+    SynthConfigError, SynthOutputError, UnreadableFolderError,
 )
 from .hitsz_vcm import decode_frame_name, read_hitsz_vcm
 from .keypoint_store import KeypointStore, open_keypoint_store, write_keypoints
@@ -39,7 +39,7 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, CropFlip, TrackletTransform
 __all__ = [
     "CheckReport", "COCO17_BONES", "COCO17_FLIP", "COCO17_KEYPOINTS", "CropFlip", "CrossModalIdentitySampler",
     "DATASET_NAMES", "DataError", "DataFormatError", "DataWarning", "DatasetLayoutError", "EXPECTED_COUNTS",
-    "EmptySplitError", "MissingFramesError", "SynthConfigError", "SynthOutputError",
+    "EmptySplitError", "MissingFramesError", "SynthConfigError", "SynthOutputError", "UnreadableFolderError",
     "FrameIndex", "IMAGENET_MEAN", "IMAGENET_STD", "INFRARED", "KeypointStore", "KeypointStoreError",
     "MODALITY_NAMES", "NUM_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
     "TrackletTransform", "VISIBLE", "VideoReidData", "check_dataset", "chunk_indices", "decode_frame_name",

@@ -66,6 +66,7 @@ def _read_split(
     """Tracklets of one split file (a ``RGB/IR`` line gives the IR then the RGB tracklet) and how
     many were shorter than ``min_frames`` (or empty)."""
     out, dropped = [], 0
+    first_line: dict[tuple[str, str, str, str], int] = {}  # tracklet -> the line that listed it
     for lineno, line in enumerate(read_lines(path), start=1):
         fields = line.split()
         if not fields:
@@ -84,6 +85,10 @@ def _read_split(
             span = spans.get((pid, m, cam, tid))
             if span is None:
                 raise DataFormatError(path, lineno, f"tracklet {pid}/{m}/{cam}/{tid} is not in data_paths.json")
+            if (pid, m, cam, tid) in first_line:  # a duplicated line would count a tracklet twice
+                raise DataFormatError(path, lineno, f"tracklet {pid}/{m}/{cam}/{tid} is already listed on line "
+                                                    f"{first_line[pid, m, cam, tid]}: duplicated row")
+            first_line[pid, m, cam, tid] = lineno
             start, end = span
             if end - start < max(min_frames, 1):
                 dropped += 1

@@ -14,6 +14,7 @@ from .fileio import read_frame
 from .keypoint_store import KeypointStore
 from .sampling import sample_frame_indices
 from .skeleton import NUM_KEYPOINTS
+from .substitution import SUBSTITUTED, SUBSTITUTED_FILES
 from .tracklet import Tracklet
 from .transforms import TrackletTransform
 
@@ -28,6 +29,8 @@ class TrackletDataset(Dataset):
     - ``keypoints``: float32 [T, 17, 3], x, y normalized to the final frame, conf
       (all zeros without a keypoint store)
     - ``pid``, ``camid``, ``modality`` (0 infrared, 1 visible), ``index`` (= i): ints
+    - ``substituted``: how many of the sampled frames were substituted (see below), and
+      ``substituted_files``: the unreadable files, one per line (``star.data.substitution``)
 
     ``train`` selects random in-chunk frames and the random crop/flip; randomness comes
     from torch's RNG, which DataLoader seeds per worker. A frame that cannot be decoded
@@ -63,7 +66,7 @@ class TrackletDataset(Dataset):
         t = self.tracklets[index]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.train else None
         positions = sample_frame_indices(len(t), self.num_frames, self.train, rng)
-        frames, sources = self._decode(t, positions)
+        frames, sources, unreadable = self._decode(t, positions)
         keypoints = np.zeros((self.num_frames, NUM_KEYPOINTS, 3), dtype=np.float32)
         if self.keypoints is not None:
             ok = sources >= 0
@@ -78,17 +81,22 @@ class TrackletDataset(Dataset):
             "camid": t.camid,
             "modality": t.modality,
             "index": index,
+            SUBSTITUTED: sum(unreadable.values()),
+            SUBSTITUTED_FILES: "\n".join(t.paths[j] for j in unreadable),
         }
 
-    def _decode(self, t: Tracklet, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Decode each distinct sampled frame once; returns the frames and the tracklet position
-        each came from (-1 = black substitute)."""
+    def _decode(self, t: Tracklet, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[int, int]]:
+        """Decode each distinct sampled frame once; returns the frames, the tracklet position
+        each came from (-1 = black substitute) and, per unreadable position, how many sampled
+        frames it stood for (``FrameSubstitutions`` counts them)."""
         decoded = {int(j): read_frame(t.paths[j]) for j in np.unique(positions)}
         good = np.array(sorted(j for j, img in decoded.items() if img is not None), dtype=np.int64)
         sources = positions.astype(np.int64)
+        unreadable: dict[int, int] = {}
         for i, j in enumerate(positions.tolist()):
             if decoded[j] is not None:
                 continue
+            unreadable[j] = unreadable.get(j, 0) + 1
             sources[i] = good[np.argmin(np.abs(good - j))] if len(good) else -1
             log.warning(
                 "unreadable frame %s; using %s instead",
@@ -97,4 +105,4 @@ class TrackletDataset(Dataset):
             )
         shape = next((img.shape for img in decoded.values() if img is not None), (1, 1, 3))
         frames = [decoded[s] if s >= 0 else np.zeros(shape, np.uint8) for s in sources.tolist()]
-        return frames, sources
+        return frames, sources, unreadable

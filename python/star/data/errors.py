@@ -52,6 +52,18 @@ class EmptySplitError(DataError):
     """A split has no tracklet: its annotation file lists none, or every one is shorter than the minimum."""
 
 
+class UnreadableFolderError(DataError):
+    """A frame folder exists but cannot be listed (no read permission, an I/O error)."""
+
+    def __init__(self, folder: str | Path, error: OSError, listed_at: str):
+        self.folder = str(folder)
+        reason = error.strerror or type(error).__name__
+        super().__init__(
+            f"cannot read the frame folder {self.folder}: {reason.lower()} (its frames are listed at {listed_at}); "
+            "check its permissions"
+        )
+
+
 class MissingFramesError(DataError):
     """Frame files listed by an annotation file do not exist (found when the dataset is loaded)."""
 

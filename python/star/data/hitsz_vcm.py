@@ -78,6 +78,7 @@ def _read_names(path: Path, frame_dir: Path) -> tuple[FrameIndex, np.ndarray]:
 def _read_tracks(path: Path, num_frames: int) -> np.ndarray:
     """Rows of a track info file as an int array [N, 5]: modality(package id), start, end, pid, camid."""
     rows = []
+    first_line: dict[tuple[int, int], int] = {}  # (start, end) -> the line that listed it
     for i, line in enumerate(_content_lines(path), start=1):
         fields = line.split()
         try:
@@ -92,6 +93,11 @@ def _read_tracks(path: Path, num_frames: int) -> np.ndarray:
             raise DataFormatError(
                 path, i, f"frame range {start}..{end} is not within 1..{num_frames} (lines of the name file)"
             )
+        if (start, end) in first_line:  # a duplicated row would count (and train on) a tracklet twice
+            raise DataFormatError(
+                path, i, f"frames {start}..{end} are already a tracklet (line {first_line[start, end]}): duplicated row"
+            )
+        first_line[start, end] = i
         rows.append((_MODALITY_CODE[mod], start, end, pid, cam))
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 

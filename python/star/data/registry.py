@@ -95,6 +95,8 @@ def load_dataset(
     """
     if name not in _READERS:
         raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    if Path(root).exists() and not Path(root).is_dir():  # else each reader reports its first file "missing"
+        raise DataError(f"the dataset root {root} is a file, not a folder; give the folder that holds the {name} dataset")
     data = _READERS[name](root, **options)
     if verbose:
         print(format_summary(data))

@@ -18,7 +18,9 @@ ones. A fraction of tracklets is shorter than 12 frames, as in the real data.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -28,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import DATASET_LOCK_FILE, atomic_write, dataset_lock, write_bytes
 from .errors import SynthConfigError, SynthOutputError
 from .hitsz_vcm import MIN_FRAMES
 from .keypoint_store import write_keypoints
@@ -74,6 +76,17 @@ class SynthConfig:
             raise SynthConfigError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
         if self.height < 16 or self.width < 8:
             raise SynthConfigError("frames must be at least 16 x 8 pixels")
+        if max(self.height, self.width) > MAX_JPEG_SIDE:
+            raise SynthConfigError(f"frames of {self.height} x {self.width} pixels do not fit a JPEG "
+                                   f"(at most {MAX_JPEG_SIDE} pixels a side)")
+        # a tracklet's frames are rendered in memory (uint8 RGB) before they are written
+        needed = self.height * self.width * 3 * self.max_frames
+        available = _available_memory()
+        if available is not None and needed > available // 2:
+            raise SynthConfigError(
+                f"frames of {self.height} x {self.width} pixels need {needed / 2**30:.1f} GiB per tracklet of "
+                f"{self.max_frames} frames; only {available / 2**30:.1f} GiB of memory is available"
+            )
         empty = _empty_splits(self)
         if empty:
             raise SynthConfigError(
@@ -85,6 +98,17 @@ class SynthConfig:
     @property
     def num_test_ids(self) -> int:
         return self.test_ids if self.test_ids is not None else self.ids // 2
+
+
+MAX_JPEG_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux/macOS sysconf), None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _rng(cfg: SynthConfig, *key: int) -> np.random.Generator:
@@ -141,7 +165,11 @@ class _SplitWriter:
         frame_no = self.next_frame.get(folder_key, int(rng.integers(1, 6)))
         start = len(self.names) + 1
         for img in frames:
-            cv2.imwrite(str(folder / f"{frame_no}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            # encode, then write with Python: cv2.imwrite only returns False on a full disk
+            ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode a {img.shape} frame as JPEG")
+            write_bytes(folder / f"{frame_no}.jpg", jpeg.tobytes())
             self.names.append(f"{pid:04d}M{code}D{cam}T{tid}F{frame_no}.jpg")
             frame_no += int(rng.integers(1, 3))  # frame numbers are not contiguous in HITSZ-VCM either
         self.next_tid[folder_key], self.next_frame[folder_key] = tid, frame_no
@@ -212,24 +240,35 @@ def generate_synthetic(out: str | Path, config: SynthConfig = SynthConfig(), *, 
     """
     config.validate()
     out = Path(out)
+    replace = False
     if out.exists():
         if not out.is_dir():
             raise SynthOutputError(f"{out} exists and is not a directory")
-        if any(out.iterdir()):
+        if any(p.name != DATASET_LOCK_FILE for p in out.iterdir()):
             if not (force and (out / MARKER).is_file()):
                 hint = " (pass force=True / --force to replace it)" if (out / MARKER).is_file() else ""
                 raise SynthOutputError(f"{out} is not empty{hint}")
+            replace = True
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _write_dataset(tmp, config)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    # Replacing: no training or evaluation may be reading the old dataset (nor start to).
+    with dataset_lock(out, "star synth", exclusive=True) if replace else contextlib.nullcontext():
+        try:
+            _write_dataset(tmp, config)
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)  # never hides the error that stopped the write
     return out
+
+
+def dataset_read_lock(root: str | Path, what: str):
+    """The shared ``dataset_lock`` a run holds while it reads the dataset at ``root``. Only a
+    synthetic dataset can be replaced (``generate_synthetic(force=True)``), so only there is
+    the lock file created: a folder of something else is never written to."""
+    return dataset_lock(root, what, create=(Path(root) / MARKER).is_file())
 
 
 def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
@@ -256,7 +295,7 @@ def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
                 stacklevel=2,
             )
         return False
-    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+    if root.exists() and not (root.is_dir() and all(p.name == DATASET_LOCK_FILE for p in root.iterdir())):
         return False
     print(f"generating the synthetic dataset in {root} ...", flush=True)
     generate_synthetic(root, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .errors import EmptySplitError, MissingFramesError
+from .errors import EmptySplitError, MissingFramesError, UnreadableFolderError
 from .tracklet import SPLITS, FrameIndex, VideoReidData
 
 MISSING_EXAMPLES = 5  # missing frames named in the error, the rest are counted
@@ -47,6 +47,8 @@ def missing_frames(index: FrameIndex) -> list[int]:
                 names = set(os.listdir(folder))
             except (FileNotFoundError, NotADirectoryError):
                 names = set()
+            except OSError as exc:  # no read permission, an I/O error: one error naming the folder
+                raise UnreadableFolderError(folder, exc, f"{index.source} {index.where(i)}") from None
             listings[folder] = names
         if name not in names:
             missing.append(i)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,15 +30,16 @@ from .._version import __version__
 from ..config import RunConfig
 from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
+from ..data.substitution import FrameSubstitutions
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
 from ..metrics import RankingResult, format_table
 from ..metrics import protocols
 from .cmc_plot import CMC_PLOT_FILE, write_cmc_plot
 from .features import Features, extract_features
-from .output_paths import prepare_output_file
+from .output_paths import check_output_file, prepare_output_file
 from .visrank import write_rank_lists
 
-__all__ = ["EvalResult", "evaluate", "evaluate_features", "extraction_settings", "write_metrics", "METRICS_FILE"]
+__all__ = ["EvalResult", "check_metrics_outputs", "evaluate", "evaluate_features", "extraction_settings", "write_metrics", "METRICS_FILE"]
 
 METRICS_FILE = "metrics.json"
 
@@ -60,6 +61,9 @@ class EvalResult:
     protocol: str
     dataset: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # frames substituted because undecodable (None: evaluated from saved features); printed in
+    # the table, not in metrics.json, whose content depends on the embeddings alone
+    substituted_frames: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The content of metrics.json: metrics as fractions in [0, 1] (``R<k>`` = CMC at rank k)."""
@@ -174,14 +178,19 @@ def evaluate(
     ``<output_dir>/visrank``. The model's train/eval mode is restored.
     """
     device = torch.device(device)
+    frames = (len(data.query) + len(data.gallery)) * cfg.model.seq_len
+    substitutions = FrameSubstitutions("evaluation", cfg.data.max_substituted_fraction, frames)
     kw = extraction_settings(cfg, device, progress=progress)
-    query = extract_features(model, data.query, keypoints, **kw)
-    gallery = extract_features(model, data.gallery, keypoints, **kw)
+    query = extract_features(model, data.query, keypoints, substitutions=substitutions, **kw)
+    gallery = extract_features(model, data.gallery, keypoints, substitutions=substitutions, **kw)
+    substitutions.check()
     result = evaluate_features(
         query, gallery,
         protocol=cfg.eval.protocol, dataset=data.name, same_modality=cfg.eval.same_modality,
         rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
     )
+    result.substituted_frames = substitutions.substituted
+    result.table += f"\nframes: {substitutions.summary()}"
     if output_dir is not None:
         out = Path(output_dir)
         write_metrics(result, out / METRICS_FILE)
@@ -201,6 +210,15 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def check_metrics_outputs(output_dir: str | Path, *, inputs: Sequence[str | Path] = (), force: bool = False) -> None:
+    """``metrics.json`` and ``cmc.png`` may be written into ``output_dir`` under the output
+    rules (``output_paths.check_output_file``): not over an input, not into a live run's
+    folder, not over files of other kinds without ``force``. Checked before any long work."""
+    out = Path(output_dir)
+    check_output_file(out / METRICS_FILE, "metrics file", kind="metrics file", inputs=inputs, force=force)
+    check_output_file(out / CMC_PLOT_FILE, "CMC plot", kind="image", inputs=inputs, force=force)
 
 
 def write_metrics(result: EvalResult, path: str | Path) -> Path:

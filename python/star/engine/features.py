@@ -32,6 +32,7 @@ from ..data.loaders import eval_loader
 from ..data.tracklet import Tracklet
 from ..data.transforms import normalize_frames
 from .output_paths import prepare_output_file
+from ..data.substitution import FrameSubstitutions
 from .runtime import mixed_precision
 
 __all__ = ["Features", "FeatureFileError", "extract_features", "save_npz", "load_npz", "require_sets"]
@@ -104,6 +105,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     amp: bool = False,
     progress: bool = False,
+    substitutions: Optional[FrameSubstitutions] = None,
 ) -> Features:
     """Embed every tracklet once, in order: ``model(frames, keypoints, modality)`` in eval mode.
 
@@ -113,7 +115,8 @@ def extract_features(
     passed per tracklet). ``amp`` enables float16 autocast on CUDA (ignored on
     CPU). Runs under ``torch.no_grad`` (not ``inference_mode``: the returned
     tensors stay usable in autograd code) and restores the model's train/eval
-    mode afterwards. The model is expected to be on ``device`` already.
+    mode afterwards. The model is expected to be on ``device`` already. ``substitutions``
+    counts the frames substituted because undecodable (and stops past its limit).
     """
     device = torch.device(device)
     tracklets = list(tracklets)
@@ -142,6 +145,8 @@ def extract_features(
                 if index[0].item() != seen:  # the loader must keep the tracklet order
                     raise RuntimeError(f"extract_features: batch starts at tracklet {index[0].item()}, expected {seen}")
                 seen += len(index)
+                if substitutions is not None:
+                    substitutions.add(batch)
                 frames = normalize_frames(batch["frames"].to(device, non_blocking=True))
                 kpts = batch["keypoints"].to(device, non_blocking=True)
                 modality = batch["modality"].to(device, non_blocking=True)

@@ -371,11 +371,13 @@ class LoggingHook(HookBase):
             **{_loss_key(k): v for k, v in self.guard.epoch_means.items() if k != "grad_norm"},
             "lr": t.optimizer.param_groups[0]["lr"],
             "memory_mb": memory_mb(t.device),
+            "substituted_frames": t.substitutions.substituted,
         }
         self.log(record)
         print(
             f"epoch {t.epoch + 1}/{t.max_epochs}: loss {record.get('loss', float('nan')):.4f}, "
-            f"{record['epoch_time']:.1f}s, lr {record['lr']:.2e}, mem {record['memory_mb']:.0f}M",
+            f"{record['epoch_time']:.1f}s, lr {record['lr']:.2e}, mem {record['memory_mb']:.0f}M, "
+            f"{t.substitutions.summary()}",
             flush=True,
         )
 

@@ -25,11 +25,12 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
+from ..data.synthetic import dataset_read_lock
 from ..models import STAR, ModelConfig
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
-from .evaluator import METRICS_FILE, EvalResult, evaluate, extraction_settings
+from .evaluator import EvalResult, check_metrics_outputs, evaluate, extraction_settings
 from .features import Features, extract_features, require_sets, save_npz
-from .output_paths import check_output_dir, check_output_file
+from .output_paths import check_folder_free, check_output_dir, check_output_file
 from .runtime import resolve_device
 from .visrank import write_rank_lists
 
@@ -138,34 +139,40 @@ def evaluate_checkpoint(
     *,
     output_dir: Optional[str | Path] = None,
     visrank: bool = True,
+    force: bool = False,
 ) -> EvalResult:
     """Evaluate ``checkpoint`` on ``cfg``'s test split (both modes); writes ``metrics.json``
     (and rank lists when ``visrank``) into ``output_dir`` when given. Progress bars follow
     ``cfg.train.progress``."""
     if output_dir is not None:
-        check_output_file(Path(output_dir) / METRICS_FILE, "metrics file")
+        check_metrics_outputs(output_dir, inputs=[checkpoint], force=force)
         if visrank:
             check_output_dir(Path(output_dir) / "visrank", "rank-list folder")
-    data, keypoints = load_eval_data(cfg)
-    trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
-    return evaluate(
-        trained.model, data, keypoints, cfg,
-        device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
-    )
+    with dataset_read_lock(cfg.data.root, "star eval"):
+        data, keypoints = load_eval_data(cfg)
+        trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
+        return evaluate(
+            trained.model, data, keypoints, cfg,
+            device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
+        )
 
 
 def extract_checkpoint_features(
-    cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery")
+    cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery"),
+    force: bool = False,
 ) -> dict[str, Features]:
-    """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz)."""
-    check_output_file(out, "features file")
-    data, keypoints = load_eval_data(cfg)
-    trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
-    features = {
-        split: extract_features(trained.model, data.split(split), keypoints,
-                                **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
-        for split in splits
-    }
+    """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz).
+    ``out`` follows the output rules of ``output_paths.check_output_file`` (``force``: replace
+    an existing file of another kind)."""
+    check_output_file(out, "features file", kind="features file", inputs=[checkpoint], force=force)
+    with dataset_read_lock(cfg.data.root, "star extract"):
+        data, keypoints = load_eval_data(cfg)
+        trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
+        features = {
+            split: extract_features(trained.model, data.split(split), keypoints,
+                                    **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
+            for split in splits
+        }
     save_npz(features, out, meta={"checkpoint": str(checkpoint), "epoch": trained.epoch, "dataset": data.name})
     return features
 
@@ -176,8 +183,10 @@ def rank_lists_from_features(
     """Rank-list pictures for ``cfg``'s dataset from saved query/gallery features."""
     require_sets(features, ("query", "gallery"), "the features")
     check_output_dir(out_dir, "rank-list folder")
-    data, keypoints = load_eval_data(cfg, verbose=False)
-    return write_rank_lists(
-        data, keypoints, features["query"], features["gallery"], out_dir,
-        topk=topk, num_queries=num_queries, protocol=cfg.eval.protocol,
-    )
+    check_folder_free(out_dir, "rank lists")
+    with dataset_read_lock(cfg.data.root, "star visrank"):
+        data, keypoints = load_eval_data(cfg, verbose=False)
+        return write_rank_lists(
+            data, keypoints, features["query"], features["gallery"], out_dir,
+            topk=topk, num_queries=num_queries, protocol=cfg.eval.protocol,
+        )

@@ -115,11 +115,24 @@ def read_run(run_dir: str | os.PathLike[str]) -> Run:
     metrics = _load(path / METRICS_FILE, "metrics", json.loads)
     if not isinstance(metrics, dict) or not isinstance(metrics.get("modes"), dict) or not metrics["modes"]:
         raise RunTableError(f"{path / METRICS_FILE} holds no per-mode metrics (no 'modes' mapping)")
+    _check_metric_values(path / METRICS_FILE, metrics["modes"])
     config = _load(path / CONFIG_FILE, "config", yaml.safe_load)
     if not isinstance(config, dict):
         raise RunTableError(f"{path / CONFIG_FILE} is not a run configuration (not a mapping)")
     config.pop(RUN_KEY, None)
     return Run(path, flatten(config), metrics)
+
+
+def _check_metric_values(path: Path, modes: dict[str, Any]) -> None:
+    """Each mode a mapping whose table metrics are numbers (or null = missing), so a hand-edited
+    or foreign file is named here rather than failing inside the arithmetic."""
+    for mode, values in modes.items():
+        if not isinstance(values, dict):
+            raise RunTableError(f"{path}: mode {mode!r} is not a mapping of metrics, got {values!r}")
+        for metric in METRICS:
+            value = values.get(metric)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise RunTableError(f"{path}: {mode} {metric} must be a number, got {value!r}")
 
 
 def _independent(key: str) -> bool:

@@ -6,7 +6,8 @@ What a run does, in order:
    at once when it exists, else when it is created in 3): a second training into it fails
    at once naming the first. Temporaries of killed checkpoint writes there are removed.
 2. Reads the dataset and its keypoint store (generating the synthetic dataset first when
-   ``data.dataset`` is ``synthetic`` and ``data.root`` holds none yet). Bad paths and
+   ``data.dataset`` is ``synthetic`` and ``data.root`` holds none yet), holding a shared
+   ``star.fileio.dataset_lock`` on ``data.root`` until the run ends. Bad paths and
    files fail here, before a model is built or anything is written to ``output_dir``.
 3. Builds the model for the number of training identities, the optimiser (pretrained
    backbone tensors at ``optim.pretrained_lr_mult`` x lr, only when the backbone really
@@ -60,8 +61,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig
+from ..config import RunConfig, check_ranges
 from ..data import load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
+from ..data.substitution import FrameSubstitutions
+from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
 from ..models import STAR
@@ -105,6 +108,7 @@ class Trainer(TrainerBase):
     def __init__(self, cfg: RunConfig):
         if not isinstance(cfg, RunConfig):
             raise TypeError(f"train needs a star.config.RunConfig, got {type(cfg).__name__}")
+        check_ranges(cfg)  # a RunConfig built in Python has not been through load_config
         super().__init__()
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
@@ -156,6 +160,8 @@ class Trainer(TrainerBase):
             if is_main:
                 prepare_synthetic(cfg.data.root, cfg.data.synthetic)
             dist_utils.barrier(self.dist)
+        # until the run ends: `star synth --force` cannot replace the dataset under it
+        self._exit.enter_context(dataset_read_lock(cfg.data.root, "star train"))
         self.data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=is_main)
         self.keypoints = open_keypoint_store(self.data, cfg.data.keypoints)
         for split in ("train", "query", "gallery"):
@@ -240,8 +246,11 @@ class Trainer(TrainerBase):
     def begin_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch)
         self.model.train()
+        frames = self.iters_per_epoch * self.sampler.batch_size * self.cfg.model.seq_len
+        self.substitutions = FrameSubstitutions(f"epoch {self.epoch + 1}", self.cfg.data.max_substituted_fraction, frames)
 
     def end_epoch(self) -> None:
+        self.substitutions.check()
         dist_utils.barrier(self.dist)
 
     def run_step(self, batch: dict[str, torch.Tensor]) -> None:
@@ -249,6 +258,7 @@ class Trainer(TrainerBase):
 
         Leaves ``step_scalars`` (the loss terms and, when clipping, ``grad_norm``: 0-d device
         tensors, for ``DivergenceGuard``'s meters) and ``step_lr`` for the hooks."""
+        self.substitutions.add(batch)  # stops a run on undecodable data early
         frames = normalize_frames(batch["frames"].to(self.device, non_blocking=True))
         keypoints = batch["keypoints"].to(self.device, non_blocking=True)
         modality = batch["modality"].to(self.device, non_blocking=True)

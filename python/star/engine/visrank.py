@@ -34,6 +34,7 @@ from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
 from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
 from ..metrics.protocols import BUPT, BUPT_OFFICIAL_DROPPED
 from .features import Features
+from ..fileio import atomic_write
 from .output_paths import OutputPathError, prepare_output_dir
 
 __all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
@@ -239,8 +240,10 @@ def write_rank_lists(
                 ], axis=1))
             canvas = _stack(rows)
             path = out / f"{slug}_q{int(q_rows[qi]):05d}_pid{int(qf.pids[qi])}.{image_format.lower()}"
-            if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-                raise OutputPathError(f"cannot write the rank-list picture {path}")
+            ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise OutputPathError(f"cannot encode the rank-list picture {path}")
+            atomic_write(path, lambda f: f.write(encoded.tobytes()))  # a full disk: one error naming path and reason
             written.append(path)
     return written
 

@@ -62,7 +62,7 @@ class Embedder:
         for start in range(0, len(inputs.frames), self.batch_size):
             chunk = [t[start:start + self.batch_size].to(self.device) for t in inputs]
             out.append(self.model(*chunk).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, 0)
+        return torch.cat(out) if out else torch.empty(0, self.model.feature_dim)  # an empty batch is (0, C)
 
 
 class OnnxEmbedder:
@@ -105,4 +105,5 @@ class OnnxEmbedder:
             chunk = [torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in chunk]
             feeds = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(NetworkInputs._fields, chunk)}
             out.append(torch.from_numpy(self.session.run(None, feeds)[0][: step - pad]))
-        return torch.cat(out) if out else torch.empty(0, 0)
+        # an empty batch is (0, C): C is the output's static second axis
+        return torch.cat(out) if out else torch.empty(0, int(self.session.get_outputs()[0].shape[1]))

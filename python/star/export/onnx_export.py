@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 
 from ..data import NUM_KEYPOINTS
+from ..engine.output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write
 from .embedder import META_HEIGHT, META_INFO, META_SEQ_LEN, META_WIDTH, Embedder
 from .errors import ExportError
@@ -130,6 +131,7 @@ def export_onnx(
     *,
     batch: str | int | None = "dynamic",
     opset: Optional[int] = None,
+    force: bool = False,
 ) -> ExportReport:
     """Write the eval network of ``checkpoint`` to ``out`` as ONNX (atomically) and check it.
 
@@ -140,6 +142,9 @@ def export_onnx(
     with a dynamic batch, another size) and must match the PyTorch network with its fused
     ops to ``PARITY_TOLERANCE``; otherwise nothing is written and ``ExportError`` says by how
     much it differed. Bad checkpoints raise ``CheckpointError``, bad options ``ExportError``.
+    ``out`` follows the output rules of ``star.engine.output_paths.check_output_file``
+    (never the checkpoint, never in a live run's folder; an existing file that is not an
+    ONNX model only with ``force``), checked before the export.
     """
     out = Path(out)
     opset = DEFAULT_OPSET if opset is None else opset
@@ -148,6 +153,7 @@ def export_onnx(
     fixed = parse_batch(batch)
     if out.is_dir():
         raise ExportError(f"--out {out} is a directory; give the .onnx file to write")
+    check_output_file(out, "ONNX model", kind="ONNX model", inputs=[checkpoint], force=force)
     try:
         import onnx  # noqa: F401  (torch's exporter serialises through it)
     except ImportError:
@@ -174,7 +180,7 @@ def export_onnx(
             f"the ONNX model of {checkpoint} differs from PyTorch by {worst:.3g} (> {PARITY_TOLERANCE:g}); "
             f"{out} not written"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_file(out, "ONNX model")
     atomic_write(out, lambda f: f.write(model_bytes))
     return ExportReport(out, opset, fixed, dim, worst)
 

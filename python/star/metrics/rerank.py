@@ -26,6 +26,7 @@ either).
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -93,7 +94,7 @@ def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int 
                                    or chunk_size < 1):
         raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
-    col_max = d.max(dim=0).values
+    col_max = _column_max(d)
 
     def normalised_rows(s: int, e: int) -> torch.Tensor:
         """Rows s:e of od (the original divides columns by their max, then transposes)."""
@@ -113,6 +114,24 @@ def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int 
         rows = torch.arange(n, device=d.device)[:, None].expand_as(members)[valid]
         cols, vals = members[valid], weights[valid]
     return _combine(d, col_max, rows, cols, vals, num_query, lambda_value, chunk_size)
+
+
+def _column_max(d: torch.Tensor) -> torch.Tensor:
+    """The per-column maximum that normalises od. A column of zeros (a point at distance 0
+    from every point: all features identical, e.g. a collapsed model) would give 0 / 0 = NaN;
+    its maximum counts as 1, so od is 0 there (every item ties) and a warning names the case."""
+    col_max = d.max(dim=0).values
+    flat = col_max <= 0
+    if bool(flat.any()):
+        count = int(flat.sum())
+        what = "all features are identical" if count == len(col_max) else f"{count} of {len(col_max)} points"
+        warnings.warn(
+            f"k-reciprocal re-ranking: degenerate distances ({what}: distance 0 to every point, "
+            "as from a collapsed model); their normalised distances are 0, so those items tie",
+            RuntimeWarning, stacklevel=3,
+        )
+        col_max = torch.where(flat, torch.ones_like(col_max), col_max)
+    return col_max
 
 
 def _rows_per_block(bytes_per_row: int, chunk_size: Optional[int]) -> int:

@@ -226,6 +226,9 @@ def extract_keypoints(
         raise PoseSettingsError(f"dtype must be float16 or float32, got {dtype!r}")
     if batch < 1 or workers < 1:
         raise PoseSettingsError(f"batch and workers must be >= 1, got batch={batch}, workers={workers}")
+    for name, value in (("threads", threads), ("decode_threads", decode_threads)):
+        if value is not None and value < 1:  # 0 or -4 would silently mean "the default"
+            raise PoseSettingsError(f"{name} must be >= 1 (or left out for the default), got {value}")
     part = parse_shard_spec(shard) if shard is not None else None
 
     model_path = resolve_model(model, "pose model")

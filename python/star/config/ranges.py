@@ -1,0 +1,177 @@
+"""The valid range of every numeric config value, checked when a config is loaded.
+
+``load_config`` builds the dataclasses (types and the checks in their ``__post_init__``),
+then ``check_ranges`` walks the result: every int or float, inside tuples too, must be
+finite and inside the range ``FIELD_RANGES`` gives for its field, and the ``CROSS_FIELD_RULES``
+(settings that only make sense together) must hold. A violation is one :class:`ConfigError`
+naming the dotted key, the value and the valid range. A numeric field missing from
+``FIELD_RANGES`` is still checked to be finite (``tests/test_config_ranges.py`` requires
+every numeric field to have an entry).
+
+Ranges are declared here, per dataclass and field name, rather than on the fields, so a
+section's dataclass stays a plain list of settings; a new numeric field gets its line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import star_ext.reference
+
+from ..data.synthetic import SynthConfig
+from ..losses.config import LossConfig
+from ..models.config import (
+    BackboneConfig, ConfigError, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
+    StyleConfig,
+)
+from ..models.guided_pooling import MIN_EXPONENT
+from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig
+
+__all__ = ["CROSS_FIELD_RULES", "FIELD_RANGES", "Range", "check_ranges", "numeric_fields"]
+
+# Seeds feed numpy's and torch's generators, which take unsigned 32-bit (numpy) / 64-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """``low <= value <= high`` (``<`` where the end is open); ``None`` = unbounded."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}" if self.low is not None else "finite"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        return f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+FRACTION_BELOW_1 = Range(0, 1, high_open=True)  # dropout, label smoothing, momentum
+
+# (dataclass, field) -> range. For tuple fields the range applies to each element; None
+# values (optional fields left unset) are not checked.
+FIELD_RANGES: dict[type, dict[str, Range]] = {
+    RunConfig: {"seed": Range(0, MAX_SEED)},
+    DataConfig: {
+        "height": Range(16), "width": Range(8), "num_ids": Range(2), "num_per_modality": AT_LEAST_1,
+        "num_workers": NON_NEGATIVE, "batches_per_epoch": AT_LEAST_1, "eval_batch_size": AT_LEAST_1,
+        "max_substituted_fraction": Range(0, 1),
+    },
+    SynthConfig: {
+        "ids": Range(2, 9999), "test_ids": AT_LEAST_1, "tracklets": AT_LEAST_1, "cameras": Range(2),
+        "min_frames": AT_LEAST_1, "max_frames": AT_LEAST_1, "short_fraction": Range(0, 1),
+        "height": Range(16), "width": Range(8), "group_size": AT_LEAST_1, "jpeg_quality": Range(0, 100),
+        "seed": Range(0, MAX_SEED),
+    },
+    BackboneConfig: {"last_stride": Range(1, 2)},
+    StyleConfig: {"scale_range": POSITIVE, "mean": Range(0, 1), "std": POSITIVE},
+    FrameCorrectionConfig: {"bone_embed_dim": AT_LEAST_1, "num_heads": AT_LEAST_1, "attention_dropout": FRACTION_BELOW_1},
+    SequenceGuidanceConfig: {
+        "visual_dim": AT_LEAST_1, "sigma": POSITIVE, "hidden_dim": AT_LEAST_1, "hidden_heads": AT_LEAST_1,
+        "out_dim": AT_LEAST_1, "dropout": FRACTION_BELOW_1, "attention_dropout": FRACTION_BELOW_1,
+    },
+    # guided_gem_pool's supported exponents, and not below the model's clamp of learnable ones
+    PoolingConfig: {
+        "exponents": Range(max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]),
+                           star_ext.reference.SUPPORTED_EXPONENTS[1]),
+        "eps": Range(0, 1, low_open=True),
+    },
+    ModelConfig: {"seq_len": AT_LEAST_1},
+    LossConfig: {
+        "id_weight": NON_NEGATIVE, "label_smoothing": FRACTION_BELOW_1, "triplet_weight": NON_NEGATIVE,
+        "triplet_margin": NON_NEGATIVE, "frame_id_weight": NON_NEGATIVE, "defence_weight": NON_NEGATIVE,
+        "pose_weight": NON_NEGATIVE, "consistency_weight": NON_NEGATIVE, "consistency_tau": POSITIVE,
+    },
+    OptimConfig: {
+        "lr": POSITIVE, "momentum": FRACTION_BELOW_1, "weight_decay": NON_NEGATIVE,
+        "pretrained_lr_mult": NON_NEGATIVE, "epochs": AT_LEAST_1, "warmup_epochs": NON_NEGATIVE,
+        "warmup_start_factor": Range(0, 1, low_open=True), "milestones": AT_LEAST_1,
+        "gamma": Range(0, 1, low_open=True), "grad_clip": POSITIVE,  # gamma > 1 would raise the lr
+    },
+    TrainConfig: {"eval_period": NON_NEGATIVE, "checkpoint_period": AT_LEAST_1, "log_period": AT_LEAST_1},
+    EvalConfig: {"max_rank": AT_LEAST_1, "visrank_topk": AT_LEAST_1, "visrank_queries": NON_NEGATIVE},
+}
+
+
+def _heads_divide_features(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    fc, dim = cfg.model.frame_correction, cfg.model.feature_dim
+    if fc.enabled and dim % fc.num_heads:
+        return ("model.frame_correction.num_heads", fc.num_heads,
+                f"a divisor of the feature size {dim} of model.backbone.name={cfg.model.backbone.name}")
+    return None
+
+
+# Rules over several fields: each returns (dotted key, value, what it must be) when broken.
+CROSS_FIELD_RULES: tuple[Callable[[RunConfig], Optional[tuple[str, Any, str]]], ...] = (
+    _heads_divide_features,
+)
+
+
+def numeric_fields(cls: type, where: str = "") -> Iterator[tuple[str, type, str]]:
+    """(dotted key, owning dataclass, field name) of every int/float field (tuples of them too)
+    under dataclass ``cls``, recursing into sections."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint, dotted = hints[f.name], f"{where}{f.name}"
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            yield from numeric_fields(hint, dotted + ".")
+        elif _mentions_number(hint):
+            yield dotted, cls, f.name
+
+
+def _mentions_number(hint: Any) -> bool:
+    import typing
+
+    if hint in (int, float):
+        return True
+    return any(_mentions_number(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
+def check_ranges(config: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` for the first numeric value of dataclass ``config`` (a
+    ``RunConfig`` or any section, e.g. a ``SynthConfig``) that is not finite or outside its
+    range, then for the first broken cross-field rule (``RunConfig`` only). ``where``
+    prefixes the keys named (``"data.synthetic."``)."""
+    for f in dataclasses.fields(config):
+        value, dotted = getattr(config, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, dotted + ".")
+            continue
+        valid = FIELD_RANGES.get(type(config), {}).get(f.name, Range())
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item) or item not in valid:
+                shown = f"{value!r}" if not isinstance(value, tuple) else f"{list(value)} (element {item!r})"
+                raise ConfigError(f"{dotted} = {shown} is out of range: it must be {valid}"
+                                  + (" and finite" if str(valid) != "finite" else ""))
+    if isinstance(config, RunConfig):
+        for rule in CROSS_FIELD_RULES:
+            broken = rule(config)
+            if broken is not None:
+                key, value, must = broken
+                raise ConfigError(f"{key} = {value!r} is out of range: it must be {must}")
