@@ -69,6 +69,8 @@ POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 AT_LEAST_1 = Range(1)
 FRACTION_BELOW_1 = Range(0, 1, high_open=True)  # dropout, label smoothing, momentum
+# guided_gem_pool's supported exponents, and not below the model's clamp of learnable ones
+EXPONENTS = Range(max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]), star_ext.reference.SUPPORTED_EXPONENTS[1])
 
 # (dataclass, field) -> range. For tuple fields the range applies to each element; None
 # values (optional fields left unset) are not checked.
@@ -87,16 +89,19 @@ FIELD_RANGES: dict[type, dict[str, Range]] = {
     },
     BackboneConfig: {"last_stride": Range(1, 2)},
     StyleConfig: {"scale_range": POSITIVE, "mean": Range(0, 1), "std": POSITIVE},
-    FrameCorrectionConfig: {"bone_embed_dim": AT_LEAST_1, "num_heads": AT_LEAST_1, "attention_dropout": FRACTION_BELOW_1},
+    FrameCorrectionConfig: {
+        "bone_embed_dim": AT_LEAST_1, "num_heads": AT_LEAST_1, "attention_dropout": FRACTION_BELOW_1,
+        "offset": NON_NEGATIVE,
+    },
     SequenceGuidanceConfig: {
         "visual_dim": AT_LEAST_1, "sigma": POSITIVE, "hidden_dim": AT_LEAST_1, "hidden_heads": AT_LEAST_1,
         "out_dim": AT_LEAST_1, "dropout": FRACTION_BELOW_1, "attention_dropout": FRACTION_BELOW_1,
     },
-    # guided_gem_pool's supported exponents, and not below the model's clamp of learnable ones
     PoolingConfig: {
-        "exponents": Range(max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]),
-                           star_ext.reference.SUPPORTED_EXPONENTS[1]),
-        "eps": Range(0, 1, low_open=True),
+        "exponents": EXPONENTS,
+        "unguided_exponent": EXPONENTS,
+        "eps": Range(0, 1),  # 0: no clamp (the release; then floor > 0, checked by PoolingConfig)
+        "floor": Range(0, 1),
     },
     ModelConfig: {"seq_len": AT_LEAST_1},
     LossConfig: {
