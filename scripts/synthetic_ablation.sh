@@ -19,6 +19,7 @@ for seed in 0 1 2; do
       > "$runs/${cfg}_seed$seed.log" 2>&1 || { tail -5 "$runs/${cfg}_seed$seed.log"; exit 1; }
   done
 done
+mkdir -p docs/results
 {
   echo "<!-- written by scripts/synthetic_ablation.sh: star table over the runs below -->"
   star table "$runs"/*_seed*/
