@@ -165,7 +165,7 @@ def test_backward_op_checks_grad_out_shape():
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
 def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, value):
     # An infinite confidence gave NaN where the reference gave +-inf: both now
-    # scale the normalised map by conf before the sum (SPEC section 2).
+    # scale the normalised map by conf before the sum (docs/ops.md).
     feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=dtype, device=device)
     if where == "feat":
         feat[0, 1, 2, 3] = value
