@@ -180,6 +180,6 @@ def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, valu
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_double_backward_is_rejected(device):
-    # Issue 14 item 11: create_graph=True ended in an obscure bmm() out= error.
+    # Before the fix, create_graph=True ended in an obscure bmm() out= error.
     inputs = [leaf(t) for t in make_inputs(2, 3, 5, 4, 3, device=device)]
     assert_double_backward_rejected("keypoint_pool", op(*inputs, 0.25, 1e-6), inputs)
