@@ -1,4 +1,4 @@
-"""Training throughput of the real trainer, data loading included (SPEC §8).
+"""Training throughput of the real trainer, data loading included (docs/results.md, performance targets).
 
     cd benchmarks && python -m pytest bench_train.py --benchmark-only -s
 

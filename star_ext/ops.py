@@ -19,7 +19,7 @@ from ._loader import HAS_C
 
 
 def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: float = 1e-6) -> torch.Tensor:
-    """Skeleton-guided spatial pooling (SPEC §2.1).
+    """Skeleton-guided spatial pooling (docs/ops.md).
 
     Args:
         feat: feature maps [N, C, H, W].
@@ -40,7 +40,7 @@ def keypoint_pool(feat: torch.Tensor, kpts: torch.Tensor, sigma: float, eps: flo
 def guided_gem_pool(
     x: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, eps: float = 1e-6, floor: float = 0.0
 ) -> torch.Tensor:
-    """Per-channel weighted mixture of generalized means over time (SPEC §2.2).
+    """Per-channel weighted mixture of generalized means over time (docs/ops.md).
 
     Args:
         x: frame features [B, T, C] (clamped to ``eps`` from below).
@@ -72,7 +72,7 @@ def keypoint_graph_attention(
     edge_keep: Optional[torch.Tensor] = None,
     keep_scale: float = 1.0,
 ) -> torch.Tensor:
-    """GAT message passing over a CSR graph template shared by the batch (SPEC §2.3).
+    """GAT message passing over a CSR graph template shared by the batch (docs/ops.md).
 
     Args:
         h: projected node features [B, V, heads, D].

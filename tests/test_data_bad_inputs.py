@@ -1,6 +1,6 @@
 """Bad files a user hands star.data: each gives one DataError naming the file (and line), at load time.
 
-Reproductions of issue 14 (data items 1-4) and the same class of defect in every other file
+Reproductions of defects found in review and the same class of defect in every other file
 the readers and the keypoint store take. The dataset is a small ``star synth`` set, copied
 per test so each can break it its own way.
 """

@@ -337,7 +337,7 @@ def test_mode_sets_of_each_protocol():
         mode_sets("hitsz-vcm", q_mods, g_mods, modes=("IR->IR",))
 
 
-# --------------------------------------------------------------------------- feature files (issue 14, item 14)
+# --------------------------------------------------------------------------- feature files
 
 
 def _features_file(tmp_path, oracle_features, name="f.npz", drop=None, **replace):
@@ -382,7 +382,7 @@ def test_load_npz_truncated_garbage_and_inconsistent_files(tmp_path, oracle_feat
         load_npz(short)
 
 
-# --------------------------------------------------------------------------- visrank checks as eval (item 15)
+# --------------------------------------------------------------------------- visrank checks as eval
 
 
 @pytest.mark.parametrize("defect", ["dims", "nan"])
@@ -410,7 +410,7 @@ def test_rank_lists_reject_3d_features(tmp_path, data, oracle_features):
         write_rank_lists(data, None, bad, g, tmp_path / "V", num_queries=1)
 
 
-# --------------------------------------------------------------------------- output paths (item 16)
+# --------------------------------------------------------------------------- output paths
 
 
 def test_output_paths_that_are_folders_or_under_files(tmp_path, data, oracle_features):
@@ -430,7 +430,7 @@ def test_output_paths_that_are_folders_or_under_files(tmp_path, data, oracle_fea
     assert afile.read_text() == "x" and list(folder.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- similarity labels (issue 16, item 3)
+# --------------------------------------------------------------------------- similarity labels
 
 
 def test_similarity_labels_tell_near_identical_ranks_apart():

@@ -1,4 +1,4 @@
-"""The output-folder lock and the stale-temporary cleanup of star.fileio (SPEC §9)."""
+"""The output-folder lock and the stale-temporary cleanup of star.fileio (docs/reliability.md)."""
 
 from __future__ import annotations
 

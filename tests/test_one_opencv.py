@@ -1,4 +1,4 @@
-"""One OpenCV per install (issue 16, 5): opencv-python, -headless, -contrib-python and -contrib-python-headless
+"""One OpenCV per install: opencv-python, -headless, -contrib-python and -contrib-python-headless
 all install the same `cv2` package over one another; uninstalling any one of them breaks the others."""
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_bad_dtypes_name_the_argument():
 @pytest.mark.parametrize("exponents", [(1.0, 3.0), (-1.0, 2.0), (-0.5,)], ids=["positive", "mixed", "negative"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
 def test_non_finite_x_propagates_as_the_reference(device, dtype, exponents, value):
-    # Issue 14 item 9: NaN gave a finite number, an all-NaN column 1e-6, +inf 1.5e38.
+    # Before the fix, NaN gave a finite number, an all-NaN column 1e-6, +inf 1.5e38.
     x, weight, p = make_inputs(3, 5, 4, p=exponents, dtype=dtype, device=device)
     x[0, 1, 0] = value  # one frame of a column
     x[1, :, 2] = value  # every frame of a column
@@ -202,7 +202,7 @@ def test_nan_gradient_stays_in_its_column(device):
 
 @pytest.mark.parametrize("bad", [0.0, 1e-8, -1e-3, 2e3, -1e10, float("inf"), float("nan")])
 def test_exponents_outside_the_supported_range_are_rejected_by_both(bad):
-    # Issue 14 item 10: p = 1e-8 gave 1.0 (geometric mean 0.466), p >= 1e10 a NaN gradient.
+    # Before the range check, p = 1e-8 gave 1.0 (geometric mean 0.466), p >= 1e10 a NaN gradient.
     low, high = reference.SUPPORTED_EXPONENTS
     x, weight, _ = make_inputs(2, 4, 3, p=(1.0, 1.0), dtype=torch.float32)
     p = torch.tensor([1.0, bad])

@@ -242,7 +242,7 @@ def test_skeleton_graph_rejects_bad_arguments():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("keep_dtype", [torch.uint8, torch.float32, torch.int64])
 def test_edge_keep_must_be_bool_in_both(device, keep_dtype):
-    # Issue 14 item 12: a uint8 mask holding 2 was read as 1 by the kernels, as 2 by the reference.
+    # Before this check, a uint8 mask holding 2 was read as 1 by the kernels, as 2 by the reference.
     h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
     keep = torch.full((2, col.numel(), 2), 2, dtype=keep_dtype, device=device)
     message = rf"keypoint_graph_attention: edge_keep must be a bool mask \(True keeps the edge\), got .*edge_keep.bool\(\)"
@@ -270,7 +270,7 @@ def test_non_finite_inputs_propagate_as_the_reference(device, where, value, drop
 @pytest.mark.parametrize("device", DEVICES)
 def test_backward_stays_exact_when_the_template_changes(device):
     # The CUDA backward caches the transposed template: a second template, and
-    # the first changed in place, must each get their own (issue 17 item 4).
+    # the first changed in place, must each get their own.
     h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
     col = col.clone()  # changed in place below
     gen = torch.Generator().manual_seed(4)

@@ -165,7 +165,7 @@ def test_backward_op_checks_grad_out_shape():
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
 def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, value):
     # An infinite confidence gave NaN where the reference gave +-inf: both now
-    # scale the normalised map by conf before the sum (SPEC section 2).
+    # scale the normalised map by conf before the sum (docs/ops.md).
     feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=dtype, device=device)
     if where == "feat":
         feat[0, 1, 2, 3] = value
@@ -180,6 +180,6 @@ def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, valu
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_double_backward_is_rejected(device):
-    # Issue 14 item 11: create_graph=True ended in an obscure bmm() out= error.
+    # Before the fix, create_graph=True ended in an obscure bmm() out= error.
     inputs = [leaf(t) for t in make_inputs(2, 3, 5, 4, 3, device=device)]
     assert_double_backward_rejected("keypoint_pool", op(*inputs, 0.25, 1e-6), inputs)

@@ -1,4 +1,4 @@
-"""Pose quality per split and modality (issue 16, 4): in meta.json from star pose, printed by check-data --keypoints."""
+"""Pose quality per split and modality: in meta.json from star pose, printed by check-data --keypoints."""
 
 from __future__ import annotations
 

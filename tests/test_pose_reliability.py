@@ -1,4 +1,4 @@
-"""star pose under bad input and faults (issue 14, cases 17-20): bad models, parent death, concurrent runs, devices."""
+"""star pose under bad input and faults: bad models, parent death, concurrent runs, devices."""
 
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys)
     np.testing.assert_allclose(a, np.load(tmp_path / "cpu" / "train.npy"), atol=1e-3)
 
 
-# ----------------------------------------------------------------------------- progress off a terminal (issue 16, 6)
+# ----------------------------------------------------------------------------- progress off a terminal
 
 
 def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listdata, capsys):

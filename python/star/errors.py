@@ -1,4 +1,4 @@
-"""The base of every error a user can fix (SPEC §1).
+"""The base of every error a user can fix (docs/architecture.md).
 
 ``star.cli`` prints a :class:`StarError` as one ``error:`` line; anything else is a
 bug in the package and is shown with its traceback. Each package keeps its own

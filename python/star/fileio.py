@@ -160,7 +160,7 @@ os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 @contextlib.contextmanager
 def exclusive_dir_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Path]:
-    """Hold an exclusive lock on the output folder ``directory`` for one run (SPEC §9).
+    """Hold an exclusive lock on the output folder ``directory`` for one run (docs/reliability.md).
 
     The lock is ``flock`` on ``<directory>/.star.lock``: released when the block ends and by
     the OS when the process dies (kill -9 included), so a stale lock never blocks a rerun.

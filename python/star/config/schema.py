@@ -9,7 +9,7 @@ The ``model`` section is the ``ModelConfig`` (the architecture; the number of
 training identities comes from the dataset: ``STAR(cfg.model, num_classes)``),
 the ``data.synthetic`` section the ``star.data.SynthConfig`` of the generator.
 
-Defaults are the STAR recipe of SPEC §6 on HITSZ-VCM.
+Defaults are the STAR recipe on HITSZ-VCM (docs/method.md, training recipe).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..models.config import ModelConfig, _check, dataclass_from_dict, to_plain
 
 @dataclass
 class DataConfig:
-    """Where the tracklets and keypoints are and how batches are drawn (SPEC §4)."""
+    """Where the tracklets and keypoints are and how batches are drawn (docs/protocols.md)."""
 
     dataset: str = "hitsz-vcm"
     root: str = "data/HITSZ-VCM"
@@ -63,7 +63,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 @dataclass
 class OptimConfig:
-    """SGD (or Adam) with linear warm-up and step decay (SPEC §6). Epoch-based schedule."""
+    """SGD (or Adam) with linear warm-up and step decay (docs/method.md, training recipe). Epoch-based schedule."""
 
     name: str = "sgd"  # sgd (the STAR recipe), adam (L2 in the gradient) or adamw (decoupled decay)
     lr: float = 0.1
@@ -110,7 +110,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation protocol and outputs (SPEC §6)."""
+    """Evaluation protocol and outputs (docs/protocols.md)."""
 
     protocol: str = "auto"  # auto: hitsz-vcm for hitsz-vcm/synthetic/list, bupt for bupt
     same_modality: bool = False  # BUPTCampus: also IR->IR and RGB->RGB

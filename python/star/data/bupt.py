@@ -1,4 +1,4 @@
-"""BUPTCampus reader (AuxNet release, SPEC §4.2).
+"""BUPTCampus reader (AuxNet release, docs/protocols.md).
 
 ``data_paths.json`` maps pid -> modality -> camera -> tracklet id -> frame paths
 relative to ``DATA/``. Split files hold ``pid modality camera tid`` per line; the

@@ -1,4 +1,4 @@
-"""HITSZ-VCM reader (MITML release), merged and Train/Test layouts (SPEC §4.1).
+"""HITSZ-VCM reader (MITML release), merged and Train/Test layouts (docs/protocols.md).
 
 ``info/*_name.txt`` lists one frame per line (``0001M2D3T1F1.jpg`` = pid 0001,
 modality 2 = visible, camera D3, tracklet T1, frame F1 -> ``0001/rgb/D3/1.jpg``);

@@ -1,4 +1,4 @@
-"""Pose quality of a keypoint store, per split and modality (SPEC §5).
+"""Pose quality of a keypoint store, per split and modality (docs/pose.md).
 
 A pose model that fails on infrared frames shows here at once: for each store split and
 each modality (``ir``, ``rgb``; ``all`` = every row of the split)

@@ -1,4 +1,4 @@
-"""Keypoint store (SPEC §4.4): per-split COCO-17 keypoint arrays aligned with a frame index.
+"""Keypoint store (docs/protocols.md): per-split COCO-17 keypoint arrays aligned with a frame index.
 
 Layout of a store directory (by default ``<dataset root>/keypoints``)::
 

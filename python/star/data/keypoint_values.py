@@ -1,4 +1,4 @@
-"""What a keypoint store may hold (SPEC §4.4), and the check ``KeypointStore.verify`` runs.
+"""What a keypoint store may hold (docs/protocols.md), and the check ``KeypointStore.verify`` runs.
 
 Rules, per keypoint (x, y, conf):
 

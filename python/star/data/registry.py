@@ -29,7 +29,7 @@ _READERS: dict[str, Callable[..., VideoReidData]] = {
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_READERS)
 
-# Counts of the real releases with the default options (SPEC §4.1, §4.2), as
+# Counts of the real releases with the default options (docs/protocols.md), as
 # "<split>.<count>" (split "test" = query and gallery together).
 EXPECTED_COUNTS: dict[str, dict[str, int]] = {
     "hitsz-vcm": {

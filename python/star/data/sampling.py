@@ -1,4 +1,4 @@
-"""Sequence sampling: which T frames of an n-frame tracklet are used (MITML's rule, SPEC §4.5)."""
+"""Sequence sampling: which T frames of an n-frame tracklet are used (MITML's rule, docs/protocols.md)."""
 
 from __future__ import annotations
 

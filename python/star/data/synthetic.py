@@ -1,4 +1,4 @@
-"""The synthetic VVI dataset (SPEC §4.3), written in the HITSZ-VCM merged layout.
+"""The synthetic VVI dataset (docs/protocols.md), written in the HITSZ-VCM merged layout.
 
 ``generate_synthetic(out, SynthConfig(...))`` writes (``prepare_synthetic`` only when
 ``out`` holds no dataset yet, as training does)::

@@ -1,4 +1,4 @@
-"""Checks every loaded dataset passes before any long work starts (SPEC §9): no split is empty
+"""Checks every loaded dataset passes before any long work starts (docs/reliability.md): no split is empty
 and every frame the annotation files list exists.
 
 Existence is checked with one ``os.listdir`` per frame folder instead of one ``stat`` per

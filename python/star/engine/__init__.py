@@ -1,4 +1,4 @@
-"""star.engine: training and evaluation drivers (SPEC §6)."""
+"""star.engine: training and evaluation drivers (docs/architecture.md)."""
 
 from .evaluator import EvalResult, evaluate, evaluate_features, write_metrics
 from .features import Features, extract_features, load_npz, save_npz

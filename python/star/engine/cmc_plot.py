@@ -1,4 +1,4 @@
-"""``cmc.png``: the CMC curves of every evaluation mode, next to ``metrics.json`` (SPEC §6).
+"""``cmc.png``: the CMC curves of every evaluation mode, next to ``metrics.json`` (docs/protocols.md).
 
 ``cmc_curves(metrics)`` picks the plotted data out of a metrics.json mapping (the
 ``cmc`` list of each mode, ranks 1-20, mAP and mINP for the legend);

@@ -1,4 +1,4 @@
-"""Evaluation of a model on a dataset's query/gallery split (SPEC §6): features, protocol, table, metrics.json.
+"""Evaluation of a model on a query/gallery split (docs/protocols.md): features, protocol, table, metrics.json.
 
 ``evaluate(model, data, keypoints, cfg)`` extracts the query and gallery embeddings,
 runs the protocol chosen by ``cfg.eval.protocol`` and returns an :class:`EvalResult`

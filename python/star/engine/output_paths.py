@@ -45,7 +45,7 @@ def check_output_file(path: str | os.PathLike[str], what: str, *, kind: Optional
     its folder exists writable or can be created. Creates nothing (a command that fails
     later leaves no empty folders behind).
 
-    The output rules (README, "Reliability"): ``path`` is never one of the command's
+    The output rules (docs/reliability.md): ``path`` is never one of the command's
     ``inputs`` (not even with ``force``), never inside a folder another run holds
     (``star.fileio.exclusive_dir_lock``), and an existing file is replaced only when it is
     of the ``kind`` written (``file_kind``) or with ``force``. Each refusal is an

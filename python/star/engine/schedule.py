@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the STAR recipe (SPEC §6).
+"""Optimiser and learning-rate schedule of the STAR recipe (docs/method.md, training recipe).
 
 SGD (momentum, weight decay, Nesterov; or ``optim.name: adam`` / ``adamw``; torch's fused
 implementation when every parameter is on CUDA) over two

@@ -1,4 +1,4 @@
-"""The STAR training run (SPEC §6): ``train(cfg)`` / ``Trainer(cfg).run()``.
+"""The STAR training run (docs/architecture.md): ``train(cfg)`` / ``Trainer(cfg).run()``.
 
 What a run does, in order:
 

@@ -1,4 +1,4 @@
-"""Rank-list pictures (SPEC §6): a query tracklet strip above its top-k gallery strips.
+"""Rank-list pictures (docs/protocols.md): a query tracklet strip above its top-k gallery strips.
 
 Each picture is one query. Row 0 is the query strip (blue border); rows 1..k the
 gallery tracklets ranked by cosine similarity, with a green border when the pid

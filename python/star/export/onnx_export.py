@@ -33,7 +33,7 @@ from .onnx_network import export_network
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # the frame correction's scaled_dot_product_attention exports from opset 14 on
 MAX_OPSET = 20  # the last opset of torch's TorchScript-based exporter (torch 2.5 to 2.14)
-PARITY_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| of an embedding entry (SPEC §6)
+PARITY_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| of an embedding entry (README, ONNX export)
 OUTPUT_NAME = "embedding"
 
 

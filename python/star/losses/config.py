@@ -12,7 +12,7 @@ from ..models.config import dataclass_from_dict
 @dataclass
 class LossConfig:
     """L = w_id CE(z) + w_tri Triplet(z) + w_frame [CE(f) + CE(f_dis)] + w_def L_def
-    + w_pose CE(s) + w_sc L_sc (SPEC §3.4).
+    + w_pose CE(s) + w_sc L_sc (docs/method.md, losses).
 
     A weight of 0 switches its term off (it is not computed). The defaults are
     full STAR; the baseline and "+frame level" rows set ``pose_weight`` and

@@ -290,7 +290,7 @@ class SkeletonCodeConfig:
 
 @dataclass
 class FrameCorrectionConfig:
-    """Frame level (SPEC §3.2): bone-geometry BiLSTM and two-way cross-attention."""
+    """Frame level (docs/method.md): bone-geometry BiLSTM and two-way cross-attention."""
 
     enabled: bool = True
     bone_embed_dim: int = 64
@@ -308,7 +308,7 @@ class FrameCorrectionConfig:
 
 @dataclass
 class SequenceGuidanceConfig:
-    """Sequence level (SPEC §3.3): keypoint graph, guide vector, guided pooling.
+    """Sequence level (docs/method.md): keypoint graph, guide vector, guided pooling.
 
     The options below ``enabled`` only matter when it is on. ``dropout`` is the
     feature dropout after the first graph layer, ``attention_dropout`` the

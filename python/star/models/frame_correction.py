@@ -7,7 +7,7 @@ from torch import nn
 
 
 class FrameCorrection(nn.Module):
-    """F' = FFN([E_o; E_s]) + F + offset (README, "The model").
+    """F' = FFN([E_o; E_s]) + F + offset (docs/method.md, frame level).
 
     E_o = MHA(Q=H, K=F, V=F): the skeleton sequence reads the visual frames.
     E_s = MHA(Q=F, K=H, V=H): the frames read the skeleton sequence.

@@ -17,7 +17,7 @@ NODE_COORDS = 3  # (x, y, conf) per keypoint
 
 
 class KeypointGraphEncoder(nn.Module):
-    """Keypoints of a T-frame tracklet -> g [B, out_dim] (README, "The model").
+    """Keypoints of a T-frame tracklet -> g [B, out_dim] (docs/method.md, sequence level).
 
     Graph: ``star_ext.skeleton_graph(T)`` (V = 17 T nodes, the bones in every
     frame, or in the first frame only with ``spatial_edges: first_frame``, each

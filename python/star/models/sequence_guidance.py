@@ -1,4 +1,4 @@
-"""Sequence level: guide vector from the skeleton codes, guided temporal pooling (README, "The model")."""
+"""Sequence level: guide vector from the skeleton codes, guided temporal pooling (docs/method.md, sequence level)."""
 
 from __future__ import annotations
 

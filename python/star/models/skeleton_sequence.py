@@ -1,4 +1,4 @@
-"""Edge-based skeleton code: bone geometry over time encoded by a BiLSTM (README, "The model")."""
+"""Edge-based skeleton code: bone geometry over time encoded by a BiLSTM (docs/method.md, frame level)."""
 
 from __future__ import annotations
 

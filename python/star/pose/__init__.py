@@ -1,4 +1,4 @@
-"""star.pose: COCO-17 keypoints for re-ID frames with RTMPose (rtmlib's processing, onnxruntime), SPEC §5.
+"""star.pose: COCO-17 keypoints for re-ID frames with RTMPose (rtmlib's processing, onnxruntime), docs/pose.md.
 
 Typical use (the ``star pose`` command does the same)::
 

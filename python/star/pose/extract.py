@@ -1,4 +1,4 @@
-"""Keypoint extraction over a whole dataset (SPEC §5): batched, sharded, resumable, multi-process.
+"""Keypoint extraction over a whole dataset (docs/pose.md): batched, sharded, resumable, multi-process.
 
 ``extract_keypoints(data, out, model)`` runs RTMPose (:mod:`star.pose.runtime`, rtmlib's
 processing on onnxruntime) on every frame of ``data.frame_index`` and writes the keypoint

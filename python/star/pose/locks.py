@@ -1,4 +1,4 @@
-"""One ``star pose`` per output folder (SPEC §9), while the parts of a ``--shard I/N`` run go side by side.
+"""One ``star pose`` per output folder (docs/reliability.md), while the parts of a ``--shard I/N`` run go side by side.
 
 - A full run and ``--merge`` hold ``<out>/.star.lock`` and the lock of every part that ever
   ran into ``out``: a second full run, or a merge while a part still computes, fails at once

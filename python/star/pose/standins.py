@@ -1,4 +1,4 @@
-"""Stand-ins with the compute of the real pose models, random weights, for benchmarks (issue 17, 5).
+"""Stand-ins with the compute of the real pose models, random weights, for benchmarks.
 
 :mod:`star.pose.testing`'s tiny models have the real signatures but almost no arithmetic:
 they measure the pipeline only. These have the real models' signatures *and* their cost,
