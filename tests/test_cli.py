@@ -416,6 +416,20 @@ def test_eval_bad_features_file_is_one_error_line(run, tmp_path, capsys, defect)
         assert_error(rc, err, bad, *(["gallery_pids"] if defect == "missing-key" else []))
 
 
+def test_features_of_another_dataset_are_refused_naming_both(run, tmp_path, capsys):
+    good = tmp_path / "good.npz"
+    rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], "--out", good)
+    assert rc == 0, err
+    arrays = dict(np.load(good))
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "dataset": "bupt"}))
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+    for command, extra in (("eval", []), ("visrank", ["--out", tmp_path / "V"])):
+        rc, _, err = cli(capsys, command, "--config", run["out"] / "config.yaml", "--features", other, *extra)
+        assert_error(rc, err, other, "'bupt'", "'synthetic'")
+
+
 def test_output_path_errors_name_the_path(run, tmp_path, capsys):
     folder = tmp_path / "existing"
     folder.mkdir()

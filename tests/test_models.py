@@ -22,7 +22,7 @@ from star.models import (
     build_model,
     load_backbone_weights,
 )
-from star.models.pretrained import imagenet_checkpoint_candidates
+from star.models.pretrained import PretrainedWeightsError, imagenet_checkpoint_candidates
 
 B, T, H, W, CLASSES = 4, 3, 64, 32, 2
 MODALITY = torch.tensor([0, 1, 0, 1])  # 2 ids x 1 tracklet x {infrared, visible}
@@ -392,6 +392,15 @@ def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
     state = _save_resnet18(expected)
     model = build_model(config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}), CLASSES)
     torch.testing.assert_close(model.backbone.infrared_stem.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
+
+
+def test_garbage_pretrained_file_is_one_error_naming_it(tmp_path):
+    garbage = tmp_path / "weights.pth"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip" + bytes(range(256)))
+    with pytest.raises(PretrainedWeightsError) as info:
+        build_model(config(backbone={"name": "resnet18", "pretrained": str(garbage)}), CLASSES)
+    message = str(info.value)
+    assert str(garbage) in message and "weights_only" not in message and "\n" not in message
 
 
 def test_missing_pretrained_file_warns_once_or_raises(tmp_path, monkeypatch):

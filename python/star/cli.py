@@ -158,9 +158,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from star.engine import evaluate_features, load_npz, write_metrics
+    from star.engine import evaluate_features, write_metrics
     from star.engine.evaluator import METRICS_FILE, check_metrics_outputs
-    from star.engine.features import require_sets
+    from star.engine.features import load_dataset_features, require_sets
     from star.engine.inference import evaluate_checkpoint
 
     cfg = _run_config(args)
@@ -168,7 +168,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.features:
         if out is not None:
             check_metrics_outputs(out, inputs=[args.features], force=args.force)
-        sets = load_npz(args.features)
+        sets = load_dataset_features(args.features, cfg.data.dataset)
         require_sets(sets, ("query", "gallery"), args.features)
         result = evaluate_features(
             sets["query"], sets["gallery"], protocol=cfg.eval.protocol, dataset=cfg.data.dataset,
@@ -198,7 +198,7 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from star.config.schema import EvalConfig
-    from star.engine import load_npz
+    from star.engine.features import load_dataset_features
     from star.engine.inference import extract_checkpoint_features, rank_lists_from_features
     from star.engine.output_paths import check_output_dir
     from star.engine.visrank import check_rank_list_options
@@ -210,7 +210,7 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     num_queries = EvalConfig.visrank_queries if args.num_queries is None else args.num_queries
     check_rank_list_options(topk=topk, num_queries=num_queries)
     if args.features:
-        features = load_npz(args.features)
+        features = load_dataset_features(args.features, cfg.data.dataset)
     else:
         features = extract_checkpoint_features(cfg, args.checkpoint, Path(out) / "features.npz")
     paths = rank_lists_from_features(cfg, features, out, topk=topk, num_queries=num_queries)

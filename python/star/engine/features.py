@@ -213,6 +213,20 @@ def load_npz(path: str | Path, *, with_meta: bool = False):
         return _read_sets(path, z, with_meta)
 
 
+def load_dataset_features(path: str | Path, dataset: str) -> dict[str, Features]:
+    """``load_npz(path)`` for evaluating under ``dataset``'s protocol: a file that ``star extract``
+    wrote from another dataset is a ``FeatureFileError`` naming both (its labels would be scored
+    under the wrong protocol)."""
+    sets, meta = load_npz(path, with_meta=True)
+    written_from = meta.get("dataset") if isinstance(meta, dict) else None
+    if written_from is not None and written_from != dataset:
+        raise FeatureFileError(
+            f"{path} holds features of dataset {written_from!r} but the config evaluates {dataset!r}; "
+            f"pass the config of the run that extracted them (data.dataset: {written_from})"
+        )
+    return sets
+
+
 def require_sets(sets: Mapping[str, Features], names: Sequence[str], source: str | Path) -> None:
     """Every set of ``names`` (e.g. ``query`` and ``gallery``) is in ``sets`` read from ``source``."""
     missing = [n for n in names if n not in sets]

@@ -70,7 +70,12 @@ def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file is an error even offline
-        raise PretrainedWeightsError(f"could not read pretrained weights from {path}: {exc}") from exc
+        # torch's message spans many lines and advises weights_only=False, which would run pickled
+        # code from an unknown file: name the file and the kind of failure only.
+        raise PretrainedWeightsError(
+            f"could not read pretrained weights from {path}: not a torch state dict file or a damaged one "
+            f"({type(exc).__name__})"
+        ) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
