@@ -15,6 +15,9 @@ import star_ext
 
 SMALL = os.environ.get("STAR_BENCH_SMALL", "") == "1"
 STAR_P = (0.7, 1.0, 3.0, 5.0, 7.0)
+# The released STAR's generalized means, (mean_t x^p + 1e-12)^(1/p): no clamp
+# (about half of the ReLU'd x below are exactly 0) and an additive floor.
+GEM_RELEASE_SETTING = dict(eps=0.0, floor=1e-12)
 
 
 def keypoint_pool_inputs(device):

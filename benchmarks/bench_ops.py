@@ -16,7 +16,7 @@ import torch
 
 import star_ext
 from star_ext import reference
-from bench_inputs import INPUTS, SMALL
+from bench_inputs import GEM_RELEASE_SETTING, INPUTS, SMALL
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
@@ -111,6 +111,19 @@ def test_op(benchmark, op, backward, impl, device):
             out_bytes = fn(*args, **kwargs).nbytes
         benchmark.extra_info["bytes"] = compulsory_bytes(args, out_bytes, backward)
         benchmark.extra_info["copy_gbps"] = copy_bandwidth_gbps()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
+def test_guided_gem_pool_release_setting(benchmark, backward, impl, device):
+    """guided_gem_pool on the same inputs with eps = 0 and floor = 1e-12 (frames at 0, the floor term)."""
+    assert star_ext.HAS_C, star_ext.FALLBACK_REASON
+    args, _ = INPUTS["guided_gem_pool"](device)
+    pass_name = "forward_backward" if backward else "forward"
+    benchmark.group = f"guided_gem_pool {pass_name} {device}"
+    benchmark.extra_info.update(op="guided_gem_pool eps=0 floor=1e-12", pass_=pass_name, impl=impl, device=device)
+    measure(benchmark, step(implementation("guided_gem_pool", impl), args, GEM_RELEASE_SETTING, backward, device), device)
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
