@@ -232,7 +232,7 @@ class LoggingHook(HookBase):
         s = self.state
         self.bar = None
         if self.cfg.train.progress and on_terminal():
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
             self.bar = tqdm(
                 total=self.iters_per_epoch, desc=f"epoch {s.epoch + 1}/{s.max_epochs}", dynamic_ncols=True, leave=False
@@ -264,7 +264,7 @@ class LoggingHook(HookBase):
 
     def _log_train(self, now: float, lr: float) -> None:
         s, p, n = self.state, self.parts, self.n_window
-        record = {
+        record: dict[str, Any] = {
             "type": "train",
             "epoch": s.epoch + 1,
             "iter": s.iter + 1,
@@ -307,7 +307,7 @@ class LoggingHook(HookBase):
         assert subs is not None, "the trainer counts each epoch's substituted frames"
         if self.bar is not None:
             self.bar.close()
-        record = {
+        record: dict[str, Any] = {
             "type": "epoch",
             "epoch": s.epoch + 1,
             "step": s.step,

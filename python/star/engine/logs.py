@@ -148,12 +148,13 @@ class DeviceMeters:
 
     def flush(self) -> tuple[dict[str, float], dict[str, float]]:
         """The means of the window (since the last flush) and of the epoch, as floats; one host copy."""
-        if self._sums is None:
+        if self._sums is None or self.names is None:
             return {}, {}
+        names = self.names
         window, epoch = self._sums.tolist()
         means = (
-            {k: v / self.window_steps for k, v in zip(self.names, window)} if self.window_steps else {},
-            {k: v / self.epoch_steps for k, v in zip(self.names, epoch)} if self.epoch_steps else {},
+            {k: v / self.window_steps for k, v in zip(names, window)} if self.window_steps else {},
+            {k: v / self.epoch_steps for k, v in zip(names, epoch)} if self.epoch_steps else {},
         )
         self._sums[0].zero_()
         self.window_steps = 0
