@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from star.config import OptimConfig, RunConfig, load_config
-from star.data import SynthConfig, generate_synthetic
+from star.data import SynthConfig, generate_synthetic, train_loader
 from star.data.errors import KeypointStoreError
 from star.engine import Trainer, TrainingDiverged, train
 from star.engine.checkpoint import (
@@ -34,11 +34,15 @@ from star.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from star.engine.hooks import CheckpointHook
+from star.engine.checkpointer import Checkpointer
+from star.engine.loop import HookBase
+from star.engine.state import TrainingState
+from star.engine.trainer import BuiltModel
 from star.engine.logs import drop_superseded, open_tensorboard, read_jsonl
 from star.errors import OutputLockedError
 from star.fileio import exclusive_dir_lock
 from star.losses import StarLoss
+from star.models import STAR
 from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
 
 TESTS = Path(__file__).resolve().parent
@@ -166,7 +170,7 @@ def test_end_to_end_run_writes_outputs(finished_run):
 
 def test_pretrained_backbone_runs_at_reduced_lr(finished_run):
     cfg, trainer, _ = finished_run
-    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    groups = {g["name"]: g for g in trainer.parts.optimizer.param_groups}
     assert set(groups) == {"new", "pretrained"}
     assert groups["pretrained"]["lr"] == pytest.approx(groups["new"]["lr"] * cfg.optim.pretrained_lr_mult)
     names = trainer.pretrained_names
@@ -434,11 +438,11 @@ class NanAtCall(StarLoss):
         return loss, terms
 
 
-class RecordingCheckpoints(CheckpointHook):
+class RecordingCheckpoints(Checkpointer):
     """Records every write, and whether all the model's tensors in it were finite."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.saved = []
 
     def write(self, state, path):
@@ -456,7 +460,7 @@ class DivergingTrainer(Trainer):
         return NanAtCall(self.cfg.loss, self.nan_call)
 
     def build_checkpointer(self):
-        self.recorder = RecordingCheckpoints()
+        self.recorder = RecordingCheckpoints(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
         return self.recorder
 
 
@@ -547,6 +551,105 @@ def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth
     records = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]
     assert [r["step"] for r in records] == [3, 6] and all("grad_norm" in r for r in records)
     assert "features: " in err  # the extraction's closing line, not a bar
+
+
+# ----------------------------------------------------------------------------- build seams
+# Each ``build_*`` of the trainer overridden alone in a subclass: the run uses what it returns.
+
+
+class OneBatchPerEpoch(Trainer):
+    def build_train_loader(self):
+        return train_loader(
+            self.data.train, self.keypoints, num_frames=4, num_ids=2, num_per_modality=1, height=32, width=16,
+            num_workers=0, seed=0, num_batches=1,
+        )
+
+
+class TaggedSTAR(STAR):
+    pass
+
+
+class OwnModel(Trainer):
+    def build_model(self):
+        return BuiltModel(TaggedSTAR(self.cfg.model, self.num_classes), frozenset())
+
+
+class PlainSGD(Trainer):
+    def build_optimizer(self, model, pretrained_names):  # one unnamed group, no momentum
+        return torch.optim.SGD(model.parameters(), lr=0.05)
+
+
+class HalfLr(Trainer):
+    def build_scheduler(self, optimizer):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+
+
+class CallCountingLoss(StarLoss):
+    calls = 0
+
+    def forward(self, outputs, pids):
+        CallCountingLoss.calls += 1
+        return super().forward(outputs, pids)
+
+
+class OwnLoss(Trainer):
+    def build_loss(self):
+        return CallCountingLoss(self.cfg.loss)
+
+
+class OwnCheckpointer(Trainer):
+    def build_checkpointer(self):
+        self.recorder = RecordingCheckpoints(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
+        return self.recorder
+
+
+class StepRecorder(HookBase):
+    def __init__(self, state: TrainingState):
+        self.state, self.steps = state, []
+
+    def after_step(self):
+        self.steps.append((self.state.epoch, self.state.iter, self.state.step))
+
+
+class ExtraHook(Trainer):
+    def build_hooks(self):
+        self.recorder = StepRecorder(self.state)
+        return [*super().build_hooks(), self.recorder]
+
+
+def _lrs(trainer) -> list:
+    return [r["lr"] for r in read_jsonl(trainer.out / "log.jsonl") if r["type"] == "train"]
+
+
+BUILD_OVERRIDES = {
+    "build_train_loader": (OneBatchPerEpoch, lambda t, s: t.iters_per_epoch == 1 and s["step"] == 1),
+    "build_model": (OwnModel, lambda t, s: isinstance(t.model, TaggedSTAR) and not t.pretrained_names),
+    "build_optimizer": (
+        PlainSGD,
+        lambda t, s: len(t.parts.optimizer.param_groups) == 1
+        and t.parts.optimizer.param_groups[0]["momentum"] == 0
+        and t.parts.optimizer.param_groups[0]["initial_lr"] == 0.05,
+    ),
+    "build_scheduler": (HalfLr, lambda t, s: _lrs(t) == [0.005, 0.005]),
+    "build_loss": (OwnLoss, lambda t, s: CallCountingLoss.calls == 2),
+    "build_checkpointer": (
+        OwnCheckpointer, lambda t, s: [name for name, *_ in t.recorder.saved] == ["last.pt", "best.pt", "last.pt"]
+    ),
+    "build_hooks": (ExtraHook, lambda t, s: t.recorder.steps == [(0, 0, 1), (0, 1, 2)]),
+}
+
+
+@pytest.mark.parametrize("method", sorted(BUILD_OVERRIDES))
+def test_each_build_method_can_be_overridden_alone(synth_root, tmp_path, method):
+    cls, took_effect = BUILD_OVERRIDES[method]
+    assert method in vars(cls) and [m for m in vars(cls) if m.startswith("build")] == [method]
+    CallCountingLoss.calls = 0
+    trainer = cls(RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1})))
+    summary = trainer.run()
+    assert summary["epoch"] == 1 and math.isfinite(summary["mAP"])
+    assert took_effect(trainer, summary)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["eval_pending"] is False and states_equal(last["model"], trainer.model.state_dict())
 
 
 # ----------------------------------------------------------------------------- errors

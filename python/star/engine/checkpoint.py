@@ -37,7 +37,7 @@ CHECKPOINT_VERSION = 3
 
 # The model switches that checkpoints of version <= 2 do not record, at the values their
 # models were built with (the only behaviour at the time).
-PRE_V3_MODEL_SWITCHES: dict[str, dict[str, Any]] = {
+PRE_V3_MODEL_SWITCHES: dict[str, Any] = {
     "style": {
         "augment_space": "raw",
         "augment_per": "tracklet",

@@ -7,10 +7,14 @@ import math
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..errors import StarError
 from . import distributed as dist_utils
+from .distributed import DistInfo
 from .logs import DeviceMeters
 from .loop import HookBase
+from .state import LossMeans, TrainingState
 
 
 class TrainingDiverged(StarError, RuntimeError):
@@ -58,42 +62,51 @@ def log_due(step: int, log_period: int) -> bool:
 
 
 class DivergenceGuard(HookBase):
-    """Every rank: the step's scalars (``trainer.step_scalars``) summed on the device, checked per period.
+    """Every rank: the step's scalars (``state.step_scalars``) summed on the device, checked per period.
 
     After the last step of each logging period and of each epoch, one host copy of the
-    window's and the epoch's means (``window``, ``epoch_means``, kept for the logging hook);
-    a non-finite loss term, or without AMP a non-finite gradient norm (under AMP the scaler
+    window's and the epoch's means into ``state.losses`` (which the logging hook logs); a
+    non-finite loss term, or without AMP a non-finite gradient norm (under AMP the scaler
     skips such steps), raises ``TrainingDiverged`` on every rank together. The steps since
     the previous check may have updated the weights in memory; registered before the
-    checkpoint hook, the guard stops the run before any of it is written.
+    checkpoint hook, the guard stops the run before any of it is written (``last_checkpoint``
+    is the file the error names as the last good one, when it exists).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        state: TrainingState,
+        log_period: int,
+        amp: bool,
+        dist: DistInfo,
+        device: torch.device,
+        last_checkpoint: Path,
+    ) -> None:
+        self.state, self.log_period, self.amp = state, log_period, amp
+        self.dist, self.device, self.last_checkpoint = dist, device, last_checkpoint
         self.meters = DeviceMeters()
-        self.window: dict[str, float] = {}
-        self.window_steps = 0
-        self.epoch_means: dict[str, float] = {}
 
     def before_epoch(self) -> None:
         self.meters.start_epoch()
-        self.window, self.window_steps, self.epoch_means = {}, 0, {}
+        self.state.losses = LossMeans()
 
     def after_step(self) -> None:
-        t = self.trainer
-        self.meters.add(t.step_scalars)
-        if log_due(t.step, t.cfg.train.log_period):
+        self.meters.add(self.state.step_scalars)
+        if log_due(self.state.step, self.log_period):
             self.check()
 
     def after_epoch(self) -> None:
         self.check()
 
     def check(self) -> None:
-        t = self.trainer
-        self.window_steps = self.meters.window_steps
-        self.window, self.epoch_means = self.meters.flush()
-        grad_norm_ok = t.amp or math.isfinite(self.window.get("grad_norm", 0.0))
-        loss_ok = all(math.isfinite(v) for k, v in self.window.items() if k != "grad_norm")
-        if dist_utils.any_true(t.dist, not (loss_ok and grad_norm_ok), t.device):  # every rank stops together
-            terms = {} if loss_ok and grad_norm_ok else self.window
+        s = self.state
+        window_steps, epoch_steps = self.meters.window_steps, self.meters.epoch_steps
+        window, epoch = self.meters.flush()
+        s.losses = LossMeans(window, window_steps, epoch, epoch_steps)
+        grad_norm_ok = self.amp or math.isfinite(window.get("grad_norm", 0.0))
+        loss_ok = all(math.isfinite(v) for k, v in window.items() if k != "grad_norm")
+        if dist_utils.any_true(self.dist, not (loss_ok and grad_norm_ok), self.device):  # every rank stops together
+            terms = {} if loss_ok and grad_norm_ok else window
             what = "gradient norm" if loss_ok and not grad_norm_ok else "loss"
-            raise t.diverged(terms, what, self.window_steps)
+            last = self.last_checkpoint if self.last_checkpoint.is_file() else None
+            raise TrainingDiverged(s.epoch + 1, s.iter + 1, s.step, terms, last, what, window_steps)

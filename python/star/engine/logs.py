@@ -15,6 +15,7 @@ import math
 import os
 import resource
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -147,13 +148,58 @@ class DeviceMeters:
 
     def flush(self) -> tuple[dict[str, float], dict[str, float]]:
         """The means of the window (since the last flush) and of the epoch, as floats; one host copy."""
-        if self._sums is None:
+        if self._sums is None or self.names is None:
             return {}, {}
+        names = self.names
         window, epoch = self._sums.tolist()
         means = (
-            {k: v / self.window_steps for k, v in zip(self.names, window)} if self.window_steps else {},
-            {k: v / self.epoch_steps for k, v in zip(self.names, epoch)} if self.epoch_steps else {},
+            {k: v / self.window_steps for k, v in zip(names, window)} if self.window_steps else {},
+            {k: v / self.epoch_steps for k, v in zip(names, epoch)} if self.epoch_steps else {},
         )
         self._sums[0].zero_()
         self.window_steps = 0
         return means
+
+
+class RunLog:
+    """A training run's ``log.jsonl`` and TensorBoard writer (rank 0), shared by the hooks that
+    log (training progress, evaluations). Writes before :meth:`open` and after :meth:`close` are
+    dropped, so the other ranks can hold a RunLog that never opens."""
+
+    def __init__(self, out: Path, tensorboard: bool) -> None:
+        self.out, self.tensorboard = out, tensorboard
+        self._jsonl: Optional[JsonlLog] = None
+        self._tb: Any = None  # a SummaryWriter, or None
+        self._resumed: Optional[dict[str, Any]] = None
+
+    def open(self, step: int, resumed: Optional[dict[str, Any]]) -> None:
+        """Open for a run at optimiser step ``step``; ``resumed`` (where a resumed run picked up)
+        is logged with the first record, so a finished rerun logs nothing."""
+        self._jsonl = JsonlLog(self.out / LOG_FILE)
+        if self.tensorboard:
+            self._tb = open_tensorboard(self.out / TB_DIR, purge_step=step if step else None)
+        self._resumed = resumed
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self._jsonl is None:
+            return
+        if self._resumed is not None:
+            self._jsonl.write({"type": "resumed", **self._resumed, "time": time.time()})
+            self._resumed = None
+        self._jsonl.write({**record, "time": time.time()})
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_scalar(tag, value, step)
+
+    def flush_scalars(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()

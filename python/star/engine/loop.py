@@ -1,30 +1,34 @@
 """A small epoch-based training loop with hooks (the idea of fast-reid's ``train_loop``).
 
 :class:`TrainerBase` runs the epochs and calls :meth:`TrainerBase.run_step` for every
-batch; :class:`HookBase` objects registered on it are called, in registration order,
-before and after the whole run, each epoch and each step. What a run does besides
-the step (checkpoints, evaluation, logs) lives in hooks (``star.engine.hooks``), so a
-subclass replaces one part without touching the others.
+batch; the :class:`HookBase` objects registered on it are called, in the order of the
+list given to :meth:`TrainerBase.register_hooks`, before and after the whole run, each
+epoch and each step. What a run does besides the step (checkpoints, evaluation, logs)
+lives in hooks (``star.engine.hooks``), so a subclass replaces one part without touching
+the others.
 
-Counters: ``epoch`` is the 0-based epoch being trained, ``iter`` the 0-based iteration
-inside it; ``start_epoch`` / ``max_epochs`` bound the loop (a hook's ``before_train``
-may move ``start_epoch``, e.g. when it resumes a checkpoint).
+The loop owns the run's :class:`~star.engine.state.TrainingState` and keeps its counters:
+``epoch`` (0-based, the epoch being trained), ``iter`` (0-based, inside it) and ``step``
+(optimiser steps taken, counted after each ``run_step``); ``start_epoch`` /
+``max_epochs`` bound the loop (a hook's ``before_train`` may move ``start_epoch``, e.g.
+when it resumes a checkpoint). Hooks hold no reference to the trainer: they get the state
+and whatever else they need in their constructors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Optional
+from typing import Any
+
+from .state import TrainingState
 
 
 class HookBase:
     """Does nothing at every point of the loop; subclasses override what they need.
 
-    ``trainer`` is set when the hook is registered. ``after_train`` runs also when the
-    run stops with an exception (and then possibly after a partial ``before_train``).
+    ``after_train`` runs also when the run stops with an exception (and then possibly after
+    a partial ``before_train``).
     """
-
-    trainer: Optional["TrainerBase"] = None
 
     def before_train(self) -> None:
         pass
@@ -46,30 +50,29 @@ class HookBase:
 
 
 class TrainerBase:
-    """Runs ``epoch_batches()`` through ``run_step`` for epochs ``start_epoch..max_epochs-1``."""
+    """Runs ``epoch_batches()`` through ``run_step`` for epochs ``state.start_epoch..state.max_epochs-1``."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: TrainingState) -> None:
+        self.state = state
         self.hooks: list[HookBase] = []
-        self.start_epoch = 0
-        self.max_epochs = 0
-        self.epoch = 0
-        self.iter = 0
 
     def register_hooks(self, hooks: Sequence[HookBase]) -> None:
-        for hook in hooks:
-            hook.trainer = self
-            self.hooks.append(hook)
+        """Appends ``hooks``; they are called in this order at every point of the loop."""
+        self.hooks.extend(hooks)
 
     def train(self) -> None:
         """``before_train``, the epochs, ``after_train`` (always, also on an exception)."""
+        state = self.state
         try:
             self._call_hooks("before_train")
-            for self.epoch in range(self.start_epoch, self.max_epochs):
+            for epoch in range(state.start_epoch, state.max_epochs):
+                state.epoch = epoch
                 self.begin_epoch()
                 self._call_hooks("before_epoch")
-                for self.iter, batch in enumerate(self.epoch_batches()):
+                for state.iter, batch in enumerate(self.epoch_batches()):
                     self._call_hooks("before_step")
                     self.run_step(batch)
+                    state.step += 1
                     self._call_hooks("after_step")
                 self._call_hooks("after_epoch")
                 self.end_epoch()
@@ -81,7 +84,7 @@ class TrainerBase:
         raise NotImplementedError
 
     def run_step(self, batch: Any) -> None:
-        """One optimisation step on ``batch``."""
+        """One optimisation step on ``batch`` (the loop counts it in ``state.step`` afterwards)."""
         raise NotImplementedError
 
     def begin_epoch(self) -> None:

@@ -54,15 +54,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig, check_ranges
-from ..data import load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
+from ..data import KeypointStore, VideoReidData, load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
 from ..data.substitution import FrameSubstitutions
 from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
@@ -71,14 +72,20 @@ from ..models import STAR
 from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
 from .checkpoint import LAST
+from .checkpointer import Checkpointer
 from .diverged import DivergenceGuard, TrainingDiverged
 from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .logs import RunLog
 from .loop import HookBase, TrainerBase
 from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
 from .schedule import build_optimizer, build_scheduler
+from .state import EpochSampler, TrainingParts, TrainingState
 
-__all__ = ["Trainer", "TrainingDiverged", "train"]
+if TYPE_CHECKING:  # evaluation pulls in the metrics stack: imported when it runs
+    from .evaluator import EvalResult
+
+__all__ = ["BuiltModel", "Trainer", "TrainingDiverged", "train"]
 
 
 def train(cfg: RunConfig) -> dict[str, Any]:
@@ -99,28 +106,52 @@ def _check_output_dir(path: Path) -> None:
         raise OutputNotWritableError(f"output_dir {path}: {parent} is not writable")
 
 
+@dataclass(frozen=True)
+class BuiltModel:
+    """What ``Trainer.build_model`` returns: the model and the names of its parameters that were
+    really loaded from a pretrained file (they train at ``optim.pretrained_lr_mult`` x lr)."""
+
+    model: STAR
+    pretrained_names: frozenset[str]
+
+
 class Trainer(TrainerBase):
     """One training run. ``run()`` does everything (see the module docstring) and returns the
-    final metrics summary; afterwards ``model`` (unwrapped), ``optimizer``, ``scheduler``,
-    ``data`` etc. remain available for inspection.
+    final metrics summary; afterwards ``state`` (counters, best result), ``parts`` (the
+    unwrapped model, optimiser, scheduler, ...), ``pretrained_names``, ``data`` etc. remain
+    available for inspection.
+
+    Each ``build_*`` method makes one thing from its arguments and the config, so a subclass
+    overrides any one of them alone.
     """
+
+    dist: dist_utils.DistInfo
+    device: torch.device
+    data: VideoReidData
+    keypoints: Optional[KeypointStore]
+    num_classes: int
+    loader: DataLoader
+    sampler: EpochSampler
+    iters_per_epoch: int
+    parts: TrainingParts
+    pretrained_names: frozenset[str]
+    criterion: nn.Module
+    params: list[nn.Parameter]
+    ddp_model: nn.Module
 
     def __init__(self, cfg: RunConfig):
         if not isinstance(cfg, RunConfig):
             raise TypeError(f"train needs a star.config.RunConfig, got {type(cfg).__name__}")
         check_ranges(cfg)  # a RunConfig built in Python has not been through load_config
-        super().__init__()
+        super().__init__(TrainingState(max_epochs=cfg.optim.epochs))
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.model: Optional[STAR] = None
-        self.step = 0
-        self.max_epochs = cfg.optim.epochs
-        self.best_map: Optional[float] = None
-        self.best_epoch: Optional[int] = None
-        self.last_summary: Optional[dict[str, Any]] = None
-        self.resumed_from: Optional[dict[str, Any]] = None
-        self.resolved_config = cfg.to_dict()
         self._lock: Optional[Path] = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The unwrapped model being trained (after ``build``)."""
+        return self.parts.model
 
     # -- top level -----------------------------------------------------------------------
 
@@ -144,7 +175,7 @@ class Trainer(TrainerBase):
         dist_utils.barrier(self.dist)
         self.register_hooks(self.build_hooks())
         self.train()
-        summary = dist_utils.broadcast_object(self.dist, self.last_summary)
+        summary = dist_utils.broadcast_object(self.dist, self.state.last_summary)
         return dict(summary) if summary is not None else {}
 
     def _lock_output(self) -> None:
@@ -172,7 +203,7 @@ class Trainer(TrainerBase):
                 )
         self.num_classes = self.data.num_train_pids
         self.loader = self.build_train_loader()
-        self.sampler = self.loader.batch_sampler
+        self.sampler = cast(EpochSampler, self.loader.batch_sampler)
         self.iters_per_epoch = len(self.loader)
 
     def build_train_loader(self) -> DataLoader:
@@ -195,48 +226,67 @@ class Trainer(TrainerBase):
     def build(self) -> None:
         """Model, optimiser and schedule, loss, in this order (it fixes the random initialisation)."""
         seed_everything(self.cfg.seed)  # identical initial weights on every rank
-        self.model = self.build_model().to(self.device)
-        self.optimizer, self.scheduler = self.build_optimizer()
-        self.amp = self.cfg.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        built = self.build_model()
+        model = built.model.to(self.device)
+        self.pretrained_names = built.pretrained_names
+        optimizer = self.build_optimizer(model, built.pretrained_names)
+        amp = self.cfg.train.amp and self.device.type == "cuda"
+        self.parts = TrainingParts(
+            model=model, optimizer=optimizer, scheduler=self.build_scheduler(optimizer),
+            scaler=torch.amp.GradScaler("cuda", enabled=amp), sampler=self.sampler,
+            loader_generator=self.loader.generator, amp=amp,
+        )
         self.criterion = self.build_loss()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.ddp_model: nn.Module = self.model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ddp_model = model
         if self.dist.enabled:
             shape = (self.cfg.model.seq_len, self.cfg.data.height, self.cfg.data.width)
             self.ddp_model = dist_utils.wrap_model(
-                self.model, self.criterion, self.dist, self.device, shape, self.num_classes, self.autocast
+                model, self.criterion, self.dist, self.device, shape, self.num_classes, self.autocast
             )
 
-    def build_model(self) -> STAR:
-        """STAR for ``num_classes``; sets ``pretrained_names`` (tensors really loaded from a file)."""
+    def build_model(self) -> BuiltModel:
+        """STAR for ``num_classes``, its backbone initialised from ``model.backbone.pretrained``."""
         backbone = self.cfg.model.backbone
         model = STAR(self.cfg.model, self.num_classes)
         report = init_pretrained(model.backbone, backbone.pretrained, backbone.require_pretrained)
         params = dict(model.named_parameters())
-        self.pretrained_names = (
-            {name for name in (f"backbone.{k}" for k in report.loaded) if name in params} if report else set()
-        )
-        return model
+        pretrained = {name for name in (f"backbone.{k}" for k in report.loaded) if name in params} if report else set()
+        return BuiltModel(model, frozenset(pretrained))
 
-    def build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-        optimizer = build_optimizer(self.model, self.cfg.optim, self.pretrained_names)
-        return optimizer, build_scheduler(optimizer, self.cfg.optim, self.iters_per_epoch)
+    def build_optimizer(self, model: nn.Module, pretrained_names: frozenset[str]) -> torch.optim.Optimizer:
+        """The optimiser of ``model``; ``pretrained_names`` train at ``optim.pretrained_lr_mult`` x lr."""
+        return build_optimizer(model, self.cfg.optim, set(pretrained_names))
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The per-iteration lr schedule of ``optimizer``."""
+        return build_scheduler(optimizer, self.cfg.optim, self.iters_per_epoch)
 
     def build_loss(self) -> nn.Module:
         return StarLoss(self.cfg.loss)
 
-    def build_hooks(self) -> list[HookBase]:
-        # The guard first: its end-of-epoch check comes before the checkpoint hook's write.
-        guard, checkpointer = DivergenceGuard(), self.build_checkpointer()
-        logger = LoggingHook(guard)
-        return [guard, checkpointer, logger, EvalHook(checkpointer, logger)]
+    def build_checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
 
-    def build_checkpointer(self) -> CheckpointHook:
-        return CheckpointHook()
+    def build_hooks(self) -> list[HookBase]:
+        """The hooks in the order they run at every point of the loop (``star.engine.hooks``):
+        the guard's end-of-epoch check comes before the checkpoint hook's write; the logging
+        hook opens the run's log (before the evaluation hook's first record) and logs the
+        epoch before it is evaluated; the evaluation hook evaluates what the checkpoint hook
+        marked pending."""
+        cfg, state = self.cfg, self.state
+        checkpointer, run_log = self.build_checkpointer(), RunLog(self.out, cfg.train.tensorboard)
+        return [
+            DivergenceGuard(state, cfg.train.log_period, self.parts.amp, self.dist, self.device, self.out / LAST),
+            CheckpointHook(state, checkpointer, cfg.train.checkpoint_period, cfg.train.eval_period),
+            LoggingHook(
+                state, self.parts, run_log, cfg, self.dist, self.device, self.num_classes, self.iters_per_epoch
+            ),
+            EvalHook(state, self.parts.model, self.evaluate, checkpointer, run_log, self.dist, self.out),
+        ]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return mixed_precision(self.device, self.amp)
+        return mixed_precision(self.device, self.parts.amp)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -244,21 +294,27 @@ class Trainer(TrainerBase):
         return self.loader
 
     def begin_epoch(self) -> None:
-        self.sampler.set_epoch(self.epoch)
-        self.model.train()
+        epoch = self.state.epoch
+        self.sampler.set_epoch(epoch)
+        self.parts.model.train()
         frames = self.iters_per_epoch * self.sampler.batch_size * self.cfg.model.seq_len
-        self.substitutions = FrameSubstitutions(f"epoch {self.epoch + 1}", self.cfg.data.max_substituted_fraction, frames)
+        self.state.substitutions = FrameSubstitutions(
+            f"epoch {epoch + 1}", self.cfg.data.max_substituted_fraction, frames
+        )
 
     def end_epoch(self) -> None:
-        self.substitutions.check()
+        assert self.state.substitutions is not None  # set by begin_epoch
+        self.state.substitutions.check()
         dist_utils.barrier(self.dist)
 
     def run_step(self, batch: dict[str, torch.Tensor]) -> None:
         """Forward, backward, (clipping,) optimiser and schedule step, without a host synchronisation.
 
-        Leaves ``step_scalars`` (the loss terms and, when clipping, ``grad_norm``: 0-d device
-        tensors, for ``DivergenceGuard``'s meters) and ``step_lr`` for the hooks."""
-        self.substitutions.add(batch)  # stops a run on undecodable data early
+        Leaves ``state.step_scalars`` (the loss terms and, when clipping, ``grad_norm``: 0-d
+        device tensors, for ``DivergenceGuard``'s meters) and ``state.step_lr`` for the hooks."""
+        state, parts = self.state, self.parts
+        assert state.substitutions is not None  # set by begin_epoch
+        state.substitutions.add(batch)  # stops a run on undecodable data early
         frames = normalize_frames(batch["frames"].to(self.device, non_blocking=True))
         keypoints = batch["keypoints"].to(self.device, non_blocking=True)
         modality = batch["modality"].to(self.device, non_blocking=True)
@@ -266,32 +322,24 @@ class Trainer(TrainerBase):
         with self.autocast():
             outputs = self.ddp_model(frames, keypoints, modality)
             loss, terms = self.criterion(outputs, pids)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        lr = parts.optimizer.param_groups[0]["lr"]
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scaler.scale(loss).backward()
         scalars = dict(terms)  # terms["total"] is the loss
         if self.cfg.optim.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
+            parts.scaler.unscale_(parts.optimizer)
             scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        self.step_scalars, self.step_lr = scalars, lr
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.scheduler.step()
+        state.step_scalars, state.step_lr = scalars, lr
 
-    def diverged(self, terms: dict[str, float], what: str = "loss", iterations: int = 1) -> TrainingDiverged:
-        """The error for a non-finite ``what`` found now, over the last ``iterations`` (``DivergenceGuard``)."""
-        last = self.out / LAST
-        return TrainingDiverged(
-            self.epoch + 1, self.iter + 1, self.step, terms, last if last.is_file() else None, what, iterations
-        )
-
-    def evaluate(self, final: bool):
+    def evaluate(self, final: bool) -> EvalResult:
         """The evaluation of the current model (``EvalHook`` calls it; rank 0). Rank lists
         (``eval.visrank_queries``) after the last epoch only."""
         from .evaluator import evaluate  # imported lazily: evaluation pulls in the metrics stack
 
         return evaluate(
-            self.model, self.data, self.keypoints, self.cfg,
+            self.parts.model, self.data, self.keypoints, self.cfg,
             device=self.device, output_dir=self.out, progress=self.cfg.train.progress, visrank=final,
         )
