@@ -96,7 +96,8 @@ def _scaled_logs_with_zeros(x: torch.Tensor, p: torch.Tensor, floor: float) -> t
     zero = (x == 0).unsqueeze(1)  # [B, 1, T, C]
     log_x = torch.log(torch.where(zero, 1.0, x.unsqueeze(1)))
     p = p.view(1, -1, 1, 1)
-    all_zero = zero.all(dim=2, keepdim=True) & (floor == 0)
+    # Every frame at 0 gives z = 0 only without a floor (a Python branch: traceable for the ONNX export).
+    all_zero = zero.all(dim=2, keepdim=True) if floor == 0 else torch.zeros_like(zero[:, :, :1])
     vanished = torch.where(p > 0, all_zero, zero.any(dim=2, keepdim=True))  # [B, P, 1, C]
     vanished = vanished & ~torch.isnan(x).any(dim=1, keepdim=True).unsqueeze(1)
     scaled = torch.where(zero & (p > 0) & ~vanished, -math.inf, p * log_x)

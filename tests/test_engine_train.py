@@ -26,6 +26,7 @@ from star.data import SynthConfig, generate_synthetic, train_loader
 from star.data.errors import KeypointStoreError
 from star.engine import Trainer, TrainingDiverged, train
 from star.engine.checkpoint import (
+    CHECKPOINT_VERSION,
     CheckpointError,
     capture_rng_state,
     config_differences,
@@ -158,7 +159,7 @@ def test_end_to_end_run_writes_outputs(finished_run):
     last = load_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["step"] == 4 and last["eval_pending"] is False
     assert states_equal(last["model"], trainer.model.state_dict())
-    assert last["version"] == 2 and last["num_classes"] == trainer.num_classes
+    assert last["version"] == CHECKPOINT_VERSION and last["num_classes"] == trainer.num_classes
     assert last["config"] == cfg.to_dict()  # the typed config as it is: no num_classes in the model section
     for key in ("optimizer", "scheduler", "scaler", "sampler", "rng", "loader_generator"):
         assert key in last
@@ -232,7 +233,7 @@ def test_checkpoint_of_format_version_1_resumes_and_loads(finished_run, tmp_path
     summary = train(longer)
     assert "resumed from" in capsys.readouterr().out and summary["epoch"] == 3
     new_last = load_checkpoint(out / "last.pt")
-    assert new_last["version"] == 2 and "num_classes" not in new_last["config"]["model"]
+    assert new_last["version"] == CHECKPOINT_VERSION and "num_classes" not in new_last["config"]["model"]
 
 
 def test_checkpoint_of_format_version_1_without_num_classes_is_a_clear_error(tmp_path):

@@ -125,8 +125,10 @@ def _upgrade(state: dict[str, Any], path: Path, version: int) -> dict[str, Any]:
         )
     if isinstance(model, dict):
         model = _with_defaults(model, PRE_V3_MODEL_SWITCHES)
-        if not (model.get("pooling") or {}).get("learnable", False):
-            state["model"] = {k: v for k, v in state["model"].items() if k != PRE_V3_EXPONENT_BUFFER}
+        weights, pooling = state["model"], model.get("pooling")
+        learnable = isinstance(pooling, dict) and pooling.get("learnable", False)
+        if isinstance(weights, dict) and not learnable:
+            state["model"] = {k: v for k, v in weights.items() if k != PRE_V3_EXPONENT_BUFFER}
         state["config"] = {**config, "model": model}
     return state
 
@@ -136,7 +138,9 @@ def _with_defaults(section: Mapping[str, Any], defaults: Mapping[str, Any]) -> d
     out = dict(section)
     for key, value in defaults.items():
         if isinstance(value, Mapping):
-            out[key] = _with_defaults(out.get(key) or {}, value)
+            current = out.get(key) or {}
+            if isinstance(current, Mapping):  # a damaged section is left for the config check to name
+                out[key] = _with_defaults(current, value)
         else:
             out.setdefault(key, value)
     return out
