@@ -25,7 +25,7 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
-from ..models import STAR, ModelConfig
+from ..models import STAR, CompiledNetwork, ModelConfig
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .evaluator import METRICS_FILE, EvalResult, evaluate, extraction_settings
 from .features import Features, extract_features, require_sets, save_npz
@@ -126,6 +126,11 @@ def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
     return STAR(ModelConfig.from_dict(tree), num_classes)
 
 
+def network_to_run(model: STAR, cfg: RunConfig) -> torch.nn.Module:
+    """``model``, through torch.compile when ``cfg.train.compile``."""
+    return CompiledNetwork(model) if cfg.train.compile else model
+
+
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:
     """The dataset and keypoint store named by ``cfg.data`` (checked before any model work)."""
     data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=verbose, required_splits=("query", "gallery"))
@@ -149,7 +154,7 @@ def evaluate_checkpoint(
     data, keypoints = load_eval_data(cfg)
     trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
     return evaluate(
-        trained.model, data, keypoints, cfg,
+        network_to_run(trained.model, cfg), data, keypoints, cfg,
         device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
     )
 
@@ -162,7 +167,7 @@ def extract_checkpoint_features(
     data, keypoints = load_eval_data(cfg)
     trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
     features = {
-        split: extract_features(trained.model, data.split(split), keypoints,
+        split: extract_features(network_to_run(trained.model, cfg), data.split(split), keypoints,
                                 **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
         for split in splits
     }

@@ -74,17 +74,29 @@ def style_partners(visible: torch.Tensor, same_modality: bool) -> torch.Tensor:
     ``same_modality``: a random permutation inside each modality. Otherwise a
     random tracklet of the other modality, or of the same one if the batch
     holds a single modality.
+
+    Without data-dependent shapes or host reads (no nonzero, no branch on the
+    counts), so torch.compile traces it and CUDA graphs can capture it: the
+    tracklets sorted by (modality, random key) list each modality's members in
+    random order, infrared first.
     """
-    partners = torch.empty_like(visible, dtype=torch.long)
-    groups = [visible.nonzero().squeeze(1), (~visible).nonzero().squeeze(1)]
-    for members, others in (groups, groups[::-1]):
-        if members.numel() == 0:
-            continue
-        if same_modality or others.numel() == 0:
-            partners[members] = members[torch.randperm(members.numel(), device=visible.device)]
-        else:
-            partners[members] = others[torch.randint(others.numel(), (members.numel(),), device=visible.device)]
-    return partners
+    b, device = visible.shape[0], visible.device
+    group = visible.long()  # 0 infrared, 1 visible
+
+    def shuffled() -> torch.Tensor:  # indices sorted by modality, random order inside each
+        return torch.argsort(group * 2 + torch.rand(b, device=device))
+
+    order = shuffled()
+    # position i of two shuffled orders holds members of the same modality: pair them
+    permutation = torch.empty_like(order).scatter_(0, order, shuffled())
+    if same_modality:
+        return permutation
+    num_infrared = b - group.sum()
+    others = torch.where(visible, num_infrared, b - num_infrared)  # members of the other modality
+    first = torch.where(visible, 0, num_infrared)  # where they start in `order`
+    pick = (torch.rand(b, device=device) * others).long().clamp(max=(others - 1).clamp(min=0))
+    cross = order[(first + pick).clamp(max=b - 1)]
+    return torch.where(others > 0, cross, permutation)
 
 
 def partner_frames(partners: torch.Tensor, num_frames: int) -> torch.Tensor:
