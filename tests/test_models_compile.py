@@ -112,12 +112,12 @@ def test_style_partners_trace_without_graph_breaks():
 
 def train_losses(compiled: bool, steps: int = 4) -> list[float]:
     model, cfg = build("synthetic")
+    model.double()  # float64: see the tolerance below
     criterion = StarLoss(cfg.loss)
     run = CompiledNetwork(model) if compiled else model
-    # SGD: Adam's first steps move every weight by about lr whatever its gradient's size, so
-    # the rounding noise of a near-zero gradient would change whole updates
     optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     frames, keypoints, modality, pids = batch()
+    frames, keypoints = frames.double(), keypoints.double()
     torch.manual_seed(1)  # the same random streams (style augmentation, dropout) in both runs
     losses = []
     for _ in range(steps):
@@ -132,7 +132,10 @@ def train_losses(compiled: bool, steps: int = 4) -> list[float]:
 @torch._inductor.config.patch(fallback_random=True)  # inductor draws random numbers as eager does
 def test_compiled_training_steps_match_eager():
     eager, compiled = train_losses(compiled=False), train_losses(compiled=True)
-    # Inductor fuses and reorders float32 reductions (and the stem's BatchNorm takes its
-    # statistics in another order): rounding differences of about 1e-6 relative per step.
-    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
-    assert eager[-1] < eager[0]  # the steps learn something
+    # In float64 the compiled steps give the eager losses to 1e-12 relative (measured): the
+    # traced network computes the same function. Not in float32: this 4-tracklet batch
+    # (BatchNorm over 4 samples, hard triplets) amplifies rounding differences of 1e-7 in
+    # the second step's loss to 1e-3 in the third, compiled or not (measured with backend
+    # "eager" too: the same ops in another order).
+    torch.testing.assert_close(compiled, eager, rtol=1e-9, atol=0.0)
+    assert len(set(eager)) == len(eager)  # the weights changed at every step
