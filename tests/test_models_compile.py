@@ -27,6 +27,16 @@ T = 3
 CLASSES = 4
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from scratch: recompiling one code object for many networks would
+    reach dynamo's recompile limit, after which it runs the code eagerly without a word."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
 def build(name: str, seed: int = 0):
     path, overrides = NETWORKS[name]
     cfg = load_config(path, [*overrides, f"model.seq_len={T}", "model.backbone.pretrained=null"])
@@ -132,6 +142,8 @@ def train_losses(compiled: bool, steps: int = 4) -> list[float]:
 @torch._inductor.config.patch(fallback_random=True)  # inductor draws random numbers as eager does
 def test_compiled_training_steps_match_eager():
     eager, compiled = train_losses(compiled=False), train_losses(compiled=True)
+    counters = torch._dynamo.utils.counters
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # really compiled
     # In float64 the compiled steps give the eager losses to 1e-12 relative (measured): the
     # traced network computes the same function. Not in float32: this 4-tracklet batch
     # (BatchNorm over 4 samples, hard triplets) amplifies rounding differences of 1e-7 in

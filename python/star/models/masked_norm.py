@@ -17,18 +17,20 @@ def masked_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, mask: torch.Tensor) -
     """
     if not (bn.training or bn.running_mean is None):
         return bn(x)  # running statistics: per sample, the mask changes nothing
-    weights = mask.to(x.dtype).view(-1, 1, 1, 1)
+    # statistics in float32 at least, as batch_norm keeps them for float16 input under autocast
+    xs = x.to(torch.promote_types(x.dtype, torch.float32))
+    weights = mask.to(xs.dtype).view(-1, 1, 1, 1)
     count = weights.sum() * x.shape[2] * x.shape[3]  # values per channel
     denom = count.clamp(min=1)
-    mean = (x * weights).sum(dim=(0, 2, 3)) / denom
-    centred = x - mean.view(1, -1, 1, 1)
+    mean = (xs * weights).sum(dim=(0, 2, 3)) / denom
+    centred = xs - mean.view(1, -1, 1, 1)
     var = (centred * centred * weights).sum(dim=(0, 2, 3)) / denom  # biased, as batch_norm normalises
     out = centred * torch.rsqrt(var + bn.eps).view(1, -1, 1, 1)
     if bn.affine:
         out = out * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
     if bn.track_running_stats:
         _update_running_stats(bn, mean, var, count)
-    return out
+    return out.to(x.dtype)
 
 
 @torch.no_grad()
