@@ -13,7 +13,14 @@ per epoch: ``log_period = iters``). Reported in ``extra_info`` and printed:
   8 ids x 2 tracklets x 2 modalities (9,751 training tracklets);
 - ``data_wait``: the fraction of the iteration the loop waited for the next batch;
 - ``loader_frames_per_s``: frames consumed per second (batch x T / s_per_iter);
-- ``peak_memory_mb``: peak CUDA memory allocated (CPU: process RSS).
+- ``peak_memory_mb``: peak CUDA memory allocated (CPU: process RSS);
+- ``warmup_extra_s``: how much longer the first (warm-up) epoch took than the measured one,
+  ``iters`` x the difference of their ``s_per_iter``: with ``train.compile`` mostly the
+  compilation of the training graph (the eval graph compiles during the final evaluation,
+  which is in pytest-benchmark's time only).
+
+Each network runs eager and compiled (``train.compile=true``, torch.compile with inductor);
+the compiled cases are skipped with STAR_BENCH_SMALL=1 (compiling takes minutes on a CPU).
 
 The time pytest-benchmark reports is the whole call (dataset read, model build, both
 epochs, the final evaluation); the figures above are the ones to compare.
@@ -86,6 +93,10 @@ NETWORKS = {
     ],
 }
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
+COMPILE = [
+    pytest.param(False, id="eager"),
+    pytest.param(True, id="compiled", marks=pytest.mark.skipif(SMALL, reason="compiling takes minutes")),
+]
 
 
 def synth_config(height: int, width: int) -> SynthConfig:
@@ -109,7 +120,7 @@ def datasets(tmp_path_factory):
     return get
 
 
-def run_config(s: Setting, device: str, network: str, data_root: str, out: str):
+def run_config(s: Setting, device: str, network: str, data_root: str, out: str, compiled: bool = False):
     synth = synth_config(s.height, s.width)
     overrides = [
         f"output_dir={out}",
@@ -135,6 +146,7 @@ def run_config(s: Setting, device: str, network: str, data_root: str, out: str):
         "train.tensorboard=false",
         "train.progress=false",
         "eval.visrank_queries=0",
+        f"train.compile={str(compiled).lower()}",
         *NETWORKS[network],
         *EXTRA_OVERRIDES,
     ]
@@ -149,22 +161,24 @@ def measured_epoch(out: str, epoch: int) -> dict:
     return train_records[0]
 
 
+@pytest.mark.parametrize("compiled", COMPILE)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("network", list(NETWORKS))
-def test_train_throughput(benchmark, datasets, tmp_path, network, device):
+def test_train_throughput(benchmark, datasets, tmp_path, network, device, compiled):
     s = SETTINGS[device]
     data_root = datasets(s.height, s.width)
     runs = iter(range(1000))
 
     def run_once() -> str:
         out = str(tmp_path / f"run{next(runs)}")
-        train(run_config(s, device, network, data_root, out))
+        train(run_config(s, device, network, data_root, out, compiled))
         return out
 
     benchmark.group = f"train throughput {device}"
     out = benchmark.pedantic(run_once, rounds=1, iterations=1)
     record = measured_epoch(out, epoch=2)
     s_per_iter = record["time_per_iter"]
+    warmup = measured_epoch(out, epoch=1)
     figures = {
         "s_per_iter": s_per_iter,
         "it_per_s": 1.0 / s_per_iter,
@@ -172,11 +186,13 @@ def test_train_throughput(benchmark, datasets, tmp_path, network, device):
         "data_wait": record["data_time"] / s_per_iter,
         "loader_frames_per_s": s.batch * s.frames / s_per_iter,
         "peak_memory_mb": record["memory_mb"],
+        "warmup_extra_s": s.iters * (warmup["time_per_iter"] - s_per_iter),
     }
     benchmark.extra_info.update(
-        network=network, device=device, backbone=s.backbone, batch=s.batch, frames=s.frames,
+        network=network, device=device, compiled=compiled, backbone=s.backbone, batch=s.batch, frames=s.frames,
         size=f"{s.height}x{s.width}", amp=s.amp, workers=s.workers, measured_iters=s.iters,
         overrides=" ".join(EXTRA_OVERRIDES), **figures,
     )
-    print(f"\n[{device} {network}] " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+    mode = "compiled" if compiled else "eager"
+    print(f"\n[{device} {network} {mode}] " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
     assert record["iter"] == s.iters and s_per_iter > 0 and 0 <= figures["data_wait"] <= 1

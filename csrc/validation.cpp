@@ -97,7 +97,9 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
     const auto pd = p.to(at::kDouble).contiguous();
     const double* pv = pd.data_ptr<double>();
     for (int64_t i = 0; i < pd.numel(); ++i) {
-      // in float32, so float32 p = 0.01 (0.0099999998) is inside
+      // compared in float32 (as the CUDA kernels and the reference do), so the answer does not
+      // depend on p's dtype: a float64 p is accepted exactly when its float32 copy is (float32
+      // holds the limit 0.05 as 0.0500000007, and a float64 0.04999999999 rounds to it)
       const float magnitude = std::abs(static_cast<float>(pv[i]));
       TORCH_CHECK_VALUE(
           magnitude >= static_cast<float>(kMinAbsExponent) && magnitude <= static_cast<float>(kMaxAbsExponent), op, ": p[", i, "] = ", pv[i],

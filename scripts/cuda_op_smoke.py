@@ -12,8 +12,12 @@ and on a malformed rowptr (must not fail: compute-sanitizer checks that nothing
 is read or written out of bounds), and its backward and the grad_p of
 guided_gem_pool must be bitwise reproducible.
 
-    python scripts/cuda_op_smoke.py [--ops keypoint_pool,guided_gem_pool,keypoint_graph_attention]
+    python scripts/cuda_op_smoke.py [--ops keypoint_pool,guided_gem_pool,keypoint_graph_attention,extras]
                                     [--dtypes float32,float16] [--quick]
+
+``extras`` (CUDA only) adds the checks of cuda_op_extras.py: non-finite inputs, an
+unsupported exponent, autocast, double backward, channels_last and transposed inputs,
+a second device, transposed-template cache hits.
 
 Prints PASS/FAIL per case and exits 1 if any case failed (2 without a GPU).
 """
@@ -28,6 +32,7 @@ from typing import Callable
 
 import torch
 
+import cuda_op_extras
 import star_ext
 from star_ext import reference
 from star_ext.graph import edges_to_csr, skeleton_graph
@@ -373,7 +378,7 @@ def graph_cases(quick: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", default=",".join(OPS), help="comma-separated ops to check")
+    parser.add_argument("--ops", default=",".join((*OPS, "extras")), help="comma-separated ops to check, and extras")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated dtypes to check")
     parser.add_argument("--quick", action="store_true", help="fewer, smaller cases (for racecheck)")
     parser.add_argument(
@@ -401,22 +406,27 @@ def main(argv=None) -> int:
     failures = 0
     total = 0
     start = time.perf_counter()
-    for op in ops:
-        for label, run in builders[op](args.quick):
-            for dtype in dtypes:
-                total += 1
-                name = f"{op} [{str(dtype).replace('torch.', '')}] {label}"
-                try:
-                    run(dtype)
-                    synchronize()
-                except Exception as exc:  # noqa: BLE001 (report every failure, go on)
-                    failures += 1
-                    print(f"FAIL {name}: {type(exc).__name__}: {exc}")
-                    if not isinstance(exc, Failure):
-                        traceback.print_exc()
-                else:
-                    print(f"PASS {name}")
-                sys.stdout.flush()
+    cases = [
+        (f"{op} [{str(dtype).replace('torch.', '')}] {label}", lambda run=run, dtype=dtype: run(dtype))
+        for op in ops if op != "extras"
+        for label, run in builders[op](args.quick)
+        for dtype in dtypes
+    ]
+    if "extras" in ops and DEVICE == "cuda":
+        cases += [(f"extras: {label}", lambda check=check: check(DEVICE)) for label, check in cuda_op_extras.CHECKS]
+    for name, run in cases:
+        total += 1
+        try:
+            run()
+            synchronize()
+        except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+            failures += 1
+            print(f"FAIL {name}: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, (Failure, cuda_op_extras.Failure)):
+                traceback.print_exc()
+        else:
+            print(f"PASS {name}")
+        sys.stdout.flush()
     elapsed = time.perf_counter() - start
     print(f"\n{total - failures}/{total} cases passed in {elapsed:.1f} s")
     return 1 if failures else 0

@@ -6,11 +6,20 @@
 # Needs torch with CUDA, nvcc and compute-sanitizer; no network. Steps:
 #   build      pip install --no-build-isolation --no-deps .   (the torch already installed)
 #   env        python -m star_ext, nvidia-smi, nvcc --version
-#   tests      pytest -m cuda on the test files that have CUDA cases
-#   smoke      scripts/cuda_op_smoke.py (all ops, all dtypes, vs the float64 reference)
+#   tests      pytest -m cuda on the test files that have CUDA cases (with
+#              tests/test_cuda_compile.py: torch.compile of each op and of the network,
+#              a training step captured in CUDA graphs, autocast, a second device)
+#   smoke      scripts/cuda_op_smoke.py (all ops, all dtypes, vs the float64 reference,
+#              and the extras of scripts/cuda_op_extras.py)
 #   memcheck   compute-sanitizer --tool memcheck on the smoke script
-#   racecheck  compute-sanitizer --tool racecheck on the smoke script (graph attention
-#              backward; then keypoint_pool and guided_gem_pool, which use shared memory)
+#   racecheck  compute-sanitizer --tool racecheck on the smoke script. Racecheck sees
+#              shared-memory hazards only, so it checks the kernels that use shared
+#              memory: keypoint_pool_forward_kernel and keypoint_pool_backward_kernel
+#              (keypoint_pool.cu) and gem_backward_kernel (guided_gem_pool.cu, its
+#              per-warp sums). The graph-attention kernels use no shared memory (warp
+#              shuffles; the transposed template spares them atomics), so racecheck has
+#              nothing to see there; no kernel uses atomics, and global-memory hazards are
+#              left to memcheck and the smoke script's bitwise-reproducibility cases
 #   bench      benchmarks/bench_ops.py in two runs (fused, eager reference, PyG;
 #              then torch.compile of the reference, whose compile time is long),
 #              bench_model.py on CUDA (training step, STAR vs baseline), JSON +
@@ -107,10 +116,8 @@ sanitizer() {
 }
 
 racecheck() {
-  local rc=0
-  sanitizer racecheck --ops keypoint_graph_attention --quick || rc=1
-  sanitizer racecheck --ops keypoint_pool,guided_gem_pool --dtypes float32,float16 --quick || rc=1
-  return $rc
+  # only the ops whose kernels use shared memory (see the header)
+  sanitizer racecheck --ops keypoint_pool,guided_gem_pool --dtypes float32,float16 --quick
 }
 
 pytest_in_repo() {

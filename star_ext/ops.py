@@ -119,8 +119,19 @@ def validate_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int) -> Non
         raise ValueError(f"col[{e}] = {int(c[e])} is not a node index in [0, {num_nodes})")
 
 
+# The fakes below give exactly what the kernels return: every output and gradient is a
+# fresh contiguous tensor (at::empty of the sizes), whatever the layout of the inputs.
+# torch.empty_like would keep a permuted input's strides (channels_last feat, a
+# transposed h), and inductor asserts the strides a fake promises.
+
+
+def _contiguous_like(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(like.shape)  # new_empty: contiguous, like's dtype and device
+
+
 def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(like) if needed else like.new_empty((0,))
+    """The gradient buffer of input ``like`` if autograd asked for it, else an empty tensor (gradients.h)."""
+    return _contiguous_like(like) if needed else like.new_empty((0,))
 
 
 def _check_devices(op: str, **tensors: Optional[torch.Tensor]) -> None:
@@ -171,7 +182,7 @@ def _register() -> None:
         _check_devices("keypoint_graph_attention", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col,
                        edge_keep=edge_keep)
         torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
-        return torch.empty_like(h)
+        return _contiguous_like(h)
 
     @torch.library.register_fake("star::keypoint_graph_attention_backward")
     def _(grad_out, h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale, output_mask):

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from .graph import csr_destinations
 
 # The exponents guided_gem_pool supports: |p| in this closed range (csrc/validation.h
-# says why). Both the kernels and guided_gem_pool below reject others.
+# says why). The CPU kernel rejects others with ValueError, and so does guided_gem_pool
+# below for p on the CPU in eager mode; the CUDA kernel, and the reference where checking
+# would read the device (CUDA, torch.compile), give NaN instead.
 SUPPORTED_EXPONENTS = (5e-2, 1e3)
 
 
@@ -54,10 +56,12 @@ def guided_gem_pool(
     Computed in log space: log(mean_t x^p + floor) is the logsumexp of the T
     terms p log x_t and of log(T floor), minus log T, so large p and x do not
     overflow. Each exponent needs ``SUPPORTED_EXPONENTS[0] <= |p| <=
-    SUPPORTED_EXPONENTS[1]``, eps and floor must be finite and >= 0
-    (ValueError otherwise). NaN in a column of x gives NaN, +inf gives +inf for
-    p > 0 (a finite mean for p < 0 unless every frame is +inf); values below
-    eps, -inf included, count as eps.
+    SUPPORTED_EXPONENTS[1]``: ValueError otherwise for p on the CPU; on another
+    device or under torch.compile / tracing, where finding it would read the
+    device, the output is NaN instead (as from the CUDA kernel). eps and floor
+    must be finite and >= 0 (ValueError otherwise). NaN in a column of x gives
+    NaN, +inf gives +inf for p > 0 (a finite mean for p < 0 unless every frame
+    is +inf); values below eps, -inf included, count as eps.
 
     With eps = 0 a frame can be exactly 0: its x^p is 0 for p > 0; for p < 0
     it is inf and makes z = 0, as a column of zeros does for p > 0 without
@@ -65,7 +69,7 @@ def guided_gem_pool(
     of x^p there is 0 for p > 1, but 1 for p = 1 and infinite for p < 1), and a
     z that zero frames make 0 passes no gradient to x or p.
     """
-    _check_exponents(p)
+    p = _supported_exponents(p)
     _check_eps_and_floor(eps, floor)
     t = x.shape[1]
     x = torch.clamp(x, min=eps)
@@ -150,13 +154,26 @@ def keypoint_graph_attention(
     return torch.zeros_like(h).index_add(1, dst, messages)
 
 
-def _check_exponents(p: torch.Tensor) -> None:
+def _supported_exponents(p: torch.Tensor) -> torch.Tensor:
+    """p, or NaN for each exponent outside SUPPORTED_EXPONENTS; raises instead where that is free.
+
+    Raising needs the answer on the host: free for p on the CPU in eager mode (ValueError
+    naming the exponent, as the CPU kernel's validation), but a device synchronisation on a
+    GPU and a graph break under torch.compile. There the exponent becomes NaN (so does every
+    output it reaches), which is what the CUDA kernel gives.
+    """
     low, high = SUPPORTED_EXPONENTS
-    magnitude = p.detach().abs().float()  # as the kernels: float32 p = 0.01 is inside
-    bad = ~((magnitude >= low) & (magnitude <= high))  # NaN is bad too
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0])
+    # Compared in float32, as the kernels: the answer does not depend on p's dtype (a
+    # float64 p is accepted exactly when its float32 copy is).
+    magnitude = p.detach().abs().float()
+    supported = (magnitude >= low) & (magnitude <= high)  # False for NaN
+    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if p.device.type != "cpu" or tracing:
+        return torch.where(supported, p, torch.full_like(p, float("nan")))
+    if not bool(supported.all()):
+        i = int(torch.nonzero(~supported)[0])
         raise ValueError(
             f"guided_gem_pool: p[{i}] = {float(p[i])} is outside the supported range: "
             f"each exponent needs {low:g} <= |p| <= {high:g}"
         )
+    return p

@@ -40,7 +40,9 @@ using cuda::grid_size;
 constexpr int kGemThreads = 256;
 constexpr int kCachedFrames = 16;
 
-// max(x, eps) as std::max(x, eps) evaluates it on the CPU (NaN stays NaN).
+// max(x, eps) keeping NaN (v < eps is false for it), so a NaN frame makes its
+// column's log-sum NaN, the reference's answer. The CPU kernel reaches the same
+// NaN another way: it clamps NaN to eps and adds a NaN mark to the column's log z.
 template <typename acc_t>
 __device__ __forceinline__ acc_t clamp_min(acc_t v, acc_t eps) {
   return v < eps ? eps : v;

@@ -95,6 +95,7 @@ class TrainConfig:
 
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the network (train, eval, extract); slower on a CPU: benchmarks/README.md
     eval_period: int = 10  # evaluate every N epochs and after the last one; 0 = only after the last
     checkpoint_period: int = 1  # write last.pt every N epochs (always after the last one)
     log_period: int = 20  # iterations between JSONL / TensorBoard records

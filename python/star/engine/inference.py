@@ -26,7 +26,7 @@ import torch
 from ..config import ConfigError, RunConfig
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..data.synthetic import dataset_read_lock
-from ..models import STAR, ModelConfig
+from ..models import STAR, CompiledNetwork, ModelConfig
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .evaluator import EvalResult, check_metrics_outputs, evaluate, extraction_settings
 from .features import Features, extract_features, require_sets, save_npz
@@ -127,6 +127,11 @@ def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
     return STAR(ModelConfig.from_dict(tree), num_classes)
 
 
+def network_to_run(model: STAR, cfg: RunConfig) -> torch.nn.Module:
+    """``model``, through torch.compile when ``cfg.train.compile``."""
+    return CompiledNetwork(model) if cfg.train.compile else model
+
+
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:
     """The dataset and keypoint store named by ``cfg.data`` (checked before any model work)."""
     data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=verbose, required_splits=("query", "gallery"))
@@ -152,7 +157,7 @@ def evaluate_checkpoint(
         data, keypoints = load_eval_data(cfg)
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         return evaluate(
-            trained.model, data, keypoints, cfg,
+            network_to_run(trained.model, cfg), data, keypoints, cfg,
             device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
         )
 
@@ -168,8 +173,9 @@ def extract_checkpoint_features(
     with dataset_read_lock(cfg.data.root, "star extract"):
         data, keypoints = load_eval_data(cfg)
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
+        network = network_to_run(trained.model, cfg)
         features = {
-            split: extract_features(trained.model, data.split(split), keypoints,
+            split: extract_features(network, data.split(split), keypoints,
                                     **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
             for split in splits
         }

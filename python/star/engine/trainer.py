@@ -13,7 +13,9 @@ What a run does, in order:
    backbone tensors at ``optim.pretrained_lr_mult`` x lr, only when the backbone really
    was initialised from a file) with its per-iteration schedule (``schedule.py``), the
    loss and, on CUDA with ``train.amp``, float16 autocast with a ``GradScaler``; each by
-   an overridable ``build_*`` method, so a subclass replaces one part.
+   an overridable ``build_*`` method, so a subclass replaces one part. With ``train.compile``
+   the network runs through ``torch.compile`` (``star.models.CompiledNetwork``; checkpoints
+   hold the plain network's state).
 4. Runs the loop of ``star.engine.loop`` with the hooks of ``star.engine.hooks``: resume
    from ``last.pt`` (``train.resume``; the config must match the checkpoint's in all that
    shapes the run, ``checkpoint.RESUMABLE_CHANGES``), ``last.pt`` written atomically
@@ -68,7 +70,7 @@ from ..data.substitution import FrameSubstitutions
 from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
-from ..models import STAR
+from ..models import STAR, CompiledNetwork
 from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
 from .checkpoint import LAST
@@ -244,6 +246,10 @@ class Trainer(TrainerBase):
             self.ddp_model = dist_utils.wrap_model(
                 model, self.criterion, self.dist, self.device, shape, self.num_classes, self.autocast
             )
+        self.eval_model: nn.Module = self.model  # evaluation: rank 0 alone, never through DDP
+        if self.cfg.train.compile:
+            self.eval_model = CompiledNetwork(self.model)
+            self.ddp_model = CompiledNetwork(self.model, run=self.ddp_model) if self.dist.enabled else self.eval_model
 
     def build_model(self) -> BuiltModel:
         """STAR for ``num_classes``, its backbone initialised from ``model.backbone.pretrained``."""
@@ -340,6 +346,6 @@ class Trainer(TrainerBase):
         from .evaluator import evaluate  # imported lazily: evaluation pulls in the metrics stack
 
         return evaluate(
-            self.parts.model, self.data, self.keypoints, self.cfg,
+            self.eval_model, self.data, self.keypoints, self.cfg,
             device=self.device, output_dir=self.out, progress=self.cfg.train.progress, visrank=final,
         )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .backbone import TwoStreamResNet
+from .compiled import CompiledNetwork
 from .config import (
     BackboneConfig,
     FrameCorrectionConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "build_model",
     "STAR",
     "StarOutput",
+    "CompiledNetwork",
     "ModelConfig",
     "BackboneConfig",
     "StyleConfig",

@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from .config import BACKBONE_DIMS
+from .masked_norm import masked_batch_norm
 
 # Names of the two stems in the state dict; ``pretrained`` copies conv1/bn1 into both.
 STEM_NAMES: tuple[str, str] = ("visible_stem", "infrared_stem")
@@ -48,10 +49,14 @@ class TwoStreamResNet(nn.Module):
 
     def stem(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Apply the stem of each frame's modality. x [N, 3, H, W], visible bool [N]."""
-        if torch.jit.is_tracing():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
             # A trace (the ONNX export) would freeze the data-dependent branches below to the
-            # example batch's modalities: run both stems and select per frame instead.
-            return torch.where(visible.view(-1, 1, 1, 1), self.visible_stem(x), self.infrared_stem(x))
+            # example batch's modalities, and torch.compile would break its graph at nonzero:
+            # run both stems on every frame and select per frame instead.
+            return torch.where(
+                visible.view(-1, 1, 1, 1), _masked_stem(self.visible_stem, x, visible),
+                _masked_stem(self.infrared_stem, x, ~visible),
+            )
         vis = visible.nonzero().squeeze(1)
         ir = (~visible).nonzero().squeeze(1)
         if ir.numel() == 0:
@@ -62,3 +67,9 @@ class TwoStreamResNet(nn.Module):
         out_ir = self.infrared_stem(x.index_select(0, ir))
         out = out_vis.new_zeros((x.shape[0], *out_vis.shape[1:]))
         return out.index_copy(0, vis, out_vis).index_copy(0, ir, out_ir)
+
+
+def _masked_stem(stem: nn.Sequential, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """stem(x) for the frames where mask is True, its BatchNorm's statistics (in training)
+    taken over those frames only, as when they alone go through it."""
+    return stem.maxpool(stem.relu(masked_batch_norm(stem.bn1, stem.conv1(x), mask)))

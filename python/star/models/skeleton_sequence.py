@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .bone_geometry import BoneEncoding, bone_geometry
+from .traced_lstm import BiLSTM
 
 
 class SkeletonSequenceEncoder(nn.Module):
@@ -34,13 +35,13 @@ class SkeletonSequenceEncoder(nn.Module):
         self.encoding = encoding
         self.final_states = final_states
         self.embed = nn.Linear(encoding.features_per_bone * len(self.bones), embed_dim)
-        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.lstm = BiLSTM(embed_dim, hidden)  # nn.LSTM's parameters; traced by torch.compile
 
     def forward(self, keypoints: torch.Tensor, aspect: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """keypoints [B, T, K, 3] -> (H [B, T, 2*hidden], h_T [B, 2*hidden])."""
         # Geometry in the parameters' precision (float32 under autocast): atan2 of tiny bones needs it.
         e = bone_geometry(keypoints.to(self.embed.weight.dtype), self.bones, aspect, self.encoding)
-        seq, _ = self.lstm(self.embed(e))
+        seq = self.lstm(self.embed(e))
         if self.final_states:
             return seq, torch.cat([seq[:, -1, : self.hidden], seq[:, 0, self.hidden :]], dim=-1)
         return seq, seq[:, -1]

@@ -114,7 +114,12 @@ class STAR(nn.Module):
                 f"STAR: modality must have shape [B] = [{b}] (one flag per tracklet), got {tuple(modality.shape)}"
             )
         if modality.dtype != torch.bool:
-            if modality.is_floating_point() or not bool(((modality == 0) | (modality == 1)).all()):
+            # The value check reads the flags on the host: torch.compile skips it (it would
+            # break the graph), so a compiled caller runs check_inputs once outside the
+            # compiled region first (star.models.compiled).
+            if modality.is_floating_point() or (
+                not torch.compiler.is_compiling() and not bool(((modality == 0) | (modality == 1)).all())
+            ):
                 raise ValueError(
                     "STAR: modality flags must be 0 (infrared) or 1 (visible) in a bool or integer tensor, "
                     f"got {modality.unique().tolist()} ({modality.dtype})"

@@ -1,0 +1,38 @@
+"""STAR under torch.compile (``train.compile``, also read by ``star eval`` and ``star extract``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .star import STAR
+
+BACKEND = "inductor"  # torch.compile's backend (the engine tests swap in aot_eager: no C++ compilation)
+
+
+class CompiledNetwork(nn.Module):
+    """``network`` called through ``torch.compile``, its input checks that read values run first.
+
+    The network traces in one graph (no graph breaks, in training and eval), but
+    :meth:`STAR.check_inputs` skips the checks that read tensor values on the host
+    while it is compiled: they run here, eagerly, before each compiled call, so bad
+    input still gets its clear error. ``network`` stays a submodule (``train()`` and
+    ``eval()`` reach it); checkpoint ``network`` itself, not this wrapper. ``run`` is
+    the module to compile when one wraps ``network`` (DistributedDataParallel), else
+    ``network``. ``mode`` is torch.compile's (``reduce-overhead`` for CUDA graphs).
+    """
+
+    def __init__(self, network: STAR, run: Optional[nn.Module] = None, mode: Optional[str] = None):
+        super().__init__()
+        self.network = network
+        # Kept out of the submodules: the compiled module shares network's parameters, and
+        # registering it would list them twice in state_dict().
+        self.__dict__["compiled"] = torch.compile(
+            run if run is not None else network, mode=mode, backend=BACKEND
+        )
+
+    def forward(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor):
+        self.network.check_inputs(frames, keypoints, modality)
+        return self.compiled(frames, keypoints, modality)
