@@ -104,12 +104,12 @@ def test_dims_scale_with_backbone():
     c = 2048
     assert model.feature_dim == c
     assert model.skeleton_encoder.lstm.hidden_size == c // 2 and model.skeleton_encoder.lstm.bidirectional
-    assert model.skeleton_encoder.embed.in_features == 38 and model.skeleton_encoder.embed.out_features == 64
+    assert model.skeleton_encoder.embed.in_features == 57 and model.skeleton_encoder.embed.out_features == 64
     assert model.frame_correction.ffn[0].in_features == 2 * c
     assert model.frame_correction.skeleton_queries.num_heads == 4
     assert model.sequence_guidance.guide_bn.num_features == 2 * c
     assert model.sequence_guidance.pooling.score.out_features == 5 * c
-    assert model.sequence_guidance.graph.readout is None  # parameter-free average pool of the 12 x 17 x 12 codes
+    assert model.sequence_guidance.graph.readout.in_features == 12 * 17 * 12
     assert model.head.classifier.in_features == c
 
 

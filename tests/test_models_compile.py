@@ -11,7 +11,7 @@ from torch import nn
 from star.config import load_config
 from star.losses import StarLoss
 from star.models import STAR, CompiledNetwork, TwoStreamResNet
-from star.models.style import style_partners
+from star.models.style import random_partners
 from star.models.traced_lstm import BiLSTM
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -116,7 +116,7 @@ def test_traced_lstm_is_nn_lstm():
 def test_style_partners_trace_without_graph_breaks():
     visible = torch.tensor([True, False, True, False, False, True])
     for same in (True, False):
-        partners = torch.compile(style_partners, backend="eager", fullgraph=True)(visible, same)
+        partners = torch.compile(random_partners, backend="eager", fullgraph=True)(visible, same)
         assert torch.equal(visible[partners], visible if same else ~visible)
 
 

@@ -26,6 +26,7 @@ from star.models.style import StyleAugmentation, StyleDisturbance, adain, partne
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPONENTS = (0.7, 1.0, 3.0, 5.0, 7.0)
+RELEASE_POOLING = PoolingConfig(eps=0.0, floor=1e-12, unguided="gem", unguided_exponent=3.0)
 B, T, H, W, CLASSES = 4, 3, 64, 32, 5
 
 
@@ -143,7 +144,7 @@ def test_model_builds_the_graph_its_switch_names():
 
 
 def test_avg_pool_readout_is_adaptive_average_pooling_of_the_node_codes():
-    model = build_model(small(), CLASSES).eval()
+    model = build_model(small(sequence={"readout": "avg_pool"}), CLASSES).eval()
     graph = model.sequence_guidance.graph
     assert graph.readout is None and not any("readout" in n for n, _ in model.named_parameters())
     _, kpts, _ = batch()
@@ -156,7 +157,8 @@ def test_avg_pool_readout_is_adaptive_average_pooling_of_the_node_codes():
 
 
 def test_graph_dropout_and_pose_classifier_follow_their_switches():
-    released = build_model(small(), CLASSES).sequence_guidance
+    release = {"dropout": 0.3, "attention_dropout": 0.6, "pose_classifier_bias": True}
+    released = build_model(small(sequence=release), CLASSES).sequence_guidance
     assert released.graph.gat1.dropout == released.graph.gat2.dropout == 0.6 and released.graph.dropout.p == 0.3
     assert released.pose_classifier.bias is not None
     ours = build_model(small(sequence={"pose_classifier_bias": False, "dropout": 0.1}), CLASSES).sequence_guidance
@@ -172,7 +174,7 @@ def _gem(x, p, floor=1e-12, eps=0.0):
 
 def test_guided_pooling_is_the_softmax_mixture_of_floored_generalized_means():
     torch.manual_seed(0)
-    pool = GuidedPooling(8, 6, PoolingConfig()).double()
+    pool = GuidedPooling(8, 6, RELEASE_POOLING).double()
     x, s = torch.rand(3, 5, 6, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
     x[0, :, 0] = 0.0  # a dead channel: the floor gives 1e-12^(1/p), not 0
     scores = pool.score(s).view(3, 5, 6)  # W_i s for the five exponents
@@ -182,7 +184,7 @@ def test_guided_pooling_is_the_softmax_mixture_of_floored_generalized_means():
 
 def test_baseline_pools_frames_by_gem_p3_or_the_mean():
     x = torch.rand(3, 5, 6, dtype=torch.float64)
-    torch.testing.assert_close(UnguidedPooling(PoolingConfig()).double()(x), _gem(x, 3.0), rtol=1e-13, atol=0)
+    torch.testing.assert_close(UnguidedPooling(RELEASE_POOLING).double()(x), _gem(x, 3.0), rtol=1e-13, atol=0)
     mean = UnguidedPooling(PoolingConfig(unguided="mean", eps=1e-6, floor=0.0))
     torch.testing.assert_close(mean(x), x.mean(dim=1), rtol=0, atol=0)
 
@@ -199,7 +201,7 @@ def test_exponents_are_exact_in_a_float64_model():
 
 def test_neck_init_is_normal_around_one_or_ones():
     torch.manual_seed(0)
-    model = build_model(small(backbone={"name": "resnet50", "pretrained": None}), CLASSES)
+    model = build_model(small(backbone={"name": "resnet50", "pretrained": None}, neck_init="normal"), CLASSES)
     for neck in (model.head, model.frame_head):
         w = neck.bn.weight.detach()
         assert abs(float(w.mean()) - 1) < 2e-3 and 0.008 < float(w.std()) < 0.012
@@ -212,7 +214,7 @@ def test_neck_init_is_normal_around_one_or_ones():
 
 
 def test_released_augmentation_scales_each_normalised_frame_on_its_own():
-    aug = StyleAugmentation(StyleConfig())
+    aug = StyleAugmentation(StyleConfig(augment_space="normalised", augment_per="frame"))
     frames = torch.randn(2, 4, 3, 5, 3, dtype=torch.float64)
     visible = torch.tensor([False, True])
     drawn = []
@@ -290,7 +292,7 @@ def test_partners_are_drawn_per_frame_or_per_tracklet(per_frame):
 
 @pytest.mark.parametrize("source", ["disturbed", "clean"])
 def test_cross_modality_style_comes_from_the_chosen_maps(source):
-    disturbance = StyleDisturbance(StyleConfig(cross_source=source))
+    disturbance = StyleDisturbance(StyleConfig(cross_source=source, adain_std="unbiased", adain_detach_style=False))
     partners = torch.tensor([2, 3, 0, 1])
     disturbance.partners = lambda visible, t, same_modality: partners
     clean, disturbed = torch.randn(4, 3, 4, 2, dtype=torch.float64), torch.randn(4, 3, 4, 2, dtype=torch.float64)
@@ -352,7 +354,7 @@ def _released_embedding(model: STAR, frames, kpts, visible) -> torch.Tensor:
     v = kpts[:, :, j, :2] - kpts[:, :, i, :2]
     e = torch.stack([v.norm(dim=-1), torch.atan2(v[..., 1], v[..., 0])], dim=-1).flatten(2)
     enc = model.skeleton_encoder
-    h_seq, _ = enc.lstm(enc.embed(e))
+    h_seq = enc.lstm(enc.embed(e))  # the BiLSTM module returns the output sequence H
     h_t = h_seq[:, -1]
     fc = model.frame_correction
     e_o = fc.skeleton_queries(h_seq, f, f)[0]

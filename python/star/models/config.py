@@ -220,7 +220,7 @@ class StyleConfig:
     ``augmentation``: scale infrared frames by one factor and visible channels
     by one factor each, then permute the visible channels. ``disturbance``: the
     AdaIN branch giving ``f_dis``. The remaining fields choose between the
-    authors' release (the defaults) and our variants; README, "Deviations from
+    authors' release and our variants (the defaults); README, "Deviations from
     the authors' release", gives each one's reason and measured effect.
 
     - ``augment_space``: ``normalised`` scales the normalised input tensor (release);
@@ -241,13 +241,13 @@ class StyleConfig:
     scale_range: tuple[float, float] = (0.5, 1.5)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    augment_space: str = "normalised"
-    augment_per: str = "frame"
-    adain_std: str = "unbiased"
-    adain_detach_style: bool = False
-    partners_per: str = "frame"
-    cross_source: str = "disturbed"
-    branch_batches: str = "separate"
+    augment_space: str = "raw"
+    augment_per: str = "tracklet"
+    adain_std: str = "biased"
+    adain_detach_style: bool = True
+    partners_per: str = "tracklet"
+    cross_source: str = "clean"
+    branch_batches: str = "joint"
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
@@ -277,10 +277,10 @@ class SkeletonCodeConfig:
       ``final_states`` (forward after frame T, backward after frame 1).
     """
 
-    angle: str = "atan2"
-    undetected: str = "keep"
-    aspect_scale: bool = False
-    edge_code: str = "last_output"
+    angle: str = "cos_sin"
+    undetected: str = "zero"
+    aspect_scale: bool = True
+    edge_code: str = "final_states"
 
     def __post_init__(self) -> None:
         _choice("skeleton.angle", self.angle, BONE_ANGLES)
@@ -296,8 +296,8 @@ class FrameCorrectionConfig:
     bone_embed_dim: int = 64
     num_heads: int = 4
     attention_dropout: float = 0.0
-    # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3.
-    offset: float = 1e-3
+    # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3, our default 0.
+    offset: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
@@ -332,11 +332,11 @@ class SequenceGuidanceConfig:
     hidden_dim: int = 16
     hidden_heads: int = 2
     out_dim: int = 12
-    dropout: float = 0.3
-    attention_dropout: float = 0.6
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
     spatial_edges: str = "all_frames"
-    readout: str = "avg_pool"
-    pose_classifier_bias: bool = True
+    readout: str = "linear"
+    pose_classifier_bias: bool = False
 
     def __post_init__(self) -> None:
         _choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
@@ -364,9 +364,9 @@ class PoolingConfig:
 
     exponents: tuple[float, ...] = (0.7, 1.0, 3.0, 5.0, 7.0)
     learnable: bool = False
-    eps: float = 0.0
-    floor: float = 1e-12
-    unguided: str = "gem"
+    eps: float = 1e-6
+    floor: float = 0.0
+    unguided: str = "mean"
     unguided_exponent: float = 3.0
 
     def __post_init__(self) -> None:
@@ -402,7 +402,7 @@ class ModelConfig:
     # fast-reid's NECK_FEAT; L2-normalised either way.
     neck_feat: str = "after"
     # BN-neck weights at init: ``normal`` ~ N(1, 0.01) (release) or ``ones`` (torch's default).
-    neck_init: str = "normal"
+    neck_init: str = "ones"
 
     def __post_init__(self) -> None:
         _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
