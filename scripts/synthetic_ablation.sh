@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs/ablation}
 data=${STAR_CACHE_DIR:-$HOME/.cache/star-reid}/synthetic
-configs=(synthetic synthetic_release synthetic_baseline synthetic_previous_defaults)
+configs=(synthetic synthetic_release synthetic_baseline)
 mkdir -p "$runs"
 [ -d "$data" ] || star synth --out "$data"
 for seed in 0 1 2; do
