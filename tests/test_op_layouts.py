@@ -47,7 +47,7 @@ def guided_gem_pool_inputs(gen):
     x = random(gen, 2, 4, 3, positive=True)
     weight = torch.softmax(random(gen, 2, 2, 3), dim=1)
     p = torch.tensor([1.0, 3.0], dtype=torch.float64)
-    return [x, weight, p], [random(gen, 2, 3)], (1e-6,)
+    return [x, weight, p], [random(gen, 2, 3)], (1e-6, 1e-3)  # eps, floor
 
 
 GRAPH = star_ext.skeleton_graph(2)
@@ -131,9 +131,9 @@ def test_reference_compiles_in_one_graph(name):
 def test_compiled_reference_gives_nan_for_an_unsupported_exponent():
     """Where checking p would read the device (here: under torch.compile) the reference
     gives NaN, as the CUDA kernel does; eager on the CPU it raises."""
-    (x, weight, _), _, (eps,) = case("guided_gem_pool", torch.float32, "contiguous", "cpu")
+    (x, weight, _), _, (eps, floor) = case("guided_gem_pool", torch.float32, "contiguous", "cpu")
     p = torch.tensor([1.0, 1e-8])
     with pytest.raises(ValueError, match=r"p\[1\] = .* is outside the supported range"):
-        reference.guided_gem_pool(x, weight, p, eps)
-    out = torch.compile(reference.guided_gem_pool, fullgraph=True, backend="aot_eager")(x, weight, p, eps)
+        reference.guided_gem_pool(x, weight, p, eps, floor)
+    out = torch.compile(reference.guided_gem_pool, fullgraph=True, backend="aot_eager")(x, weight, p, eps, floor)
     assert torch.isnan(out).all()
