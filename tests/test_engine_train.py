@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,6 +201,34 @@ def test_config_mismatch_with_checkpoint_is_a_clear_error(finished_run, synth_ro
         train(RunConfig.from_dict(changed))
     assert "train.resume=false" in str(info.value)
     assert not (out / "log.jsonl").exists()
+
+
+def _resume_config(cfg: RunConfig, out: Path, root: Path, seed: int) -> RunConfig:
+    """``cfg`` for one more epoch in ``out`` (holding a copy of ``cfg``'s ``last.pt``), reading
+    the synthetic dataset at ``root`` generated with ``seed``."""
+    out.mkdir()
+    (out / "last.pt").write_bytes((Path(cfg.output_dir) / "last.pt").read_bytes())
+    over = {"output_dir": str(out), "optim": {"epochs": 3}, "train": {"progress": False},
+            "data": {"root": str(root), "synthetic": {"seed": seed}}}
+    return RunConfig.from_dict(deep_update(cfg.to_dict(), over))
+
+
+def test_resume_on_other_data_with_the_same_identities_is_a_clear_error(finished_run, tmp_path):
+    cfg, _, _ = finished_run
+    other = tmp_path / "other"
+    generate_synthetic(other, SynthConfig(**{**SYNTH, "seed": 1}))  # same names and identity count
+    with pytest.raises(CheckpointError, match=r"was trained on other data: synthetic at .*this run reads") as info:
+        train(_resume_config(cfg, tmp_path / "run", other, seed=1))
+    assert str(other) in str(info.value) and "train.resume=false" in str(info.value)
+
+
+def test_resume_from_a_moved_dataset_continues(finished_run, tmp_path, capsys):
+    cfg, _, _ = finished_run
+    moved = tmp_path / "moved"
+    shutil.copytree(cfg.data.root, moved)
+    summary = train(_resume_config(cfg, tmp_path / "run", moved, seed=cfg.data.synthetic.seed))
+    assert "resumed from" in capsys.readouterr().out and summary["epoch"] == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["dataset"]["root"] == str(moved)
 
 
 def _as_format_version_1(state: dict) -> dict:

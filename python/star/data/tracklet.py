@@ -6,6 +6,8 @@ Modality convention of the whole package: ``INFRARED = 0``, ``VISIBLE = 1``
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -99,6 +101,26 @@ class VideoReidData:
     def stats(self) -> dict[str, dict[str, int]]:
         """Per split: tracklets, identities, frames, and tracklets per modality."""
         return {s: split_stats(self.split(s)) for s in SPLITS}
+
+    def fingerprint(self) -> str:
+        """sha256 of what a trained model depends on, independent of where the dataset lies: per
+        split, every tracklet's labels and frame paths relative to ``root``, and the byte size of
+        its first frame (so that a dataset regenerated with other pixels under the same names
+        differs too; one ``stat`` per tracklet, not per frame)."""
+        digest = hashlib.sha256()
+        for split in SPLITS:
+            for t in self.split(split):
+                first = _file_size(t.paths[0]) if t.paths else -1
+                rel = (os.path.relpath(p, self.root) for p in t.paths)
+                digest.update(f"{split}\t{t.pid}\t{t.camid}\t{t.modality}\t{first}\t{'|'.join(rel)}\n".encode())
+        return digest.hexdigest()
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # an unreadable frame is the loader's business (it substitutes and counts)
+        return -1
 
 
 def split_stats(tracklets: list[Tracklet]) -> dict[str, int]:

@@ -162,13 +162,15 @@ def training_state(
     loader_generator: list[Any],
     num_classes: int,
     config: Mapping[str, Any],
+    dataset: Mapping[str, str],
     best: Mapping[str, Any],
     last_metrics: Any,
     eval_pending: bool,
 ) -> dict[str, Any]:
     """``last.pt``: everything a resumed run needs. ``rng`` / ``loader_generator`` hold one
     entry per rank; ``epoch`` is the number of epochs done, ``step`` the optimiser steps;
-    ``eval_pending``: the evaluation after this epoch has not finished yet."""
+    ``eval_pending``: the evaluation after this epoch has not finished yet; ``dataset``: the
+    training data's ``name``, ``root`` and ``fingerprint`` (``VideoReidData.fingerprint``)."""
     return {
         **_identity(epoch, step, model),
         "optimizer": optimizer,
@@ -180,6 +182,7 @@ def training_state(
         "world_size": len(rng),
         "num_classes": num_classes,
         "config": config,
+        "dataset": dict(dataset),
         "best": dict(best),
         "last_metrics": last_metrics,
         "eval_pending": eval_pending,
@@ -189,10 +192,13 @@ def training_state(
 
 def best_state(
     *, epoch: int, step: int, model: Mapping[str, Any], num_classes: int, config: Mapping[str, Any],
-    metrics: Mapping[str, Any],
+    dataset: Mapping[str, str], metrics: Mapping[str, Any],
 ) -> dict[str, Any]:
     """``best.pt``: the weights of the best evaluation so far and its metrics summary."""
-    return {**_identity(epoch, step, model), "num_classes": num_classes, "config": config, "metrics": metrics}
+    return {
+        **_identity(epoch, step, model), "num_classes": num_classes, "config": config, "dataset": dict(dataset),
+        "metrics": metrics,
+    }
 
 
 def _identity(epoch: int, step: int, model: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,10 +297,12 @@ def config_differences(
 
 
 def check_resumable(
-    ckpt: Mapping[str, Any], path: Path, config: Mapping[str, Any], num_classes: int, epochs: int
+    ckpt: Mapping[str, Any], path: Path, config: Mapping[str, Any], num_classes: int, epochs: int,
+    dataset: Mapping[str, str],
 ) -> None:
     """``CheckpointError`` unless run ``config`` (``RunConfig.to_dict()``, ``num_classes``
-    identities, ``epochs`` in all) may continue from ``ckpt``, read from ``path``."""
+    identities, ``epochs`` in all, training on ``dataset``: name, root, fingerprint) may continue
+    from ``ckpt``, read from ``path``."""
     # num_classes is not part of the config, but a checkpoint for another identity count cannot resume either
     saved = {**ckpt.get("config", {}), "num_classes": ckpt.get("num_classes")}
     diffs = config_differences(saved, {**config, "num_classes": num_classes})
@@ -303,6 +311,14 @@ def check_resumable(
             f"{path} was written by a run with a different configuration:\n  "
             + "\n  ".join(diffs)
             + "\nUse another output_dir for the new configuration, restore the old settings to resume, "
+            "or set train.resume=false to start over (overwriting the checkpoint)."
+        )
+    saved_data = ckpt.get("dataset") or {}  # absent in checkpoints written before the data check existed
+    if saved_data.get("fingerprint") not in (None, dataset["fingerprint"]):
+        raise CheckpointError(
+            f"{path} was trained on other data: {saved_data.get('name')} at {saved_data.get('root')}, "
+            f"this run reads {dataset['name']} at {dataset['root']} (the tracklet lists or frames differ). "
+            "Use another output_dir for the new data, point data.root back to the old data to resume, "
             "or set train.resume=false to start over (overwriting the checkpoint)."
         )
     if ckpt["epoch"] > epochs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from ..config import RunConfig
@@ -26,10 +27,13 @@ class Checkpointer:
     ``best.pt`` of the run in ``out``; every write goes through :meth:`write`."""
 
     def __init__(
-        self, state: TrainingState, parts: TrainingParts, cfg: RunConfig, out: Path, dist: DistInfo, num_classes: int
+        self, state: TrainingState, parts: TrainingParts, cfg: RunConfig, out: Path, dist: DistInfo, num_classes: int,
+        dataset: Mapping[str, str],
     ) -> None:
+        """``dataset``: the training data's ``name``, ``root`` and ``fingerprint``; a resumed run
+        must train on the same data."""
         self.state, self.parts, self.cfg, self.out, self.dist = state, parts, cfg, out, dist
-        self.num_classes = num_classes
+        self.num_classes, self.dataset = num_classes, dict(dataset)
         self.resolved_config = cfg.to_dict()
         self._pending: Optional[dict[str, Any]] = None  # the last write awaiting its evaluation (rank 0)
 
@@ -82,7 +86,7 @@ class Checkpointer:
                 warnings.warn(f"train.resume is false: starting over, {last} will be overwritten", stacklevel=5)
             return None
         ckpt = load_checkpoint(last)
-        check_resumable(ckpt, last, self.resolved_config, self.num_classes, self.state.max_epochs)
+        check_resumable(ckpt, last, self.resolved_config, self.num_classes, self.state.max_epochs, self.dataset)
         return ckpt
 
     def _restore_random_streams(self, ckpt: dict[str, Any]) -> None:
@@ -113,7 +117,7 @@ class Checkpointer:
             epoch=epochs_done, step=s.step, model=p.model.state_dict(), optimizer=p.optimizer.state_dict(),
             scheduler=p.scheduler.state_dict(), scaler=p.scaler.state_dict(), sampler=p.sampler.state_dict(),
             rng=[e["rng"] for e in everyone], loader_generator=[e["generator"] for e in everyone],
-            num_classes=self.num_classes, config=self.resolved_config,
+            num_classes=self.num_classes, config=self.resolved_config, dataset=self.dataset,
             best=s.best, last_metrics=s.last_summary, eval_pending=eval_pending,
         )
         self.write(content, self.last)
@@ -130,6 +134,6 @@ class Checkpointer:
     def write_best(self, epochs_done: int, summary: dict[str, Any]) -> None:
         content = best_state(
             epoch=epochs_done, step=self.state.step, model=self.parts.model.state_dict(),
-            num_classes=self.num_classes, config=self.resolved_config, metrics=summary,
+            num_classes=self.num_classes, config=self.resolved_config, dataset=self.dataset, metrics=summary,
         )
         self.write(content, self.out / BEST)

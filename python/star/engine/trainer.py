@@ -272,7 +272,9 @@ class Trainer(TrainerBase):
         return StarLoss(self.cfg.loss)
 
     def build_checkpointer(self) -> Checkpointer:
-        return Checkpointer(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
+        data = self.data
+        dataset = {"name": data.name, "root": data.root, "fingerprint": data.fingerprint()}
+        return Checkpointer(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, dataset)
 
     def build_hooks(self) -> list[HookBase]:
         """The hooks in the order they run at every point of the loop (``star.engine.hooks``):
