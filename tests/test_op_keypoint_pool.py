@@ -40,6 +40,16 @@ def test_matches_reference_forward_and_backward(device, dtype, shape, sigma):
     )
 
 
+def test_large_feature_gradient_matches_reference():
+    """A 34 MB float32 feature gradient: the size at which the CPU kernel advises huge pages
+    for it (csrc/cpu/huge_pages.h); the values must not change."""
+    feat, kpts = (leaf(t) for t in make_inputs(32, 1024, 16, 16, 17, dtype=torch.float32))
+    assert feat.nbytes >= 32 << 20
+    assert_matches_reference(
+        op, reference.keypoint_pool, [feat, kpts], (0.1, 1e-6), dtype=torch.float32, grad_close=assert_close_scaled
+    )
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_noncontiguous_inputs(device):
     feat, kpts = make_inputs(3, 8, 6, 5, 4, device=device)

@@ -7,7 +7,6 @@
 // batch: memory stays O(chunk * K * H * W) instead of O(N * K * H * W).
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -17,7 +16,7 @@
 
 #include "../gradients.h"
 #include "../validation.h"
-#include "vector_math.h"
+#include "huge_pages.h"
 
 namespace star {
 namespace {
@@ -113,34 +112,6 @@ void keypoint_grads(
   });
 }
 
-// grad_feat[c, hw] = sum_k grad_out[k, c] * weights[k, hw] for one sample, as
-// K passes of an axpy over the HW cells of each channel (in L1). With K ~ 17
-// this rank-K product is memory-bound, and ATen's bmm handles it poorly.
-template <typename scalar_t>
-STAR_ALWAYS_INLINE void feature_grad_sample(
-    const scalar_t* __restrict grad_out, const scalar_t* __restrict weights, int64_t K, int64_t C, int64_t HW,
-    scalar_t* __restrict grad_feat) {
-  for (int64_t c = 0; c < C; ++c) {
-    scalar_t* __restrict row = grad_feat + c * HW;
-    const scalar_t g0 = grad_out[c];
-    for (int64_t i = 0; i < HW; ++i) {
-      row[i] = g0 * weights[i];
-    }
-    for (int64_t k = 1; k < K; ++k) {
-      const scalar_t g = grad_out[k * C + c];
-      const scalar_t* __restrict wk = weights + k * HW;
-      for (int64_t i = 0; i < HW; ++i) {
-        row[i] += g * wk[i];
-      }
-    }
-  }
-}
-
-STAR_X86_64_V3_CLONES void feature_grad_sample_f32(
-    const float* grad_out, const float* weights, int64_t K, int64_t C, int64_t HW, float* grad_feat) {
-  feature_grad_sample<float>(grad_out, weights, K, C, HW, grad_feat);
-}
-
 at::Tensor keypoint_pool_cpu(const at::Tensor& feat_in, const at::Tensor& kpts_in, double sigma, double eps) {
   check_keypoint_pool(feat_in, kpts_in, sigma, eps);
   const auto feat = feat_in.contiguous();
@@ -182,6 +153,7 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward_cpu(
   if (empty_problem) {
     return {grad_feat, grad_kpts};
   }
+  advise_huge_pages(grad_feat);  // 509 MiB at STAR's shapes, written in full by the bmm below
   const int64_t chunk = samples_per_chunk(K * H * W);
   const int64_t chunk0 = std::min(chunk, N);
   auto weights = output_mask[0] ? at::empty({chunk0, K, H * W}, feat.options()) : at::Tensor();
@@ -196,19 +168,7 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward_cpu(
         auto w = weights.narrow(0, 0, s);
         fill_pool_weights<scalar_t>(kpts.data_ptr<scalar_t>(), n0, s, K, H, W, sigma, eps, w.data_ptr<scalar_t>());
         auto gf_chunk = grad_feat.view({N, C, H * W}).narrow(0, n0, s);
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          const float* go = g_chunk.data_ptr<float>();
-          const float* wp = w.data_ptr<float>();
-          float* gf = gf_chunk.data_ptr<float>();
-          at::parallel_for(0, s, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t j = begin; j < end; ++j) {
-              feature_grad_sample_f32(go + j * K * C, wp + j * K * H * W, K, C, H * W, gf + j * C * H * W);
-            }
-          });
-        } else {
-          // other dtypes: bmm accumulates half/bfloat16 in float
-          at::bmm_out(gf_chunk, g_chunk.transpose(1, 2), w);
-        }
+        at::bmm_out(gf_chunk, g_chunk.transpose(1, 2), w);
       }
       if (output_mask[1]) {
         auto mc = m.narrow(0, 0, s);
