@@ -28,6 +28,7 @@ from star.data.errors import KeypointStoreError
 from star.engine import Trainer, TrainingDiverged, train
 from star.engine.checkpoint import (
     CHECKPOINT_VERSION,
+    PRE_V3_BONE_EMBEDDING,
     CheckpointError,
     capture_rng_state,
     config_differences,
@@ -237,7 +238,10 @@ def _as_format_version_1(state: dict) -> dict:
     config = copy.deepcopy(state["config"])
     config["model"]["num_classes"] = state["num_classes"]
     config["data"]["synthetic"] = {k: v for k, v in config["data"]["synthetic"].items() if k in SYNTH_V1_KEYS}
-    return {**state, "version": 1, "config": config}
+    model = dict(state["model"])  # the bone embedding's columns feature-major, as before version 3
+    rows, cols = model[PRE_V3_BONE_EMBEDDING].shape
+    model[PRE_V3_BONE_EMBEDDING] = model[PRE_V3_BONE_EMBEDDING].reshape(rows, -1, 3).transpose(1, 2).reshape(rows, cols)
+    return {**state, "version": 1, "config": config, "model": model}
 
 
 SYNTH_V1_KEYS = ("ids", "tracklets", "cameras", "min_frames", "max_frames", "height", "width", "seed")
@@ -256,6 +260,8 @@ def test_checkpoint_of_format_version_1_resumes_and_loads(finished_run, tmp_path
 
     restored = load_trained_model(out / "best.pt", "cpu")
     assert restored.model.num_classes == trainer.num_classes
+    best_weights = load_checkpoint(Path(cfg.output_dir) / "best.pt")["model"]
+    assert states_equal(restored.model.state_dict(), best_weights)  # the bone embedding's columns moved back
 
     longer = copy.deepcopy(cfg)
     longer.output_dir, longer.optim.epochs, longer.train.progress = str(out), 3, False

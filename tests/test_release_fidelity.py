@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import star_ext
 from star.config import load_config
-from star.engine.checkpoint import PRE_V3_EXPONENT_BUFFER, PRE_V3_MODEL_SWITCHES, _upgrade
+from star.engine.checkpoint import PRE_V3_BONE_EMBEDDING, PRE_V3_EXPONENT_BUFFER, PRE_V3_MODEL_SWITCHES, _upgrade
 from star.models import STAR, ModelConfig, build_model
 from star.models.bone_geometry import BoneEncoding, bone_geometry
 from star.models.config import PoolingConfig, StyleConfig
@@ -429,3 +429,17 @@ def test_checkpoints_before_the_switches_rebuild_the_model_they_were_trained_wit
     assert cfg.skeleton.angle == "cos_sin" and cfg.sequence.readout == "linear" and cfg.style.adain_detach_style
     assert cfg.pooling.floor == 0.0 and cfg.frame_correction.offset == 0.0
     assert PRE_V3_EXPONENT_BUFFER not in upgraded["model"]
+
+
+def test_version_2_bone_embedding_gives_the_same_embedding_after_the_upgrade():
+    """Before version 3 the bone encoding listed all lengths, then all cos, then all sin
+    (feature-major); it is bone-major now, so the upgrade moves the embedding's columns."""
+    keypoints = torch.rand(2, 4, 17, 3, dtype=torch.float64)
+    encoding = BoneEncoding("cos_sin", zero_undetected=True, aspect_scale=True)  # the only encoding before v3
+    e = bone_geometry(keypoints, star_ext.COCO_BONES, 0.5, encoding)  # [2, 4, 19 * 3], bone-major
+    feature_major = e.unflatten(-1, (-1, 3)).transpose(-1, -2).flatten(-2)
+    old_weight = torch.randn(8, e.shape[-1], dtype=torch.float64)
+    state = {"version": 2, "num_classes": 3, "config": {"model": {}}, "model": {PRE_V3_BONE_EMBEDDING: old_weight}}
+    new_weight = _upgrade(state, Path("old.pt"), 2)["model"][PRE_V3_BONE_EMBEDDING]
+    torch.testing.assert_close(e @ new_weight.t(), feature_major @ old_weight.t(), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(new_weight, old_weight)

@@ -53,6 +53,10 @@ PRE_V3_MODEL_SWITCHES: dict[str, Any] = {
     "pooling": {"floor": 0.0, "unguided": "mean"},
     "neck_init": "ones",
 }
+# Before version 3 the bone encoding was feature-major (all lengths, all cos, all sin); it is
+# bone-major now (length, cos, sin of bone 1, then bone 2, ...): the embedding's columns move.
+PRE_V3_BONE_EMBEDDING = "skeleton_encoder.embed.weight"
+PRE_V3_FEATURES_PER_BONE = 3
 # Fixed pooling exponents were a state-dict buffer before version 3; they now come from the config.
 PRE_V3_EXPONENT_BUFFER = "sequence_guidance.pooling.exponents"
 LAST = "last.pt"
@@ -127,10 +131,22 @@ def _upgrade(state: dict[str, Any], path: Path, version: int) -> dict[str, Any]:
         model = _with_defaults(model, PRE_V3_MODEL_SWITCHES)
         weights, pooling = state["model"], model.get("pooling")
         learnable = isinstance(pooling, dict) and pooling.get("learnable", False)
-        if isinstance(weights, dict) and not learnable:
-            state["model"] = {k: v for k, v in weights.items() if k != PRE_V3_EXPONENT_BUFFER}
+        if isinstance(weights, dict):
+            weights = {k: v for k, v in weights.items() if learnable or k != PRE_V3_EXPONENT_BUFFER}
+            embedding = weights.get(PRE_V3_BONE_EMBEDDING)
+            if isinstance(embedding, torch.Tensor) and embedding.dim() == 2:
+                weights[PRE_V3_BONE_EMBEDDING] = _bone_major(embedding)
+            state["model"] = weights
         state["config"] = {**config, "model": model}
     return state
+
+
+def _bone_major(weight: torch.Tensor) -> torch.Tensor:
+    """A bone embedding's weight [E, 3 * bones] with feature-major columns, bone-major."""
+    rows, cols = weight.shape
+    if cols % PRE_V3_FEATURES_PER_BONE:  # a damaged tensor: left for load_state_dict to name
+        return weight
+    return weight.reshape(rows, PRE_V3_FEATURES_PER_BONE, -1).transpose(1, 2).reshape(rows, cols).contiguous()
 
 
 def _with_defaults(section: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
