@@ -496,7 +496,9 @@ class DivergingTrainer(Trainer):
         return NanAtCall(self.cfg.loss, self.nan_call)
 
     def build_checkpointer(self):
-        self.recorder = RecordingCheckpoints(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
+        self.recorder = RecordingCheckpoints(
+            self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, self.training_data_identity()
+        )
         return self.recorder
 
 
@@ -635,7 +637,9 @@ class OwnLoss(Trainer):
 
 class OwnCheckpointer(Trainer):
     def build_checkpointer(self):
-        self.recorder = RecordingCheckpoints(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes)
+        self.recorder = RecordingCheckpoints(
+            self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, self.training_data_identity()
+        )
         return self.recorder
 
 

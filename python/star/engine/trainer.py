@@ -272,9 +272,13 @@ class Trainer(TrainerBase):
         return StarLoss(self.cfg.loss)
 
     def build_checkpointer(self) -> Checkpointer:
-        data = self.data
-        dataset = {"name": data.name, "root": data.root, "fingerprint": data.fingerprint()}
-        return Checkpointer(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, dataset)
+        return Checkpointer(
+            self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, self.training_data_identity()
+        )
+
+    def training_data_identity(self) -> dict[str, str]:
+        """What a checkpoint records of the training data (a resume must train on the same data)."""
+        return {"name": self.data.name, "root": self.data.root, "fingerprint": self.data.fingerprint()}
 
     def build_hooks(self) -> list[HookBase]:
         """The hooks in the order they run at every point of the loop (``star.engine.hooks``):
