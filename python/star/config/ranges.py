@@ -24,8 +24,9 @@ import star_ext.reference
 
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
+from ..config_tree import ConfigError
 from ..models.config import (
-    BackboneConfig, ConfigError, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
+    BackboneConfig, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
     StyleConfig,
 )
 from ..models.guided_pooling import MIN_EXPONENT

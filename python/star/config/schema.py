@@ -22,7 +22,8 @@ from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
 from ..metrics.protocols import PROTOCOL_CHOICES
-from ..models.config import ModelConfig, _check, dataclass_from_dict, to_plain
+from ..config_tree import dataclass_from_dict, require, to_plain
+from ..models.config import ModelConfig
 
 
 @dataclass
@@ -46,16 +47,16 @@ class DataConfig:
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASET_NAMES, f"data.dataset must be one of {list(DATASET_NAMES)}, got {self.dataset!r}")
-        _check(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
-        _check(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
-        _check(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
-        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        _check(
+        require(self.dataset in DATASET_NAMES, f"data.dataset must be one of {list(DATASET_NAMES)}, got {self.dataset!r}")
+        require(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
+        require(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
+        require(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
+        require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        require(
             self.batches_per_epoch is None or self.batches_per_epoch >= 1,
             f"data.batches_per_epoch must be >= 1 or null, got {self.batches_per_epoch}",
         )
-        _check(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -79,14 +80,14 @@ class OptimConfig:
     grad_clip: Optional[float] = None  # max total gradient norm; None = no clipping
 
     def __post_init__(self) -> None:
-        _check(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
-        _check(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")
-        _check(0 < self.warmup_start_factor <= 1, "optim.warmup_start_factor must be in (0, 1]")
-        _check(list(self.milestones) == sorted(self.milestones), f"optim.milestones must be increasing, got {self.milestones}")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
-        _check(self.pretrained_lr_mult >= 0, "optim.pretrained_lr_mult must be >= 0")
+        require(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        require(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        require(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
+        require(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")
+        require(0 < self.warmup_start_factor <= 1, "optim.warmup_start_factor must be in (0, 1]")
+        require(list(self.milestones) == sorted(self.milestones), f"optim.milestones must be increasing, got {self.milestones}")
+        require(self.grad_clip is None or self.grad_clip > 0, f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
+        require(self.pretrained_lr_mult >= 0, "optim.pretrained_lr_mult must be >= 0")
 
 
 @dataclass
@@ -104,9 +105,9 @@ class TrainConfig:
     resume: bool = True  # continue from <output_dir>/last.pt when present
 
     def __post_init__(self) -> None:
-        _check(self.eval_period >= 0, "train.eval_period must be >= 0")
-        _check(self.checkpoint_period >= 1, "train.checkpoint_period must be >= 1")
-        _check(self.log_period >= 1, "train.log_period must be >= 1")
+        require(self.eval_period >= 0, "train.eval_period must be >= 0")
+        require(self.checkpoint_period >= 1, "train.checkpoint_period must be >= 1")
+        require(self.log_period >= 1, "train.log_period must be >= 1")
 
 
 @dataclass
@@ -121,9 +122,9 @@ class EvalConfig:
     visrank_queries: int = 8  # rank-list pictures written after evaluation (0 = none)
 
     def __post_init__(self) -> None:
-        _check(self.protocol in PROTOCOL_CHOICES, f"eval.protocol must be one of {list(PROTOCOL_CHOICES)}, got {self.protocol!r}")
-        _check(self.max_rank >= 1, "eval.max_rank must be >= 1")
-        _check(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
+        require(self.protocol in PROTOCOL_CHOICES, f"eval.protocol must be one of {list(PROTOCOL_CHOICES)}, got {self.protocol!r}")
+        require(self.max_rank >= 1, "eval.max_rank must be >= 1")
+        require(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..models.config import dataclass_from_dict
+from ..config_tree import dataclass_from_dict
 
 
 @dataclass

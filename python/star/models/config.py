@@ -2,10 +2,8 @@
 
 ``ModelConfig.from_dict`` turns a plain mapping (a parsed YAML section) into
 the dataclasses and rejects unknown keys, naming the valid ones, so a typo in
-a config file fails at once instead of silently using a default.
-``dataclass_from_dict`` is that check for every config section (``star.config``
-builds the whole ``RunConfig`` with it); it lives here, in the lowest layer
-that reads config trees, so the models and losses need not import ``star.config``.
+a config file fails at once instead of silently using a default
+(``star.config_tree.dataclass_from_dict``, the check of every config section).
 
 The defaults are full STAR as in the paper (ResNet-50, T = 12, frame-level
 correction and sequence-level guidance on). The ablation rows switch modules
@@ -16,15 +14,12 @@ off: baseline = ``frame_correction.enabled=False`` and
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional
 
-from ..errors import StarError
+from ..config_tree import dataclass_from_dict, require, require_choice
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -49,145 +44,6 @@ READOUTS = ("avg_pool", "linear")
 UNGUIDED_POOLINGS = ("gem", "mean")
 NECK_INITS = ("normal", "ones")
 
-D = TypeVar("D")
-
-
-class ConfigError(StarError, ValueError):
-    """A config file, override or mapping is malformed, unknown or invalid (``star.config.ConfigError``)."""
-
-
-def dataclass_from_dict(
-    cls: type[D], data: Mapping[str, Any] | D, where: str = "", origins: Optional[Mapping[str, str]] = None
-) -> D:
-    """Build dataclass ``cls`` from a (nested) mapping: the one check of config keys and types.
-
-    Recurses into nested dataclass fields (``None`` counts as an empty section). An unknown
-    key raises :class:`ConfigError` naming the dotted key, where it was set
-    (``origins[dotted] -> "file"`` or ``"override 'k=v'"``, when given) and the valid keys.
-    Values are checked against the annotations: ints are accepted for floats, strings such
-    as ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields, numbers
-    are accepted for string fields, lists become tuples for tuple fields. The dataclasses
-    then validate the values (``__post_init__``, ``ValueError``).
-    """
-    if isinstance(data, cls):
-        return data
-    origins = origins or {}
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        source = origins.get(where)
-        where_set = f" ({source})" if source else ""
-        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}{where_set}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{where}.{key}" if where else str(key)
-        source = origins.get(dotted)
-        where_set = f" ({source})" if source else ""
-        if key not in fields:
-            raise ConfigError(f"unknown config key {dotted!r}{where_set}; valid keys: {', '.join(fields)}")
-        hint = fields[key]
-        if _is_section(hint):
-            kwargs[key] = dataclass_from_dict(hint, value, dotted, origins)
-            continue
-        try:
-            kwargs[key] = _coerce(value, hint)
-        except _TypeMismatch:
-            raise ConfigError(f"{dotted} must be {_type_name(hint)}, got {value!r}{where_set}") from None
-    return cls(**kwargs)
-
-
-def _is_section(hint: Any) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
-    return getattr(hint, "__name__", str(hint))
-
-
-class _TypeMismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` checked against ``hint`` (tuples for tuple fields), or ``_TypeMismatch``."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except _TypeMismatch:
-                pass
-        raise _TypeMismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _TypeMismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise _TypeMismatch
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _TypeMismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _TypeMismatch
-    return value  # a type this schema does not use: leave it to the dataclass
-
-
-def to_plain(value: Any) -> Any:
-    """Nested dicts/lists/tuples as plain dicts and lists (YAML/JSON/checkpoint-ready)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    return value
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}")
-
 
 @dataclass
 class BackboneConfig:
@@ -205,9 +61,9 @@ class BackboneConfig:
     last_stride: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
-        _check(self.last_stride in (1, 2), f"backbone.last_stride must be 1 or 2, got {self.last_stride}")
-        _check(
+        require(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
+        require(self.last_stride in (1, 2), f"backbone.last_stride must be 1 or 2, got {self.last_stride}")
+        require(
             not (self.require_pretrained and self.pretrained is None),
             "backbone.require_pretrained is set but backbone.pretrained is None",
         )
@@ -251,15 +107,15 @@ class StyleConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
-        _check(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
-        _check(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
-        _check(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
-        _choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
-        _choice("style.augment_per", self.augment_per, DRAW_UNITS)
-        _choice("style.adain_std", self.adain_std, ADAIN_STDS)
-        _choice("style.partners_per", self.partners_per, DRAW_UNITS)
-        _choice("style.cross_source", self.cross_source, CROSS_SOURCES)
-        _choice("style.branch_batches", self.branch_batches, BRANCH_BATCHES)
+        require(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        require(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
+        require(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
+        require_choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
+        require_choice("style.augment_per", self.augment_per, DRAW_UNITS)
+        require_choice("style.adain_std", self.adain_std, ADAIN_STDS)
+        require_choice("style.partners_per", self.partners_per, DRAW_UNITS)
+        require_choice("style.cross_source", self.cross_source, CROSS_SOURCES)
+        require_choice("style.branch_batches", self.branch_batches, BRANCH_BATCHES)
 
 
 @dataclass
@@ -283,9 +139,9 @@ class SkeletonCodeConfig:
     edge_code: str = "final_states"
 
     def __post_init__(self) -> None:
-        _choice("skeleton.angle", self.angle, BONE_ANGLES)
-        _choice("skeleton.undetected", self.undetected, UNDETECTED_BONES)
-        _choice("skeleton.edge_code", self.edge_code, EDGE_CODES)
+        require_choice("skeleton.angle", self.angle, BONE_ANGLES)
+        require_choice("skeleton.undetected", self.undetected, UNDETECTED_BONES)
+        require_choice("skeleton.edge_code", self.edge_code, EDGE_CODES)
 
 
 @dataclass
@@ -300,10 +156,10 @@ class FrameCorrectionConfig:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
-        _check(math.isfinite(self.offset) and self.offset >= 0, f"frame_correction.offset must be >= 0, got {self.offset}")
-        _check(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
-        _check(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
+        require(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
+        require(math.isfinite(self.offset) and self.offset >= 0, f"frame_correction.offset must be >= 0, got {self.offset}")
+        require(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
+        require(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
 
 
 @dataclass
@@ -339,13 +195,13 @@ class SequenceGuidanceConfig:
     pose_classifier_bias: bool = False
 
     def __post_init__(self) -> None:
-        _choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
-        _choice("sequence.readout", self.readout, READOUTS)
+        require_choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
+        require_choice("sequence.readout", self.readout, READOUTS)
         for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
-            _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
-        _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
-        _check(0 <= self.dropout < 1, f"sequence.dropout must be in [0, 1), got {self.dropout}")
-        _check(
+            require(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
+        require(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
+        require(0 <= self.dropout < 1, f"sequence.dropout must be in [0, 1), got {self.dropout}")
+        require(
             0 <= self.attention_dropout < 1,
             f"sequence.attention_dropout must be in [0, 1), got {self.attention_dropout}",
         )
@@ -370,16 +226,16 @@ class PoolingConfig:
     unguided_exponent: float = 3.0
 
     def __post_init__(self) -> None:
-        _check(len(self.exponents) >= 1, "pooling.exponents must not be empty")
-        _check(
+        require(len(self.exponents) >= 1, "pooling.exponents must not be empty")
+        require(
             all(math.isfinite(p) and p > 0 for p in self.exponents),
             f"pooling.exponents must be finite and positive, got {self.exponents}",
         )
-        _check(math.isfinite(self.eps) and self.eps >= 0, f"pooling.eps must be >= 0, got {self.eps}")
-        _check(math.isfinite(self.floor) and self.floor >= 0, f"pooling.floor must be >= 0, got {self.floor}")
-        _check(self.eps > 0 or self.floor > 0, "pooling.eps and pooling.floor cannot both be 0 (x = 0 has no log)")
-        _choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
-        _check(
+        require(math.isfinite(self.eps) and self.eps >= 0, f"pooling.eps must be >= 0, got {self.eps}")
+        require(math.isfinite(self.floor) and self.floor >= 0, f"pooling.floor must be >= 0, got {self.floor}")
+        require(self.eps > 0 or self.floor > 0, "pooling.eps and pooling.floor cannot both be 0 (x = 0 has no log)")
+        require_choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
+        require(
             math.isfinite(self.unguided_exponent) and self.unguided_exponent > 0,
             f"pooling.unguided_exponent must be finite and positive, got {self.unguided_exponent}",
         )
@@ -405,9 +261,9 @@ class ModelConfig:
     neck_init: str = "ones"
 
     def __post_init__(self) -> None:
-        _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
-        _choice("neck_init", self.neck_init, NECK_INITS)
-        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
+        require(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
+        require_choice("neck_init", self.neck_init, NECK_INITS)
+        require(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
