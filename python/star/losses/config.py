@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config_tree import dataclass_from_dict
+from ..config_tree import Kind, dataclass_from_dict, setting
 
 
 @dataclass
@@ -21,15 +21,15 @@ class LossConfig:
     every cross-entropy term.
     """
 
-    id_weight: float = 1.0
-    label_smoothing: float = 0.0
-    triplet_weight: float = 1.0
-    triplet_margin: float = 0.3
-    frame_id_weight: float = 1.0
-    defence_weight: float = 1.0
-    pose_weight: float = 1.0
-    consistency_weight: float = 1.0
-    consistency_tau: float = 1.0
+    id_weight: float = setting(Kind.TRAINING, 1.0)
+    label_smoothing: float = setting(Kind.TRAINING, 0.0)
+    triplet_weight: float = setting(Kind.TRAINING, 1.0)
+    triplet_margin: float = setting(Kind.TRAINING, 0.3)
+    frame_id_weight: float = setting(Kind.TRAINING, 1.0)
+    defence_weight: float = setting(Kind.TRAINING, 1.0)
+    pose_weight: float = setting(Kind.TRAINING, 1.0)
+    consistency_weight: float = setting(Kind.TRAINING, 1.0)
+    consistency_tau: float = setting(Kind.TRAINING, 1.0)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..config_tree import dataclass_from_dict, require, require_choice
+from ..config_tree import Kind, dataclass_from_dict, require, require_choice, setting
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -55,10 +55,10 @@ class BackboneConfig:
     ``require_pretrained``.
     """
 
-    name: str = "resnet50"
-    pretrained: Optional[str] = IMAGENET
-    require_pretrained: bool = False
-    last_stride: int = 1
+    name: str = setting(Kind.ARCHITECTURE, "resnet50")
+    pretrained: Optional[str] = setting(Kind.TRAINING, IMAGENET)
+    require_pretrained: bool = setting(Kind.TRAINING, False)
+    last_stride: int = setting(Kind.ARCHITECTURE, 1)
 
     def __post_init__(self) -> None:
         require(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
@@ -92,18 +92,18 @@ class StyleConfig:
       batches (release: each branch's own BatchNorm statistics) or as one ``joint`` batch.
     """
 
-    augmentation: bool = True
-    disturbance: bool = True
-    scale_range: tuple[float, float] = (0.5, 1.5)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    augment_space: str = "raw"
-    augment_per: str = "tracklet"
-    adain_std: str = "biased"
-    adain_detach_style: bool = True
-    partners_per: str = "tracklet"
-    cross_source: str = "clean"
-    branch_batches: str = "joint"
+    augmentation: bool = setting(Kind.TRAINING, True)
+    disturbance: bool = setting(Kind.TRAINING, True)
+    scale_range: tuple[float, float] = setting(Kind.TRAINING, (0.5, 1.5))
+    mean: tuple[float, float, float] = setting(Kind.TRAINING, IMAGENET_MEAN)
+    std: tuple[float, float, float] = setting(Kind.TRAINING, IMAGENET_STD)
+    augment_space: str = setting(Kind.TRAINING, "raw")
+    augment_per: str = setting(Kind.TRAINING, "tracklet")
+    adain_std: str = setting(Kind.TRAINING, "biased")
+    adain_detach_style: bool = setting(Kind.TRAINING, True)
+    partners_per: str = setting(Kind.TRAINING, "tracklet")
+    cross_source: str = setting(Kind.TRAINING, "clean")
+    branch_batches: str = setting(Kind.TRAINING, "joint")
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
@@ -133,10 +133,10 @@ class SkeletonCodeConfig:
       ``final_states`` (forward after frame T, backward after frame 1).
     """
 
-    angle: str = "cos_sin"
-    undetected: str = "zero"
-    aspect_scale: bool = True
-    edge_code: str = "final_states"
+    angle: str = setting(Kind.ARCHITECTURE, "cos_sin")
+    undetected: str = setting(Kind.ARCHITECTURE, "zero")
+    aspect_scale: bool = setting(Kind.ARCHITECTURE, True)
+    edge_code: str = setting(Kind.ARCHITECTURE, "final_states")
 
     def __post_init__(self) -> None:
         require_choice("skeleton.angle", self.angle, BONE_ANGLES)
@@ -148,12 +148,12 @@ class SkeletonCodeConfig:
 class FrameCorrectionConfig:
     """Frame level (docs/method.md): bone-geometry BiLSTM and two-way cross-attention."""
 
-    enabled: bool = True
-    bone_embed_dim: int = 64
-    num_heads: int = 4
-    attention_dropout: float = 0.0
+    enabled: bool = setting(Kind.ARCHITECTURE, True)
+    bone_embed_dim: int = setting(Kind.ARCHITECTURE, 64)
+    num_heads: int = setting(Kind.ARCHITECTURE, 4)
+    attention_dropout: float = setting(Kind.TRAINING, 0.0)
     # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3, our default 0.
-    offset: float = 0.0
+    offset: float = setting(Kind.ARCHITECTURE, 0.0)
 
     def __post_init__(self) -> None:
         require(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
@@ -180,19 +180,19 @@ class SequenceGuidanceConfig:
     - ``pose_classifier_bias``: the pose-ID classifier has a bias (release).
     """
 
-    enabled: bool = True
-    pose_classifier: bool = True
-    visual_nodes: bool = False
-    visual_dim: int = 16
-    sigma: float = 0.1
-    hidden_dim: int = 16
-    hidden_heads: int = 2
-    out_dim: int = 12
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    spatial_edges: str = "all_frames"
-    readout: str = "linear"
-    pose_classifier_bias: bool = False
+    enabled: bool = setting(Kind.ARCHITECTURE, True)
+    pose_classifier: bool = setting(Kind.ARCHITECTURE, True)
+    visual_nodes: bool = setting(Kind.ARCHITECTURE, False)
+    visual_dim: int = setting(Kind.ARCHITECTURE, 16)
+    sigma: float = setting(Kind.ARCHITECTURE, 0.1)
+    hidden_dim: int = setting(Kind.ARCHITECTURE, 16)
+    hidden_heads: int = setting(Kind.ARCHITECTURE, 2)
+    out_dim: int = setting(Kind.ARCHITECTURE, 12)
+    dropout: float = setting(Kind.TRAINING, 0.1)
+    attention_dropout: float = setting(Kind.TRAINING, 0.1)
+    spatial_edges: str = setting(Kind.ARCHITECTURE, "all_frames")
+    readout: str = setting(Kind.ARCHITECTURE, "linear")
+    pose_classifier_bias: bool = setting(Kind.ARCHITECTURE, False)
 
     def __post_init__(self) -> None:
         require_choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
@@ -218,12 +218,12 @@ class PoolingConfig:
     has ``eps = 0`` and ``floor = 1e-12``; ``eps > 0`` clamps small values instead.
     """
 
-    exponents: tuple[float, ...] = (0.7, 1.0, 3.0, 5.0, 7.0)
-    learnable: bool = False
-    eps: float = 1e-6
-    floor: float = 0.0
-    unguided: str = "mean"
-    unguided_exponent: float = 3.0
+    exponents: tuple[float, ...] = setting(Kind.ARCHITECTURE, (0.7, 1.0, 3.0, 5.0, 7.0))
+    learnable: bool = setting(Kind.ARCHITECTURE, False)
+    eps: float = setting(Kind.ARCHITECTURE, 1e-6)
+    floor: float = setting(Kind.ARCHITECTURE, 0.0)
+    unguided: str = setting(Kind.ARCHITECTURE, "mean")
+    unguided_exponent: float = setting(Kind.ARCHITECTURE, 3.0)
 
     def __post_init__(self) -> None:
         require(len(self.exponents) >= 1, "pooling.exponents must not be empty")
@@ -246,19 +246,19 @@ class ModelConfig:
     """The architecture. The number of identities is not part of it: it comes from the
     training data, ``STAR(model_cfg, num_classes)``."""
 
-    seq_len: int = 12
+    seq_len: int = setting(Kind.ARCHITECTURE, 12)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
     skeleton: SkeletonCodeConfig = field(default_factory=SkeletonCodeConfig)
     frame_correction: FrameCorrectionConfig = field(default_factory=FrameCorrectionConfig)
     sequence: SequenceGuidanceConfig = field(default_factory=SequenceGuidanceConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
-    use_fused_ops: bool = True
+    use_fused_ops: bool = setting(Kind.NUMERICS, True)
     # Test embedding: "after" the BN neck (the paper: BN(z)) or "before" it (z), as
     # fast-reid's NECK_FEAT; L2-normalised either way.
-    neck_feat: str = "after"
+    neck_feat: str = setting(Kind.EVALUATION, "after")
     # BN-neck weights at init: ``normal`` ~ N(1, 0.01) (release) or ``ones`` (torch's default).
-    neck_init: str = "ones"
+    neck_init: str = setting(Kind.TRAINING, "ones")
 
     def __post_init__(self) -> None:
         require(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
