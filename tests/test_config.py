@@ -108,6 +108,7 @@ def test_overrides_types_nested_and_null(tmp_path):
             "model.pooling.exponents=[1, 3]",
             "output_dir=runs/x=y",  # only the first '=' splits
             "model.sequence={enabled: false, hidden_dim: 8}",  # a mapping merges into the section
+            "loss={pose_weight: 0, consistency_weight: 0}",  # the terms of the sequence level (loss_terms)
         ],
     )
     assert cfg.optim.milestones == (3, 5)

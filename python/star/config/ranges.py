@@ -30,6 +30,7 @@ from ..models.config import (
     StyleConfig,
 )
 from ..models.guided_pooling import MIN_EXPONENT
+from .loss_terms import check_loss_terms
 from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig
 
 __all__ = ["CROSS_FIELD_RULES", "FIELD_RANGES", "Range", "check_ranges", "numeric_fields"]
@@ -160,7 +161,8 @@ def _mentions_number(hint: Any) -> bool:
 def check_ranges(config: Any, where: str = "") -> None:
     """Raise :class:`ConfigError` for the first numeric value of dataclass ``config`` (a
     ``RunConfig`` or any section, e.g. a ``SynthConfig``) that is not finite or outside its
-    range, then for the first broken cross-field rule (``RunConfig`` only). ``where``
+    range, then for a loss weight the model cannot serve (``loss_terms``) and the first broken
+    cross-field rule (``RunConfig`` only). ``where``
     prefixes the keys named (``"data.synthetic."``)."""
     for f in dataclasses.fields(config):
         value, dotted = getattr(config, f.name), f"{where}{f.name}"
@@ -176,6 +178,7 @@ def check_ranges(config: Any, where: str = "") -> None:
                 raise ConfigError(f"{dotted} = {shown} is out of range: it must be {valid}"
                                   + (" and finite" if str(valid) != "finite" else ""))
     if isinstance(config, RunConfig):
+        check_loss_terms(config)
         for rule in CROSS_FIELD_RULES:
             broken = rule(config)
             if broken is not None:

@@ -21,7 +21,7 @@ from .config import (
 )
 from .graph_attention import KeypointGraphAttention
 from .pretrained import LoadReport, init_pretrained, load_backbone_weights
-from .star import STAR, StarOutput
+from .star import STAR, StarOutput, absent_outputs
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any], num_classes: int) -> STAR:
@@ -43,6 +43,7 @@ __all__ = [
     "build_model",
     "STAR",
     "StarOutput",
+    "absent_outputs",
     "CompiledNetwork",
     "ModelConfig",
     "BackboneConfig",
