@@ -160,8 +160,8 @@ def test_bad_overrides_are_named():
         load_config(None, ["optim.milestones=[3,"])
 
 
-def test_validation_errors_from_the_dataclasses():
-    with pytest.raises(ConfigError, match="data.num_ids must be >= 2"):
+def test_validation_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"data.num_ids = 1 is out of range: it must be >= 2"):
         load_config(None, ["data.num_ids=1"])
     with pytest.raises(ConfigError, match="backbone.name must be one of"):
         load_config(None, ["model.backbone.name=vgg"])

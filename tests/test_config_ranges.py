@@ -23,6 +23,15 @@ from star.config.ranges import FIELD_RANGES, Range, numeric_fields
     ("model.frame_correction.num_heads=3",
      r"model.frame_correction.num_heads = 3 is out of range: it must be a divisor of the feature size 2048"),
     ("data.synthetic.seed=-3", r"data.synthetic.seed = -3 is out of range"),
+    ("loss.triplet_weight=-1", r"loss.triplet_weight = -1.0 is out of range: it must be >= 0"),
+    ("model.sequence.dropout=1.0", r"model.sequence.dropout = 1.0 is out of range: it must be \[0, 1\)"),
+    ("optim.warmup_epochs=300", r"optim.warmup_epochs = 300 is out of range: it must be <= optim.epochs = 200"),
+    ("optim.milestones=[120, 60]", r"optim.milestones = \[120, 60\] is out of range: it must be increasing"),
+    ("model.style.scale_range=[1.5, 0.5]", r"model.style.scale_range = \[1.5, 0.5\] .* low <= high"),
+    ("model.pooling.exponents=[]", r"model.pooling.exponents = \[\] .* a non-empty list"),
+    ("model.pooling={eps: 0, floor: 0}", r"model.pooling.floor = 0.0 .* > 0 when model.pooling.eps = 0"),
+    ("model.backbone={pretrained: null, require_pretrained: true}",
+     r"model.backbone.require_pretrained = True .* false when model.backbone.pretrained is null"),
 ])
 def test_out_of_range_values_are_one_config_error(override, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -32,9 +32,9 @@ keys), duplicate keys in one YAML mapping, and the type of every value against
 the dataclass annotations: ints are accepted for floats, and strings such as
 ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields;
 numbers are accepted for string fields. An empty section (``data:`` with
-nothing under it) counts as ``{}``. Then the dataclasses validate the values
-(``__post_init__``) and ``ranges.check_ranges`` checks every numeric value against
-its valid range (NaN and infinity never pass) and the rules across fields.
+nothing under it) counts as ``{}``. Then the dataclasses check the choices of their
+string settings (``__post_init__``) and ``ranges.check_ranges`` checks every numeric
+value against its valid range (NaN and infinity never pass) and the rules across fields.
 
 ``load_config`` of a saved config (``config_to_dict``, every field spelled out)
 gives back an equal ``RunConfig``.

@@ -22,7 +22,7 @@ from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
 from ..metrics.protocols import PROTOCOL_CHOICES
-from ..config_tree import Kind, dataclass_from_dict, require, setting, to_plain
+from ..config_tree import Kind, dataclass_from_dict, require_choice, setting, to_plain
 from ..models.config import ModelConfig
 
 
@@ -48,16 +48,7 @@ class DataConfig:
     synthetic: SynthConfig = setting(Kind.DATA_GENERATION, default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        require(self.dataset in DATASET_NAMES, f"data.dataset must be one of {list(DATASET_NAMES)}, got {self.dataset!r}")
-        require(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
-        require(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
-        require(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
-        require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        require(
-            self.batches_per_epoch is None or self.batches_per_epoch >= 1,
-            f"data.batches_per_epoch must be >= 1 or null, got {self.batches_per_epoch}",
-        )
-        require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require_choice("data.dataset", self.dataset, tuple(DATASET_NAMES))
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -82,14 +73,7 @@ class OptimConfig:
     grad_clip: Optional[float] = setting(Kind.TRAINING, None)  # max total gradient norm; None = no clipping
 
     def __post_init__(self) -> None:
-        require(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
-        require(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        require(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
-        require(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")
-        require(0 < self.warmup_start_factor <= 1, "optim.warmup_start_factor must be in (0, 1]")
-        require(list(self.milestones) == sorted(self.milestones), f"optim.milestones must be increasing, got {self.milestones}")
-        require(self.grad_clip is None or self.grad_clip > 0, f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
-        require(self.pretrained_lr_mult >= 0, "optim.pretrained_lr_mult must be >= 0")
+        require_choice("optim.name", self.name, OPTIMIZERS)
 
 
 @dataclass
@@ -108,11 +92,6 @@ class TrainConfig:
     progress: bool = setting(Kind.OUTPUT, True)  # progress bar on a terminal (plain lines per log_period elsewhere)
     resume: bool = setting(Kind.RUNTIME, True)  # continue from <output_dir>/last.pt when present
 
-    def __post_init__(self) -> None:
-        require(self.eval_period >= 0, "train.eval_period must be >= 0")
-        require(self.checkpoint_period >= 1, "train.checkpoint_period must be >= 1")
-        require(self.log_period >= 1, "train.log_period must be >= 1")
-
 
 @dataclass
 class EvalConfig:
@@ -126,9 +105,7 @@ class EvalConfig:
     visrank_queries: int = setting(Kind.OUTPUT, 8)  # rank-list pictures written after evaluation (0 = none)
 
     def __post_init__(self) -> None:
-        require(self.protocol in PROTOCOL_CHOICES, f"eval.protocol must be one of {list(PROTOCOL_CHOICES)}, got {self.protocol!r}")
-        require(self.max_rank >= 1, "eval.max_rank must be >= 1")
-        require(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
+        require_choice("eval.protocol", self.protocol, tuple(PROTOCOL_CHOICES))
 
 
 @dataclass

@@ -31,15 +31,6 @@ class LossConfig:
     consistency_weight: float = setting(Kind.TRAINING, 1.0)
     consistency_tau: float = setting(Kind.TRAINING, 1.0)
 
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if name.endswith("_weight") and value < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {value}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.consistency_tau <= 0:
-            raise ValueError(f"loss.consistency_tau must be > 0, got {self.consistency_tau}")
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":
         """Build from a mapping; unknown keys raise ``ValueError`` listing the valid ones."""

@@ -14,12 +14,11 @@ off: baseline = ``frame_correction.enabled=False`` and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..config_tree import Kind, dataclass_from_dict, require, require_choice, setting
+from ..config_tree import Kind, dataclass_from_dict, require_choice, setting
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -61,12 +60,7 @@ class BackboneConfig:
     last_stride: int = setting(Kind.ARCHITECTURE, 1)
 
     def __post_init__(self) -> None:
-        require(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
-        require(self.last_stride in (1, 2), f"backbone.last_stride must be 1 or 2, got {self.last_stride}")
-        require(
-            not (self.require_pretrained and self.pretrained is None),
-            "backbone.require_pretrained is set but backbone.pretrained is None",
-        )
+        require_choice("backbone.name", self.name, tuple(BACKBONE_DIMS))
 
 
 @dataclass
@@ -106,10 +100,6 @@ class StyleConfig:
     branch_batches: str = setting(Kind.TRAINING, "joint")
 
     def __post_init__(self) -> None:
-        lo, hi = self.scale_range
-        require(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
-        require(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
-        require(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
         require_choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
         require_choice("style.augment_per", self.augment_per, DRAW_UNITS)
         require_choice("style.adain_std", self.adain_std, ADAIN_STDS)
@@ -155,12 +145,6 @@ class FrameCorrectionConfig:
     # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3, our default 0.
     offset: float = setting(Kind.ARCHITECTURE, 0.0)
 
-    def __post_init__(self) -> None:
-        require(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
-        require(math.isfinite(self.offset) and self.offset >= 0, f"frame_correction.offset must be >= 0, got {self.offset}")
-        require(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
-        require(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
-
 
 @dataclass
 class SequenceGuidanceConfig:
@@ -197,14 +181,6 @@ class SequenceGuidanceConfig:
     def __post_init__(self) -> None:
         require_choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
         require_choice("sequence.readout", self.readout, READOUTS)
-        for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
-            require(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
-        require(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
-        require(0 <= self.dropout < 1, f"sequence.dropout must be in [0, 1), got {self.dropout}")
-        require(
-            0 <= self.attention_dropout < 1,
-            f"sequence.attention_dropout must be in [0, 1), got {self.attention_dropout}",
-        )
 
 
 @dataclass
@@ -226,19 +202,7 @@ class PoolingConfig:
     unguided_exponent: float = setting(Kind.ARCHITECTURE, 3.0)
 
     def __post_init__(self) -> None:
-        require(len(self.exponents) >= 1, "pooling.exponents must not be empty")
-        require(
-            all(math.isfinite(p) and p > 0 for p in self.exponents),
-            f"pooling.exponents must be finite and positive, got {self.exponents}",
-        )
-        require(math.isfinite(self.eps) and self.eps >= 0, f"pooling.eps must be >= 0, got {self.eps}")
-        require(math.isfinite(self.floor) and self.floor >= 0, f"pooling.floor must be >= 0, got {self.floor}")
-        require(self.eps > 0 or self.floor > 0, "pooling.eps and pooling.floor cannot both be 0 (x = 0 has no log)")
         require_choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
-        require(
-            math.isfinite(self.unguided_exponent) and self.unguided_exponent > 0,
-            f"pooling.unguided_exponent must be finite and positive, got {self.unguided_exponent}",
-        )
 
 
 @dataclass
@@ -261,9 +225,8 @@ class ModelConfig:
     neck_init: str = setting(Kind.TRAINING, "ones")
 
     def __post_init__(self) -> None:
-        require(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
+        require_choice("neck_feat", self.neck_feat, NECK_FEATS)
         require_choice("neck_init", self.neck_init, NECK_INITS)
-        require(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
