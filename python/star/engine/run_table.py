@@ -25,8 +25,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config.loader import RUN_KEY
 from ..config import RunConfig
+from ..config.loader import RUN_KEY
 from ..config.run_info import CONFIG_FILE
 from ..config_tree import key_matches, keys_where
 from ..errors import StarError
