@@ -108,6 +108,7 @@ def test_overrides_types_nested_and_null(tmp_path):
             "model.pooling.exponents=[1, 3]",
             "output_dir=runs/x=y",  # only the first '=' splits
             "model.sequence={enabled: false, hidden_dim: 8}",  # a mapping merges into the section
+            "loss={pose_weight: 0, consistency_weight: 0}",  # the terms of the sequence level (loss_terms)
         ],
     )
     assert cfg.optim.milestones == (3, 5)
@@ -159,8 +160,8 @@ def test_bad_overrides_are_named():
         load_config(None, ["optim.milestones=[3,"])
 
 
-def test_validation_errors_from_the_dataclasses():
-    with pytest.raises(ConfigError, match="data.num_ids must be >= 2"):
+def test_validation_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"data.num_ids = 1 is out of range: it must be >= 2"):
         load_config(None, ["data.num_ids=1"])
     with pytest.raises(ConfigError, match="backbone.name must be one of"):
         load_config(None, ["model.backbone.name=vgg"])

@@ -180,5 +180,3 @@ def test_loss_config_from_dict_and_validation():
     assert LossConfig.from_dict({"pose_weight": 0.5}).pose_weight == 0.5
     with pytest.raises(ValueError, match="unknown config key.*pose_wieght.*valid keys: id_weight"):
         LossConfig.from_dict({"pose_wieght": 0.5})
-    with pytest.raises(ValueError, match="loss.triplet_weight must be >= 0"):
-        LossConfig(triplet_weight=-1)

@@ -32,9 +32,9 @@ keys), duplicate keys in one YAML mapping, and the type of every value against
 the dataclass annotations: ints are accepted for floats, and strings such as
 ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields;
 numbers are accepted for string fields. An empty section (``data:`` with
-nothing under it) counts as ``{}``. Then the dataclasses validate the values
-(``__post_init__``) and ``ranges.check_ranges`` checks every numeric value against
-its valid range (NaN and infinity never pass) and the rules across fields.
+nothing under it) counts as ``{}``. Then the dataclasses check the choices of their
+string settings (``__post_init__``) and ``ranges.check_ranges`` checks every numeric
+value against its valid range (NaN and infinity never pass) and the rules across fields.
 
 ``load_config`` of a saved config (``config_to_dict``, every field spelled out)
 gives back an equal ``RunConfig``.
@@ -44,16 +44,14 @@ relative to the working directory at run time; ``~`` is not expanded).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..models.config import ConfigError, dataclass_from_dict
+from ..config_tree import ConfigError, dataclass_from_dict, is_section, section_fields
 from .ranges import check_ranges
 from .schema import RunConfig
 
@@ -185,19 +183,6 @@ def _load_tree(path: Path, stack: list[Path], included_by: Path | None) -> tuple
 
 
 # ---------------------------------------------------------------------------
-# The schema: which keys exist at each level (the values are checked by dataclass_from_dict)
-
-
-def _section_fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _is_section(hint: Any) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-# ---------------------------------------------------------------------------
 # Overrides
 
 
@@ -217,14 +202,14 @@ def parse_override(override: str) -> tuple[list[str], Any]:
 
     cls: Any = RunConfig
     for i, part in enumerate(parts):
-        fields = _section_fields(cls)
+        fields = section_fields(cls)
         dotted = ".".join(parts[: i + 1])
         if part not in fields:
             # the message of the one unknown-key check (dataclass_from_dict), raised here at
             # once so that the override, not a later one, is named
             dataclass_from_dict(cls, {part: None}, ".".join(parts[:i]), {dotted: f"override {override!r}"})
         cls = fields[part]
-        if i < len(parts) - 1 and not _is_section(cls):
+        if i < len(parts) - 1 and not is_section(cls):
             raise ConfigError(
                 f"override {override!r}: {dotted} is a value, not a section (it has no key {parts[i + 1]!r})"
             )

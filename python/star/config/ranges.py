@@ -1,9 +1,11 @@
 """The valid range of every numeric config value, checked when a config is loaded.
 
-``load_config`` builds the dataclasses (types and the checks in their ``__post_init__``),
-then ``check_ranges`` walks the result: every int or float, inside tuples too, must be
-finite and inside the range ``FIELD_RANGES`` gives for its field, and the ``CROSS_FIELD_RULES``
-(settings that only make sense together) must hold. A violation is one :class:`ConfigError`
+``load_config`` builds the dataclasses (types, and the choices of string settings in their
+``__post_init__``), then ``check_ranges`` walks the result; it is the one place where
+values are checked: every int or float, inside tuples too, must be finite and inside the
+range ``FIELD_RANGES`` gives for its field, the loss weights must fit the model
+(``loss_terms``), and the ``CROSS_FIELD_RULES`` (settings that only make sense together)
+must hold. ``train`` runs it too, for a config built in Python. A violation is one :class:`ConfigError`
 naming the dotted key, the value and the valid range. A numeric field missing from
 ``FIELD_RANGES`` is still checked to be finite (``tests/test_config_ranges.py`` requires
 every numeric field to have an entry).
@@ -24,11 +26,13 @@ import star_ext.reference
 
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
+from ..config_tree import ConfigError
 from ..models.config import (
-    BackboneConfig, ConfigError, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
+    BackboneConfig, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
     StyleConfig,
 )
 from ..models.guided_pooling import MIN_EXPONENT
+from .loss_terms import check_loss_terms
 from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig
 
 __all__ = ["CROSS_FIELD_RULES", "FIELD_RANGES", "Range", "check_ranges", "numeric_fields"]
@@ -128,9 +132,43 @@ def _heads_divide_features(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
     return None
 
 
+def _warmup_within_epochs(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    o = cfg.optim
+    return ("optim.warmup_epochs", o.warmup_epochs, f"<= optim.epochs = {o.epochs}") if o.warmup_epochs > o.epochs else None
+
+
+def _milestones_increasing(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    ms = list(cfg.optim.milestones)
+    return ("optim.milestones", ms, "increasing") if ms != sorted(ms) else None
+
+
+def _scale_range_ordered(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    lo, hi = cfg.model.style.scale_range
+    return ("model.style.scale_range", [lo, hi], "[low, high] with low <= high") if lo > hi else None
+
+
+def _exponents_given(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    return ("model.pooling.exponents", [], "a non-empty list") if not cfg.model.pooling.exponents else None
+
+
+def _pooling_clamp_or_floor(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    p = cfg.model.pooling
+    if p.eps == 0 and p.floor == 0:  # the mean of x^p would reach 0, which has no log
+        return ("model.pooling.floor", p.floor, "> 0 when model.pooling.eps = 0")
+    return None
+
+
+def _pretrained_source_when_required(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+    b = cfg.model.backbone
+    if b.require_pretrained and b.pretrained is None:
+        return ("model.backbone.require_pretrained", True, "false when model.backbone.pretrained is null")
+    return None
+
+
 # Rules over several fields: each returns (dotted key, value, what it must be) when broken.
 CROSS_FIELD_RULES: tuple[Callable[[RunConfig], Optional[tuple[str, Any, str]]], ...] = (
-    _heads_divide_features,
+    _warmup_within_epochs, _milestones_increasing, _scale_range_ordered, _exponents_given, _pooling_clamp_or_floor,
+    _pretrained_source_when_required, _heads_divide_features,
 )
 
 
@@ -159,7 +197,8 @@ def _mentions_number(hint: Any) -> bool:
 def check_ranges(config: Any, where: str = "") -> None:
     """Raise :class:`ConfigError` for the first numeric value of dataclass ``config`` (a
     ``RunConfig`` or any section, e.g. a ``SynthConfig``) that is not finite or outside its
-    range, then for the first broken cross-field rule (``RunConfig`` only). ``where``
+    range, then for a loss weight the model cannot serve (``loss_terms``) and the first broken
+    cross-field rule (``RunConfig`` only). ``where``
     prefixes the keys named (``"data.synthetic."``)."""
     for f in dataclasses.fields(config):
         value, dotted = getattr(config, f.name), f"{where}{f.name}"
@@ -175,6 +214,7 @@ def check_ranges(config: Any, where: str = "") -> None:
                 raise ConfigError(f"{dotted} = {shown} is out of range: it must be {valid}"
                                   + (" and finite" if str(valid) != "finite" else ""))
     if isinstance(config, RunConfig):
+        check_loss_terms(config)
         for rule in CROSS_FIELD_RULES:
             broken = rule(config)
             if broken is not None:

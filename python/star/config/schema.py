@@ -22,40 +22,33 @@ from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
 from ..metrics.protocols import PROTOCOL_CHOICES
-from ..models.config import ModelConfig, _check, dataclass_from_dict, to_plain
+from ..config_tree import Kind, dataclass_from_dict, require_choice, setting, to_plain
+from ..models.config import ModelConfig
 
 
 @dataclass
 class DataConfig:
     """Where the tracklets and keypoints are and how batches are drawn (docs/protocols.md)."""
 
-    dataset: str = "hitsz-vcm"
-    root: str = "data/HITSZ-VCM"
-    keypoints: Optional[str] = None  # keypoint store directory; None = the dataset's default (<root>/keypoints)
-    height: int = 288
-    width: int = 144
-    num_ids: int = 8  # P identities per batch
-    num_per_modality: int = 2  # K tracklets of each modality per identity
-    num_workers: int = 4
-    batches_per_epoch: Optional[int] = None  # None = the sampler's natural epoch length
-    eval_batch_size: int = 32
+    dataset: str = setting(Kind.DATA, "hitsz-vcm")
+    root: str = setting(Kind.LOCATION, "data/HITSZ-VCM")
+    # keypoint store directory; None = the dataset's default (<root>/keypoints)
+    keypoints: Optional[str] = setting(Kind.LOCATION, None)
+    height: int = setting(Kind.DATA, 288)
+    width: int = setting(Kind.DATA, 144)
+    num_ids: int = setting(Kind.TRAINING, 8)  # P identities per batch
+    num_per_modality: int = setting(Kind.TRAINING, 2)  # K tracklets of each modality per identity
+    num_workers: int = setting(Kind.RUNTIME, 4)
+    batches_per_epoch: Optional[int] = setting(Kind.TRAINING, None)  # None = the sampler's natural epoch length
+    eval_batch_size: int = setting(Kind.RUNTIME, 32)
     # Frames that cannot be decoded are substituted (a warning each); above this fraction of an
     # epoch's or an evaluation's frames the run stops (star.data.substitution).
-    max_substituted_fraction: float = 0.01
+    max_substituted_fraction: float = setting(Kind.DATA, 0.01)
     # Used when dataset is synthetic and root holds none yet: the dataset is generated there first.
-    synthetic: SynthConfig = field(default_factory=SynthConfig)
+    synthetic: SynthConfig = setting(Kind.DATA_GENERATION, default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASET_NAMES, f"data.dataset must be one of {list(DATASET_NAMES)}, got {self.dataset!r}")
-        _check(self.height >= 16 and self.width >= 8, f"data.height/width too small: {self.height}x{self.width}")
-        _check(self.num_ids >= 2, f"data.num_ids must be >= 2 (triplet needs negatives), got {self.num_ids}")
-        _check(self.num_per_modality >= 1, f"data.num_per_modality must be >= 1, got {self.num_per_modality}")
-        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        _check(
-            self.batches_per_epoch is None or self.batches_per_epoch >= 1,
-            f"data.batches_per_epoch must be >= 1 or null, got {self.batches_per_epoch}",
-        )
-        _check(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require_choice("data.dataset", self.dataset, tuple(DATASET_NAMES))
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -65,74 +58,63 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 class OptimConfig:
     """SGD (or Adam) with linear warm-up and step decay (docs/method.md, training recipe). Epoch-based schedule."""
 
-    name: str = "sgd"  # sgd (the STAR recipe), adam (L2 in the gradient) or adamw (decoupled decay)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    pretrained_lr_mult: float = 0.1  # lr factor of the ImageNet-initialised backbone layers
-    epochs: int = 200
-    warmup_epochs: int = 10
-    warmup_start_factor: float = 0.01
-    milestones: tuple[int, ...] = (60, 120)
-    gamma: float = 0.1
-    grad_clip: Optional[float] = None  # max total gradient norm; None = no clipping
+    # sgd (the STAR recipe), adam (L2 in the gradient) or adamw (decoupled decay)
+    name: str = setting(Kind.TRAINING, "sgd")
+    lr: float = setting(Kind.TRAINING, 0.1)
+    momentum: float = setting(Kind.TRAINING, 0.9)
+    weight_decay: float = setting(Kind.TRAINING, 5e-4)
+    nesterov: bool = setting(Kind.TRAINING, True)
+    pretrained_lr_mult: float = setting(Kind.TRAINING, 0.1)  # lr factor of the ImageNet-initialised backbone layers
+    epochs: int = setting(Kind.TRAINING_LENGTH, 200)
+    warmup_epochs: int = setting(Kind.TRAINING, 10)
+    warmup_start_factor: float = setting(Kind.TRAINING, 0.01)
+    milestones: tuple[int, ...] = setting(Kind.TRAINING, (60, 120))
+    gamma: float = setting(Kind.TRAINING, 0.1)
+    grad_clip: Optional[float] = setting(Kind.TRAINING, None)  # max total gradient norm; None = no clipping
 
     def __post_init__(self) -> None:
-        _check(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
-        _check(0 <= self.warmup_epochs <= self.epochs, "optim.warmup_epochs must be in [0, optim.epochs]")
-        _check(0 < self.warmup_start_factor <= 1, "optim.warmup_start_factor must be in (0, 1]")
-        _check(list(self.milestones) == sorted(self.milestones), f"optim.milestones must be increasing, got {self.milestones}")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
-        _check(self.pretrained_lr_mult >= 0, "optim.pretrained_lr_mult must be >= 0")
+        require_choice("optim.name", self.name, OPTIMIZERS)
 
 
 @dataclass
 class TrainConfig:
     """The training loop: precision, checkpoints, logs, evaluation cadence."""
 
-    device: str = "auto"  # auto = cuda when available, else cpu
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    compile: bool = False  # torch.compile the network (train, eval, extract); slower on a CPU: benchmarks/README.md
-    eval_period: int = 10  # evaluate every N epochs and after the last one; 0 = only after the last
-    checkpoint_period: int = 1  # write last.pt every N epochs (always after the last one)
-    log_period: int = 20  # iterations between JSONL / TensorBoard records
-    tensorboard: bool = True
-    progress: bool = True  # progress bar on a terminal (plain lines per log_period elsewhere)
-    resume: bool = True  # continue from <output_dir>/last.pt when present
-
-    def __post_init__(self) -> None:
-        _check(self.eval_period >= 0, "train.eval_period must be >= 0")
-        _check(self.checkpoint_period >= 1, "train.checkpoint_period must be >= 1")
-        _check(self.log_period >= 1, "train.log_period must be >= 1")
+    device: str = setting(Kind.RUNTIME, "auto")  # auto = cuda when available, else cpu
+    amp: bool = setting(Kind.NUMERICS, True)  # mixed precision on CUDA (ignored on CPU)
+    # torch.compile the network (train, eval, extract); slower on a CPU: benchmarks/README.md
+    compile: bool = setting(Kind.NUMERICS, False)
+    # evaluate every N epochs and after the last one; 0 = only after the last
+    eval_period: int = setting(Kind.OUTPUT, 10)
+    checkpoint_period: int = setting(Kind.OUTPUT, 1)  # write last.pt every N epochs (always after the last one)
+    log_period: int = setting(Kind.OUTPUT, 20)  # iterations between JSONL / TensorBoard records
+    tensorboard: bool = setting(Kind.OUTPUT, True)
+    progress: bool = setting(Kind.OUTPUT, True)  # progress bar on a terminal (plain lines per log_period elsewhere)
+    resume: bool = setting(Kind.RUNTIME, True)  # continue from <output_dir>/last.pt when present
 
 
 @dataclass
 class EvalConfig:
     """Evaluation protocol and outputs (docs/protocols.md)."""
 
-    protocol: str = "auto"  # auto: hitsz-vcm for hitsz-vcm/synthetic/list, bupt for bupt
-    same_modality: bool = False  # BUPTCampus: also IR->IR and RGB->RGB
-    rerank: bool = False
-    max_rank: int = 20
-    visrank_topk: int = 10
-    visrank_queries: int = 8  # rank-list pictures written after evaluation (0 = none)
+    protocol: str = setting(Kind.EVALUATION, "auto")  # auto: hitsz-vcm for hitsz-vcm/synthetic/list, bupt for bupt
+    same_modality: bool = setting(Kind.EVALUATION, False)  # BUPTCampus: also IR->IR and RGB->RGB
+    rerank: bool = setting(Kind.EVALUATION, False)
+    max_rank: int = setting(Kind.EVALUATION, 20)
+    visrank_topk: int = setting(Kind.OUTPUT, 10)
+    visrank_queries: int = setting(Kind.OUTPUT, 8)  # rank-list pictures written after evaluation (0 = none)
 
     def __post_init__(self) -> None:
-        _check(self.protocol in PROTOCOL_CHOICES, f"eval.protocol must be one of {list(PROTOCOL_CHOICES)}, got {self.protocol!r}")
-        _check(self.max_rank >= 1, "eval.max_rank must be >= 1")
-        _check(self.visrank_topk >= 1 and self.visrank_queries >= 0, "eval.visrank_topk >= 1, visrank_queries >= 0")
+        require_choice("eval.protocol", self.protocol, tuple(PROTOCOL_CHOICES))
 
 
 @dataclass
 class RunConfig:
     """Everything one run needs; see the module docstring."""
 
-    output_dir: str = "runs/star"
-    seed: int = 0
-    deterministic: bool = False
+    output_dir: str = setting(Kind.LOCATION, "runs/star")
+    seed: int = setting(Kind.TRAINING, 0)
+    deterministic: bool = setting(Kind.NUMERICS, False)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

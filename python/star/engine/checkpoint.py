@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..config import RunConfig
+from ..config_tree import key_matches, keys_where
 from ..errors import StarError
 from ..fileio import atomic_write
 
@@ -62,21 +64,12 @@ PRE_V3_EXPONENT_BUFFER = "sequence_guidance.pooling.exponents"
 LAST = "last.pt"
 BEST = "best.pt"
 
-# Settings that may change between an interrupted run and its resumption; every other
-# key of the resolved config (model, loss, optimiser recipe, batch composition, seed, ...)
-# must match the checkpoint. Entries ending in "." are prefixes.
-RESUMABLE_CHANGES: tuple[str, ...] = (
-    "output_dir",
-    "deterministic",
-    "train.",
-    "eval.",
-    "data.root",
-    "data.keypoints",
-    "data.num_workers",
-    "data.eval_batch_size",
-    "data.synthetic.",
-    "optim.epochs",
-)
+# Settings that may change between an interrupted run and its resumption: those of a
+# resumable kind (star.config_tree.Kind: paths, logging, runtime, numerics, evaluation,
+# data generation, the number of epochs); every other key of the resolved config (model,
+# loss, optimiser recipe, batch composition, seed, ...) must match the checkpoint.
+# Entries ending in "." are sections.
+RESUMABLE_CHANGES: tuple[str, ...] = keys_where(RunConfig, lambda kind: kind.resumable)
 
 
 class CheckpointError(StarError, RuntimeError):
@@ -290,10 +283,6 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _may_change(key: str, allowed: Iterable[str]) -> bool:
-    return any(key.startswith(a) if a.endswith(".") else key == a for a in allowed)
-
-
 def config_differences(
     saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str] = RESUMABLE_CHANGES
 ) -> list[str]:
@@ -302,7 +291,7 @@ def config_differences(
     allowed = tuple(allowed)
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if _may_change(key, allowed):
+        if key_matches(key, allowed):
             continue
         missing = object()
         va, vb = a.get(key, missing), b.get(key, missing)

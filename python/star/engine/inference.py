@@ -24,6 +24,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import ConfigError, RunConfig
+from ..config_tree import Kind, keys_where
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..data.synthetic import dataset_read_lock
 from ..models import STAR, CompiledNetwork, ModelConfig
@@ -34,14 +35,12 @@ from .output_paths import check_folder_free, check_output_dir, check_output_file
 from .runtime import resolve_device
 from .visrank import write_rank_lists
 
-# Model keys a config may change at evaluation: the same weights, another embedding / kernel.
-EVAL_TIME_MODEL_KEYS = ("model.neck_feat", "model.use_fused_ops")
-# Model keys that only act while training (or before it: where the initial weights come
-# from); at evaluation the checkpoint's values hold and the config's are not compared.
-TRAINING_ONLY_MODEL_KEYS = (
-    "model.backbone.pretrained", "model.backbone.require_pretrained", "model.style.",
-    "model.frame_correction.attention_dropout", "model.sequence.dropout", "model.sequence.attention_dropout",
-)
+# Model keys a config may change at evaluation: the same weights, another embedding / kernel
+# (the evaluation and numerics kinds of star.config_tree.Kind).
+EVAL_TIME_MODEL_KEYS = keys_where(ModelConfig, lambda kind: kind in (Kind.EVALUATION, Kind.NUMERICS), "model.")
+# Model keys that only act while training (or before it: the initial weights; the training
+# kind); at evaluation the checkpoint's values hold and the config's are not compared.
+TRAINING_ONLY_MODEL_KEYS = keys_where(ModelConfig, lambda kind: kind is Kind.TRAINING, "model.")
 
 
 @dataclass

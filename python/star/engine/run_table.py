@@ -25,22 +25,21 @@ from typing import Any, Optional
 
 import yaml
 
+from ..config import RunConfig
 from ..config.loader import RUN_KEY
 from ..config.run_info import CONFIG_FILE
+from ..config_tree import key_matches, keys_where
 from ..errors import StarError
 from .checkpoint import flatten
 from .evaluator import METRICS_FILE
 
 TABLE_FORMATS = ("markdown", "csv", "latex")
 METRICS = ("R1", "R5", "mAP", "mINP")
-# Config keys that do not change what a run computes (where files are, how many loader
-# workers, how much is logged or drawn); entries ending in "." are prefixes. The seed is
-# what a row averages over.
-RESULT_INDEPENDENT: tuple[str, ...] = (
-    "seed", "output_dir", "data.root", "data.keypoints", "data.num_workers", "data.eval_batch_size",
-    "train.device", "train.progress", "train.tensorboard", "train.log_period", "train.checkpoint_period",
-    "train.resume", "train.eval_period", "eval.visrank_topk", "eval.visrank_queries",
-)
+# Config keys left out of a row's grouping: the seed, which a row averages over, and the
+# settings of a kind that does not change what a run computes (star.config_tree.Kind:
+# where files are, the device and loader workers, what is logged or drawn); entries
+# ending in "." are sections.
+RESULT_INDEPENDENT: tuple[str, ...] = ("seed", *keys_where(RunConfig, lambda kind: not kind.changes_result))
 
 
 class RunTableError(StarError, ValueError):
@@ -136,7 +135,7 @@ def _check_metric_values(path: Path, modes: dict[str, Any]) -> None:
 
 
 def _independent(key: str) -> bool:
-    return any(key.startswith(k) if k.endswith(".") else key == k for k in RESULT_INDEPENDENT)
+    return key_matches(key, RESULT_INDEPENDENT)
 
 
 def _config_key(run: Run) -> tuple:

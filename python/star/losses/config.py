@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..models.config import dataclass_from_dict
+from ..config_tree import Kind, dataclass_from_dict, setting
 
 
 @dataclass
@@ -21,24 +21,15 @@ class LossConfig:
     every cross-entropy term.
     """
 
-    id_weight: float = 1.0
-    label_smoothing: float = 0.0
-    triplet_weight: float = 1.0
-    triplet_margin: float = 0.3
-    frame_id_weight: float = 1.0
-    defence_weight: float = 1.0
-    pose_weight: float = 1.0
-    consistency_weight: float = 1.0
-    consistency_tau: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if name.endswith("_weight") and value < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {value}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.consistency_tau <= 0:
-            raise ValueError(f"loss.consistency_tau must be > 0, got {self.consistency_tau}")
+    id_weight: float = setting(Kind.TRAINING, 1.0)
+    label_smoothing: float = setting(Kind.TRAINING, 0.0)
+    triplet_weight: float = setting(Kind.TRAINING, 1.0)
+    triplet_margin: float = setting(Kind.TRAINING, 0.3)
+    frame_id_weight: float = setting(Kind.TRAINING, 1.0)
+    defence_weight: float = setting(Kind.TRAINING, 1.0)
+    pose_weight: float = setting(Kind.TRAINING, 1.0)
+    consistency_weight: float = setting(Kind.TRAINING, 1.0)
+    consistency_tau: float = setting(Kind.TRAINING, 1.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":

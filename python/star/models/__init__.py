@@ -21,15 +21,16 @@ from .config import (
 )
 from .graph_attention import KeypointGraphAttention
 from .pretrained import LoadReport, init_pretrained, load_backbone_weights
-from .star import STAR, StarOutput
+from .star import STAR, StarOutput, absent_outputs
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any], num_classes: int) -> STAR:
     """A STAR network for ``cfg`` and ``num_classes`` identities, its backbone initialised
     from ``cfg.backbone.pretrained``.
 
-    A mapping is converted with ``ModelConfig.from_dict`` (unknown keys raise
-    ``ConfigError``, a ``ValueError``). Pretrained weights missing -> one warning and
+    A mapping is converted with ``ModelConfig.from_dict`` (unknown keys, wrong types and
+    choices raise ``ConfigError``, a ``ValueError``; value ranges are checked with a whole
+    run config, ``star.config.check_ranges``). Pretrained weights missing -> one warning and
     random init, or ``FileNotFoundError`` with ``backbone.require_pretrained``.
     """
     if not isinstance(cfg, ModelConfig):
@@ -43,6 +44,7 @@ __all__ = [
     "build_model",
     "STAR",
     "StarOutput",
+    "absent_outputs",
     "CompiledNetwork",
     "ModelConfig",
     "BackboneConfig",

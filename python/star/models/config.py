@@ -2,10 +2,8 @@
 
 ``ModelConfig.from_dict`` turns a plain mapping (a parsed YAML section) into
 the dataclasses and rejects unknown keys, naming the valid ones, so a typo in
-a config file fails at once instead of silently using a default.
-``dataclass_from_dict`` is that check for every config section (``star.config``
-builds the whole ``RunConfig`` with it); it lives here, in the lowest layer
-that reads config trees, so the models and losses need not import ``star.config``.
+a config file fails at once instead of silently using a default
+(``star.config_tree.dataclass_from_dict``, the check of every config section).
 
 The defaults are full STAR as in the paper (ResNet-50, T = 12, frame-level
 correction and sequence-level guidance on). The ablation rows switch modules
@@ -16,15 +14,11 @@ off: baseline = ``frame_correction.enabled=False`` and
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional
 
-from ..errors import StarError
+from ..config_tree import Kind, dataclass_from_dict, require_choice, setting
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -49,145 +43,6 @@ READOUTS = ("avg_pool", "linear")
 UNGUIDED_POOLINGS = ("gem", "mean")
 NECK_INITS = ("normal", "ones")
 
-D = TypeVar("D")
-
-
-class ConfigError(StarError, ValueError):
-    """A config file, override or mapping is malformed, unknown or invalid (``star.config.ConfigError``)."""
-
-
-def dataclass_from_dict(
-    cls: type[D], data: Mapping[str, Any] | D, where: str = "", origins: Optional[Mapping[str, str]] = None
-) -> D:
-    """Build dataclass ``cls`` from a (nested) mapping: the one check of config keys and types.
-
-    Recurses into nested dataclass fields (``None`` counts as an empty section). An unknown
-    key raises :class:`ConfigError` naming the dotted key, where it was set
-    (``origins[dotted] -> "file"`` or ``"override 'k=v'"``, when given) and the valid keys.
-    Values are checked against the annotations: ints are accepted for floats, strings such
-    as ``1e-3`` (which YAML 1.1 reads as a string) are converted for float fields, numbers
-    are accepted for string fields, lists become tuples for tuple fields. The dataclasses
-    then validate the values (``__post_init__``, ``ValueError``).
-    """
-    if isinstance(data, cls):
-        return data
-    origins = origins or {}
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        source = origins.get(where)
-        where_set = f" ({source})" if source else ""
-        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}{where_set}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{where}.{key}" if where else str(key)
-        source = origins.get(dotted)
-        where_set = f" ({source})" if source else ""
-        if key not in fields:
-            raise ConfigError(f"unknown config key {dotted!r}{where_set}; valid keys: {', '.join(fields)}")
-        hint = fields[key]
-        if _is_section(hint):
-            kwargs[key] = dataclass_from_dict(hint, value, dotted, origins)
-            continue
-        try:
-            kwargs[key] = _coerce(value, hint)
-        except _TypeMismatch:
-            raise ConfigError(f"{dotted} must be {_type_name(hint)}, got {value!r}{where_set}") from None
-    return cls(**kwargs)
-
-
-def _is_section(hint: Any) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
-    return getattr(hint, "__name__", str(hint))
-
-
-class _TypeMismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` checked against ``hint`` (tuples for tuple fields), or ``_TypeMismatch``."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except _TypeMismatch:
-                pass
-        raise _TypeMismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _TypeMismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise _TypeMismatch
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _TypeMismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _TypeMismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _TypeMismatch
-    return value  # a type this schema does not use: leave it to the dataclass
-
-
-def to_plain(value: Any) -> Any:
-    """Nested dicts/lists/tuples as plain dicts and lists (YAML/JSON/checkpoint-ready)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    return value
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}")
-
 
 @dataclass
 class BackboneConfig:
@@ -199,18 +54,13 @@ class BackboneConfig:
     ``require_pretrained``.
     """
 
-    name: str = "resnet50"
-    pretrained: Optional[str] = IMAGENET
-    require_pretrained: bool = False
-    last_stride: int = 1
+    name: str = setting(Kind.ARCHITECTURE, "resnet50")
+    pretrained: Optional[str] = setting(Kind.TRAINING, IMAGENET)
+    require_pretrained: bool = setting(Kind.TRAINING, False)
+    last_stride: int = setting(Kind.ARCHITECTURE, 1)
 
     def __post_init__(self) -> None:
-        _check(self.name in BACKBONE_DIMS, f"backbone.name must be one of {list(BACKBONE_DIMS)}, got {self.name!r}")
-        _check(self.last_stride in (1, 2), f"backbone.last_stride must be 1 or 2, got {self.last_stride}")
-        _check(
-            not (self.require_pretrained and self.pretrained is None),
-            "backbone.require_pretrained is set but backbone.pretrained is None",
-        )
+        require_choice("backbone.name", self.name, tuple(BACKBONE_DIMS))
 
 
 @dataclass
@@ -236,30 +86,26 @@ class StyleConfig:
       batches (release: each branch's own BatchNorm statistics) or as one ``joint`` batch.
     """
 
-    augmentation: bool = True
-    disturbance: bool = True
-    scale_range: tuple[float, float] = (0.5, 1.5)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    augment_space: str = "raw"
-    augment_per: str = "tracklet"
-    adain_std: str = "biased"
-    adain_detach_style: bool = True
-    partners_per: str = "tracklet"
-    cross_source: str = "clean"
-    branch_batches: str = "joint"
+    augmentation: bool = setting(Kind.TRAINING, True)
+    disturbance: bool = setting(Kind.TRAINING, True)
+    scale_range: tuple[float, float] = setting(Kind.TRAINING, (0.5, 1.5))
+    mean: tuple[float, float, float] = setting(Kind.TRAINING, IMAGENET_MEAN)
+    std: tuple[float, float, float] = setting(Kind.TRAINING, IMAGENET_STD)
+    augment_space: str = setting(Kind.TRAINING, "raw")
+    augment_per: str = setting(Kind.TRAINING, "tracklet")
+    adain_std: str = setting(Kind.TRAINING, "biased")
+    adain_detach_style: bool = setting(Kind.TRAINING, True)
+    partners_per: str = setting(Kind.TRAINING, "tracklet")
+    cross_source: str = setting(Kind.TRAINING, "clean")
+    branch_batches: str = setting(Kind.TRAINING, "joint")
 
     def __post_init__(self) -> None:
-        lo, hi = self.scale_range
-        _check(0 < lo <= hi, f"style.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
-        _check(len(self.mean) == 3 and len(self.std) == 3, "style.mean and style.std need 3 entries")
-        _check(all(s > 0 for s in self.std), f"style.std must be positive, got {self.std}")
-        _choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
-        _choice("style.augment_per", self.augment_per, DRAW_UNITS)
-        _choice("style.adain_std", self.adain_std, ADAIN_STDS)
-        _choice("style.partners_per", self.partners_per, DRAW_UNITS)
-        _choice("style.cross_source", self.cross_source, CROSS_SOURCES)
-        _choice("style.branch_batches", self.branch_batches, BRANCH_BATCHES)
+        require_choice("style.augment_space", self.augment_space, AUGMENT_SPACES)
+        require_choice("style.augment_per", self.augment_per, DRAW_UNITS)
+        require_choice("style.adain_std", self.adain_std, ADAIN_STDS)
+        require_choice("style.partners_per", self.partners_per, DRAW_UNITS)
+        require_choice("style.cross_source", self.cross_source, CROSS_SOURCES)
+        require_choice("style.branch_batches", self.branch_batches, BRANCH_BATCHES)
 
 
 @dataclass
@@ -277,33 +123,27 @@ class SkeletonCodeConfig:
       ``final_states`` (forward after frame T, backward after frame 1).
     """
 
-    angle: str = "cos_sin"
-    undetected: str = "zero"
-    aspect_scale: bool = True
-    edge_code: str = "final_states"
+    angle: str = setting(Kind.ARCHITECTURE, "cos_sin")
+    undetected: str = setting(Kind.ARCHITECTURE, "zero")
+    aspect_scale: bool = setting(Kind.ARCHITECTURE, True)
+    edge_code: str = setting(Kind.ARCHITECTURE, "final_states")
 
     def __post_init__(self) -> None:
-        _choice("skeleton.angle", self.angle, BONE_ANGLES)
-        _choice("skeleton.undetected", self.undetected, UNDETECTED_BONES)
-        _choice("skeleton.edge_code", self.edge_code, EDGE_CODES)
+        require_choice("skeleton.angle", self.angle, BONE_ANGLES)
+        require_choice("skeleton.undetected", self.undetected, UNDETECTED_BONES)
+        require_choice("skeleton.edge_code", self.edge_code, EDGE_CODES)
 
 
 @dataclass
 class FrameCorrectionConfig:
     """Frame level (docs/method.md): bone-geometry BiLSTM and two-way cross-attention."""
 
-    enabled: bool = True
-    bone_embed_dim: int = 64
-    num_heads: int = 4
-    attention_dropout: float = 0.0
+    enabled: bool = setting(Kind.ARCHITECTURE, True)
+    bone_embed_dim: int = setting(Kind.ARCHITECTURE, 64)
+    num_heads: int = setting(Kind.ARCHITECTURE, 4)
+    attention_dropout: float = setting(Kind.TRAINING, 0.0)
     # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3, our default 0.
-    offset: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(self.bone_embed_dim >= 1, "frame_correction.bone_embed_dim must be >= 1")
-        _check(math.isfinite(self.offset) and self.offset >= 0, f"frame_correction.offset must be >= 0, got {self.offset}")
-        _check(self.num_heads >= 1, "frame_correction.num_heads must be >= 1")
-        _check(0 <= self.attention_dropout < 1, "frame_correction.attention_dropout must be in [0, 1)")
+    offset: float = setting(Kind.ARCHITECTURE, 0.0)
 
 
 @dataclass
@@ -324,31 +164,23 @@ class SequenceGuidanceConfig:
     - ``pose_classifier_bias``: the pose-ID classifier has a bias (release).
     """
 
-    enabled: bool = True
-    pose_classifier: bool = True
-    visual_nodes: bool = False
-    visual_dim: int = 16
-    sigma: float = 0.1
-    hidden_dim: int = 16
-    hidden_heads: int = 2
-    out_dim: int = 12
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    spatial_edges: str = "all_frames"
-    readout: str = "linear"
-    pose_classifier_bias: bool = False
+    enabled: bool = setting(Kind.ARCHITECTURE, True)
+    pose_classifier: bool = setting(Kind.ARCHITECTURE, True)
+    visual_nodes: bool = setting(Kind.ARCHITECTURE, False)
+    visual_dim: int = setting(Kind.ARCHITECTURE, 16)
+    sigma: float = setting(Kind.ARCHITECTURE, 0.1)
+    hidden_dim: int = setting(Kind.ARCHITECTURE, 16)
+    hidden_heads: int = setting(Kind.ARCHITECTURE, 2)
+    out_dim: int = setting(Kind.ARCHITECTURE, 12)
+    dropout: float = setting(Kind.TRAINING, 0.1)
+    attention_dropout: float = setting(Kind.TRAINING, 0.1)
+    spatial_edges: str = setting(Kind.ARCHITECTURE, "all_frames")
+    readout: str = setting(Kind.ARCHITECTURE, "linear")
+    pose_classifier_bias: bool = setting(Kind.ARCHITECTURE, False)
 
     def __post_init__(self) -> None:
-        _choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
-        _choice("sequence.readout", self.readout, READOUTS)
-        for name in ("visual_dim", "hidden_dim", "hidden_heads", "out_dim"):
-            _check(getattr(self, name) >= 1, f"sequence.{name} must be >= 1, got {getattr(self, name)}")
-        _check(math.isfinite(self.sigma) and self.sigma > 0, f"sequence.sigma must be > 0, got {self.sigma}")
-        _check(0 <= self.dropout < 1, f"sequence.dropout must be in [0, 1), got {self.dropout}")
-        _check(
-            0 <= self.attention_dropout < 1,
-            f"sequence.attention_dropout must be in [0, 1), got {self.attention_dropout}",
-        )
+        require_choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
+        require_choice("sequence.readout", self.readout, READOUTS)
 
 
 @dataclass
@@ -362,27 +194,15 @@ class PoolingConfig:
     has ``eps = 0`` and ``floor = 1e-12``; ``eps > 0`` clamps small values instead.
     """
 
-    exponents: tuple[float, ...] = (0.7, 1.0, 3.0, 5.0, 7.0)
-    learnable: bool = False
-    eps: float = 1e-6
-    floor: float = 0.0
-    unguided: str = "mean"
-    unguided_exponent: float = 3.0
+    exponents: tuple[float, ...] = setting(Kind.ARCHITECTURE, (0.7, 1.0, 3.0, 5.0, 7.0))
+    learnable: bool = setting(Kind.ARCHITECTURE, False)
+    eps: float = setting(Kind.ARCHITECTURE, 1e-6)
+    floor: float = setting(Kind.ARCHITECTURE, 0.0)
+    unguided: str = setting(Kind.ARCHITECTURE, "mean")
+    unguided_exponent: float = setting(Kind.ARCHITECTURE, 3.0)
 
     def __post_init__(self) -> None:
-        _check(len(self.exponents) >= 1, "pooling.exponents must not be empty")
-        _check(
-            all(math.isfinite(p) and p > 0 for p in self.exponents),
-            f"pooling.exponents must be finite and positive, got {self.exponents}",
-        )
-        _check(math.isfinite(self.eps) and self.eps >= 0, f"pooling.eps must be >= 0, got {self.eps}")
-        _check(math.isfinite(self.floor) and self.floor >= 0, f"pooling.floor must be >= 0, got {self.floor}")
-        _check(self.eps > 0 or self.floor > 0, "pooling.eps and pooling.floor cannot both be 0 (x = 0 has no log)")
-        _choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
-        _check(
-            math.isfinite(self.unguided_exponent) and self.unguided_exponent > 0,
-            f"pooling.unguided_exponent must be finite and positive, got {self.unguided_exponent}",
-        )
+        require_choice("pooling.unguided", self.unguided, UNGUIDED_POOLINGS)
 
 
 @dataclass
@@ -390,24 +210,23 @@ class ModelConfig:
     """The architecture. The number of identities is not part of it: it comes from the
     training data, ``STAR(model_cfg, num_classes)``."""
 
-    seq_len: int = 12
+    seq_len: int = setting(Kind.ARCHITECTURE, 12)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
     skeleton: SkeletonCodeConfig = field(default_factory=SkeletonCodeConfig)
     frame_correction: FrameCorrectionConfig = field(default_factory=FrameCorrectionConfig)
     sequence: SequenceGuidanceConfig = field(default_factory=SequenceGuidanceConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
-    use_fused_ops: bool = True
+    use_fused_ops: bool = setting(Kind.NUMERICS, True)
     # Test embedding: "after" the BN neck (the paper: BN(z)) or "before" it (z), as
     # fast-reid's NECK_FEAT; L2-normalised either way.
-    neck_feat: str = "after"
+    neck_feat: str = setting(Kind.EVALUATION, "after")
     # BN-neck weights at init: ``normal`` ~ N(1, 0.01) (release) or ``ones`` (torch's default).
-    neck_init: str = "ones"
+    neck_init: str = setting(Kind.TRAINING, "ones")
 
     def __post_init__(self) -> None:
-        _check(self.neck_feat in NECK_FEATS, f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {self.neck_feat!r}")
-        _choice("neck_init", self.neck_init, NECK_INITS)
-        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
+        require_choice("neck_feat", self.neck_feat, NECK_FEATS)
+        require_choice("neck_init", self.neck_init, NECK_INITS)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":

@@ -41,6 +41,21 @@ class StarOutput:
     pose_logits: Optional[torch.Tensor] = None  # [B, K] pose-ID logits of s
 
 
+def absent_outputs(cfg: ModelConfig) -> dict[str, str]:
+    """The ``StarOutput`` fields a training-mode model of ``cfg`` leaves None, each with the
+    ``ModelConfig`` switch (set to false) that leaves it out; switching that one on gives it."""
+    absent = {}
+    if not cfg.style.disturbance:
+        absent.update(dict.fromkeys(("f_dis", "frame_logits_dis"), "style.disturbance"))
+    if not cfg.sequence.enabled:
+        # h_t comes from frame correction too, but consistency also needs g: the sequence level gives both
+        absent.update(dict.fromkeys(("g", "s", "pose_logits", *(() if cfg.frame_correction.enabled else ("h_t",))),
+                                    "sequence.enabled"))
+    elif not cfg.sequence.pose_classifier:
+        absent["pose_logits"] = "sequence.pose_classifier"
+    return absent
+
+
 class STAR(nn.Module):
     """Skeleton-guided spatial-temporal feature learning for video VI-ReID.
 
