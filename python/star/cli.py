@@ -158,10 +158,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from star.engine import evaluate_features, write_metrics
-    from star.engine.evaluator import METRICS_FILE, check_metrics_outputs
-    from star.engine.features import load_dataset_features, require_sets
+    from star.engine import evaluate_features
     from star.engine.inference import evaluate_checkpoint
+    from star.reports.feature_files import load_dataset_features, require_sets
+    from star.reports.metrics_file import METRICS_FILE, check_metrics_outputs, write_metrics
 
     cfg = _run_config(args)
     out = Path(args.output_dir) if args.output_dir else None
@@ -198,10 +198,10 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from star.config.schema import EvalConfig
-    from star.engine.features import load_dataset_features
     from star.engine.inference import extract_checkpoint_features, rank_lists_from_features
-    from star.engine.output_paths import check_output_dir
-    from star.engine.visrank import check_rank_list_options
+    from star.output_paths import check_output_dir
+    from star.reports.feature_files import load_dataset_features
+    from star.reports.rank_lists import check_rank_list_options
 
     cfg = _run_config(args)
     out = check_output_dir(args.out, "rank-list folder")
@@ -222,7 +222,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from star.engine import train
-    from star.engine.demo import demo_config
+    from star.demo import demo_config
 
     start = time.perf_counter()
     cfg = demo_config(args.out, args.data, args.overrides)
@@ -243,7 +243,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from star.engine.run_table import run_table
+    from star.reports.run_table import run_table
 
     text, notes = run_table(args.run_dirs, args.format, args.group_by)
     print(text)

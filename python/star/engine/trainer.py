@@ -70,6 +70,7 @@ from ..data.substitution import FrameSubstitutions
 from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
+from ..output_paths import OutputNotAFolderError, OutputNotWritableError
 from ..models import STAR, CompiledNetwork
 from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
@@ -79,7 +80,6 @@ from .diverged import DivergenceGuard, TrainingDiverged
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .logs import RunLog
 from .loop import HookBase, TrainerBase
-from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
 from .schedule import build_optimizer, build_scheduler
 from .state import EpochSampler, TrainingParts, TrainingState

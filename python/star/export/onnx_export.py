@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ..data import NUM_KEYPOINTS
-from ..engine.output_paths import check_output_file, prepare_output_file
+from ..output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write
 from .embedder import META_HEIGHT, META_INFO, META_SEQ_LEN, META_WIDTH, Embedder
 from .errors import ExportError
@@ -142,7 +142,7 @@ def export_onnx(
     with a dynamic batch, another size) and must match the PyTorch network with its fused
     ops to ``PARITY_TOLERANCE``; otherwise nothing is written and ``ExportError`` says by how
     much it differed. Bad checkpoints raise ``CheckpointError``, bad options ``ExportError``.
-    ``out`` follows the output rules of ``star.engine.output_paths.check_output_file``
+    ``out`` follows the output rules of ``star.output_paths.check_output_file``
     (never the checkpoint, never in a live run's folder; an existing file that is not an
     ONNX model only with ``force``), checked before the export.
     """

@@ -28,8 +28,8 @@ import yaml
 from ..config.loader import RUN_KEY
 from ..config.run_info import CONFIG_FILE
 from ..errors import StarError
-from .checkpoint import flatten
-from .evaluator import METRICS_FILE
+from ..dotted_keys import flatten
+from .metrics_file import METRICS_FILE
 
 TABLE_FORMATS = ("markdown", "csv", "latex")
 METRICS = ("R1", "R5", "mAP", "mINP")

@@ -33,9 +33,9 @@ from ..data.skeleton import COCO17_BONES, COCO17_KEYPOINTS
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
 from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
 from ..metrics.protocols import BUPT, BUPT_OFFICIAL_DROPPED
-from .features import Features
 from ..fileio import atomic_write
-from .output_paths import OutputPathError, prepare_output_dir
+from ..output_paths import OutputPathError, prepare_output_dir
+from .feature_files import Features
 
 __all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
 
