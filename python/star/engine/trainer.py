@@ -71,13 +71,15 @@ from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
 from ..output_paths import OutputNotAFolderError, OutputNotWritableError
+from ..progress import on_terminal
 from ..models import STAR, CompiledNetwork
 from ..models.pretrained import init_pretrained
 from . import distributed as dist_utils
 from .checkpoint import LAST
 from .checkpointer import Checkpointer
 from .diverged import DivergenceGuard, TrainingDiverged
-from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .hooks import CheckpointHook, EvalHook
+from .log_hooks import ConfigFileHook, ConsoleLogHook, ProgressBarHook, RunLogHook, TrainRecordHook, run_header
 from .logs import RunLog
 from .loop import HookBase, TrainerBase
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
@@ -277,21 +279,34 @@ class Trainer(TrainerBase):
         return Checkpointer(self.state, self.parts, self.cfg, self.out, self.dist, self.num_classes, dataset)
 
     def build_hooks(self) -> list[HookBase]:
-        """The hooks in the order they run at every point of the loop (``star.engine.hooks``):
-        the guard's end-of-epoch check comes before the checkpoint hook's write; the logging
-        hook opens the run's log (before the evaluation hook's first record) and logs the
-        epoch before it is evaluated; the evaluation hook evaluates what the checkpoint hook
-        marked pending."""
+        """The hooks in the order they run at every point of the loop (``star.engine.hooks``,
+        ``star.engine.log_hooks``): the guard's end-of-epoch check comes before the checkpoint
+        hook's write; on rank 0 the logging hooks follow: the record hook measures before the
+        hooks that write its records, the run-log hook opens the run's log (before the
+        evaluation hook's first record), the bar closes before the epoch's line is printed,
+        and the epoch is logged before it is evaluated; the evaluation hook evaluates what
+        the checkpoint hook marked pending."""
         cfg, state = self.cfg, self.state
         checkpointer, run_log = self.build_checkpointer(), RunLog(self.out, cfg.train.tensorboard)
-        return [
+        hooks: list[HookBase] = [
             DivergenceGuard(state, cfg.train.log_period, self.parts.amp, self.dist, self.device, self.out / LAST),
             CheckpointHook(state, checkpointer, cfg.train.checkpoint_period, cfg.train.eval_period),
-            LoggingHook(
-                state, self.parts, run_log, cfg, self.dist, self.device, self.num_classes, self.iters_per_epoch
-            ),
-            EvalHook(state, self.parts.model, self.evaluate, checkpointer, run_log, self.dist, self.out),
         ]
+        if self.dist.is_main:  # rank 0 logs alone
+            bar = cfg.train.progress and on_terminal()  # else one console line per logging period
+            header = run_header(
+                cfg, self.parts, state, device=self.device, world_size=self.dist.world_size,
+                num_classes=self.num_classes, iters_per_epoch=self.iters_per_epoch, out=self.out,
+            )
+            hooks += [
+                TrainRecordHook(state, self.parts, self.device, self.iters_per_epoch, cfg.train.log_period),
+                ConfigFileHook(cfg, self.out),
+                RunLogHook(state, run_log),
+                *([ProgressBarHook(state, self.iters_per_epoch)] if bar else []),
+                ConsoleLogHook(state, header, step_lines=not bar),
+            ]
+        hooks.append(EvalHook(state, self.parts.model, self.evaluate, checkpointer, run_log, self.dist, self.out))
+        return hooks
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return mixed_precision(self.device, self.parts.amp)
