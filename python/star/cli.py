@@ -109,7 +109,7 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
 def _extract_poses(args: argparse.Namespace) -> int:
     from star.data import load_dataset
-    from star.pose import extract_keypoints, merge_shards
+    from star.pose import PoseOptions, extract_keypoints, merge_shards
 
     # every frame is extracted, so no split is required; --skip-unreadable tolerates missing frames
     data = load_dataset(args.dataset, args.root, verbose=not args.quiet, required_splits=(),
@@ -118,12 +118,13 @@ def _extract_poses(args: argparse.Namespace) -> int:
         out = merge_shards(data, args.out)
         print(f"merged every shard: keypoint store written to {out}")
         return 0
-    run = extract_keypoints(
-        data, args.out, args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
+    options = PoseOptions(
+        out=args.out, model=args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
         workers=args.workers, shard=args.shard, shard_size=args.shard_size, device=args.device,
         threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
         skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
     )
+    run = extract_keypoints(data, options)
     print(run.summary().replace("force=True", "--force"))
     if not run.complete:
         print(f"when every part has finished: star pose --dataset {args.dataset} --root {args.root} --out {run.out} --merge")
