@@ -22,7 +22,7 @@ ROOT = Path(star.__file__).resolve().parent
 
 # Layer of each subpackage / top-level module: imports go to the same or a lower layer.
 LAYERS = {
-    "_version": 0, "errors": 0, "fileio": 0, "progress": 0, "output_paths": 0, "dotted_keys": 0,
+    "_version": 0, "errors": 0, "fileio": 0, "progress": 0, "output_paths": 0, "dotted_keys": 0, "console": 0,
     "data": 1,
     "models": 2, "losses": 2, "pose": 2,
     "metrics": 3,

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Iterator
 
 from star._version import __version__
+from star.console import log_to_stdout
 from star.errors import StarError, is_environment_write_error, write_failure_reason
 
 # The exit code of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
@@ -390,6 +391,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    log_to_stdout()  # the library's messages: plain lines on stdout
     try:
         return int(args.func(args) or 0)
     except StarError as e:

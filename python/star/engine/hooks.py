@@ -25,6 +25,7 @@ evaluated:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from .distributed import DistInfo
 from .loop import HookBase
 from .logs import RunLog
 from .state import TrainingState
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # evaluation pulls in the metrics stack; the trainer imports it lazily
     from .evaluator import EvalResult
@@ -107,7 +110,8 @@ class EvalHook(HookBase):
         if s.eval_pending:
             self._evaluate(s.start_epoch)
         elif s.start_epoch >= s.max_epochs and self.dist.is_main:
-            print(f"training already finished ({s.start_epoch}/{s.max_epochs} epochs); final metrics from {self.out / LAST}")
+            logger.info("training already finished (%d/%d epochs); final metrics from %s",
+                        s.start_epoch, s.max_epochs, self.out / LAST)
 
     def after_epoch(self) -> None:
         if self.state.eval_pending:  # the checkpoint hook wrote last.pt for this evaluation
@@ -129,12 +133,12 @@ class EvalHook(HookBase):
         dist_utils.barrier(self.dist)
 
     def _summary(self, epochs_done: int, final: bool) -> dict[str, Any]:
-        print(f"evaluating after epoch {epochs_done}/{self.state.max_epochs} ...", flush=True)
+        logger.info("evaluating after epoch %d/%d ...", epochs_done, self.state.max_epochs)
         start = time.perf_counter()
         with preserved_rng():  # evaluation must not shift the training's random streams
             result = self.evaluate(final)
         self.model.train()
-        print(result.table, flush=True)
+        logger.info("%s", result.table)
         modes = {
             mode: {k: v for k, v in metrics.items() if k != "cmc"}
             for mode, metrics in result.to_dict()["modes"].items()

@@ -11,7 +11,7 @@ evaluation hooks (``star.engine.hooks``) on rank 0:
 - :class:`RunLogHook`: the records in ``log.jsonl`` and TensorBoard (it opens and closes
   the run's ``RunLog``, which the evaluation hook writes its records through as well).
 - :class:`ConsoleLogHook`: the header, one line per logging step (only without a
-  progress bar: a batch job's log) and one line per epoch, on stdout.
+  progress bar: a batch job's log) and one line per epoch (the ``star`` logger, on stdout).
 - :class:`ProgressBarHook`: a tqdm bar per epoch, on a terminal with ``train.progress``.
 
 The loss means are ``state.losses`` (the divergence guard's host copies, one per logging
@@ -20,6 +20,7 @@ period), so no logging hook copies anything from the device itself.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from .diverged import log_due
 from .logs import RunLog, memory_mb
 from .loop import HookBase
 from .state import TrainingParts, TrainingState
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ConfigFileHook", "ConsoleLogHook", "ProgressBarHook", "RunLogHook", "TrainRecordHook", "run_header",
@@ -187,18 +190,17 @@ class ConsoleLogHook(HookBase):
         self.state, self.header, self.step_lines = state, header, step_lines
 
     def before_train(self) -> None:
-        print(self.header, flush=True)
+        logger.info("%s", self.header)
 
     def after_step(self) -> None:
         record = self.state.records.train
         if record is None or not self.step_lines:
             return
         losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
-        print(
-            f"[epoch {record['epoch']} iter {record['iter']}/{record['iters']}] {losses} "
-            f"lr={record['lr']:.2e} {1 / record['time_per_iter']:.2f} it/s "
-            f"ETA {format_duration(self.state.records.eta_seconds)} mem={record['memory_mb']:.0f}M",
-            flush=True,
+        logger.info(
+            "[epoch %d iter %d/%d] %s lr=%.2e %.2f it/s ETA %s mem=%.0fM",
+            record["epoch"], record["iter"], record["iters"], losses, record["lr"], 1 / record["time_per_iter"],
+            format_duration(self.state.records.eta_seconds), record["memory_mb"],
         )
 
     def after_epoch(self) -> None:
@@ -206,11 +208,10 @@ class ConsoleLogHook(HookBase):
         if record is None:
             return
         assert s.substitutions is not None, "the trainer counts each epoch's substituted frames"
-        print(
-            f"epoch {record['epoch']}/{s.max_epochs}: loss {record.get('loss', float('nan')):.4f}, "
-            f"{record['epoch_time']:.1f}s, lr {record['lr']:.2e}, mem {record['memory_mb']:.0f}M, "
-            f"{s.substitutions.summary()}",
-            flush=True,
+        logger.info(
+            "epoch %d/%d: loss %.4f, %.1fs, lr %.2e, mem %.0fM, %s",
+            record["epoch"], s.max_epochs, record.get("loss", float("nan")), record["epoch_time"], record["lr"],
+            record["memory_mb"], s.substitutions.summary(),
         )
 
 
