@@ -15,7 +15,6 @@ Under DDP only rank 0 should call these (pass the unwrapped model).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional

@@ -26,7 +26,7 @@ import torch
 from ..config import ConfigError, RunConfig
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..data.synthetic import dataset_read_lock
-from ..models import STAR, CompiledNetwork, ModelConfig
+from ..models import STAR, CompiledNetwork, ModelConfig, build_network
 from ..output_paths import check_folder_free, check_output_dir, check_output_file
 from ..reports.feature_files import Features, require_sets, save_npz
 from ..reports.metrics_file import check_metrics_outputs
@@ -125,8 +125,9 @@ def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: 
 
 
 def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
-    """STAR from a model-fields tree and the number of training identities."""
-    return STAR(ModelConfig.from_dict(tree), num_classes)
+    """STAR from a model-fields tree and the number of training identities (its weights come
+    from the checkpoint next: no pretrained file is looked for)."""
+    return build_network(tree, num_classes, pretrained=False)[0]
 
 
 def network_to_run(model: STAR, cfg: RunConfig) -> torch.nn.Module:
