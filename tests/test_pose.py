@@ -22,7 +22,7 @@ from pose_fixtures import (make_list_dataset, person_frame, random_frame, repain
 from star.cli import main as cli_main
 from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
 from star.data.keypoint_store import index_digest
-from star.data.skeleton import NUM_KEYPOINTS
+from star.data.skeleton import NUM_COCO_KEYPOINTS
 from star.pose import (
     KNOWN_MODELS,
     ModelNotFoundError,
@@ -158,7 +158,7 @@ def test_to_store_rules():
 def test_index_digest_matches_the_store():
     keys = ["a/b 1.jpg", "c.jpg", "ü.png"]
     assert pose_extract.lines_digest(keys) == index_digest(keys)
-    assert pose_runtime.NUM_KEYPOINTS == NUM_KEYPOINTS
+    assert pose_runtime.NUM_COCO_KEYPOINTS == NUM_COCO_KEYPOINTS
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -219,7 +219,7 @@ def test_cli_pose_on_hitsz_layout(tmp_path, models, capsys):
     assert cli_main(argv) == 0
     assert "keypoint store written" in capsys.readouterr().out
     store = open_keypoint_store(data, out)
-    assert store.array("train").shape == (len(data.frame_index["train"]), NUM_KEYPOINTS, 3)
+    assert store.array("train").shape == (len(data.frame_index["train"]), NUM_COCO_KEYPOINTS, 3)
     expected = rtmlib_rows(models["pose"], data.frame_index["test"].paths)
     np.testing.assert_array_equal(np.asarray(store.array("test")), expected.astype(np.float32).astype(np.float16))
     assert cli_main(argv) == 0

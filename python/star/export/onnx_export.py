@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from ..data import NUM_KEYPOINTS
+from ..data import NUM_COCO_KEYPOINTS
 from ..output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write
 from .embedder import META_HEIGHT, META_INFO, META_SEQ_LEN, META_WIDTH, Embedder
@@ -74,7 +74,7 @@ def example_inputs(batch: int, seq_len: int, height: int, width: int, seed: int 
     """A deterministic batch of plausible inputs, both modalities present (the export trace and the check)."""
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(batch, seq_len, 3, height, width, generator=g)
-    keypoints = torch.rand(batch, seq_len, NUM_KEYPOINTS, 3, generator=g)
+    keypoints = torch.rand(batch, seq_len, NUM_COCO_KEYPOINTS, 3, generator=g)
     keypoints[..., 2] = torch.where(keypoints[..., 2] < 0.15, 0.0, keypoints[..., 2])  # some undetected joints
     modality = torch.arange(batch, dtype=torch.int64) % 2
     return NetworkInputs(frames, keypoints, modality)
