@@ -41,7 +41,7 @@ import pytest
 import rtmlib
 
 from star.data import load_dataset
-from star.pose import RTMPoseModel, YOLOXDetector, extract_keypoints
+from star.pose import PoseOptions, RTMPoseModel, YOLOXDetector, extract_keypoints
 from star.pose.standins import make_rtmpose_m_standin, make_yolox_standin
 from star.pose.testing import make_tiny_rtmpose, make_tiny_yolox
 
@@ -141,8 +141,8 @@ def test_rtmlib_pose_only(benchmark, setup):
 def test_star_pose(benchmark, setup, workers):
     data, paths, pose_path, _, root = setup
     out = root / f"kp_w{workers}"
-    run = lambda: extract_keypoints(data, out, pose_path, batch=32, workers=workers, shard_size=SHARD,  # noqa: E731
-                                    force=True, progress=False)
+    run = lambda: extract_keypoints(data, PoseOptions(out=out, model=pose_path, batch=32,  # noqa: E731
+                                                      workers=workers, shard_size=SHARD, force=True, progress=False))
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_w{workers}", len(paths))
 
@@ -150,8 +150,8 @@ def test_star_pose(benchmark, setup, workers):
 def test_star_pose_yolox(benchmark, setup):
     data, paths, pose_path, det_path, root = setup
     out = root / "kp_det"
-    run = lambda: extract_keypoints(data, out, pose_path, detector="yolox", det_model=det_path, batch=32,  # noqa: E731
-                                    force=True, progress=False)
+    run = lambda: extract_keypoints(data, PoseOptions(out=out, model=pose_path, detector="yolox",  # noqa: E731
+                                                      det_model=det_path, batch=32, force=True, progress=False))
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _report(benchmark, "star_pose_yolox", len(paths))
 
@@ -175,8 +175,9 @@ def test_model_alone_rtmpose_m(benchmark, compute):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_star_pose_rtmpose_m(benchmark, compute, workers):
     out = compute["root"] / f"kp_w{workers}"
-    run = lambda: extract_keypoints(compute["data"], out, compute["pose"], batch=32, workers=workers,  # noqa: E731
-                                    shard_size=COMPUTE_SHARD, force=True, progress=False)
+    options = PoseOptions(out=out, model=compute["pose"], batch=32, workers=workers, shard_size=COMPUTE_SHARD,
+                          force=True, progress=False)
+    run = lambda: extract_keypoints(compute["data"], options)  # noqa: E731
     benchmark.pedantic(run, rounds=COMPUTE_ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_rtmpose_m_w{workers}", len(compute["paths"]), base="model_alone_rtmpose_m")
 
@@ -200,8 +201,9 @@ def test_model_alone_yolox_m(benchmark, compute):
 
 def test_star_pose_yolox_m(benchmark, compute):
     out = compute["root"] / "kp_det"
-    run = lambda: extract_keypoints(compute["det_data"], out, compute["pose"], detector="yolox",  # noqa: E731
-                                    det_model=compute["det"], batch=32, force=True, progress=False)
+    options = PoseOptions(out=out, model=compute["pose"], detector="yolox", det_model=compute["det"], batch=32,
+                          force=True, progress=False)
+    run = lambda: extract_keypoints(compute["det_data"], options)  # noqa: E731
     benchmark.pedantic(run, rounds=COMPUTE_ROUNDS, iterations=1)
     _report(benchmark, "star_pose_yolox_m", len(compute["det_paths"]), base="model_alone_yolox_m")
 

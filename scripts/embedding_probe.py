@@ -25,7 +25,7 @@ from torch import nn
 
 from star.config import config_from_dict
 from star.data import load_dataset, open_keypoint_store
-from star.engine.features import extract_features
+from star.engine import extract_features
 from star.engine.inference import load_trained_model, run_config_from_checkpoint
 from star.metrics.protocols import evaluate_hitsz_vcm
 

@@ -119,18 +119,20 @@ def slow_read(path):
     return _read(path)
 frames.read_frame_bgr = slow_read
 if __name__ == "__main__":
-    from star.pose import extract_keypoints
+    from star.pose import PoseOptions, extract_keypoints
     class Ix:
         def __init__(self, keys, paths):
             self.keys, self.paths = keys, paths
     spec = json.load(open(sys.argv[1]))
     index = {s: Ix(v["keys"], v["paths"]) for s, v in spec.pop("index").items()}
-    extract_keypoints(index, spec.pop("out"), spec.pop("model"), progress=False, threads=1, decode_threads=1, **spec)
+    extract_keypoints(index, PoseOptions(out=spec.pop("out"), model=spec.pop("model"), progress=False, threads=1,
+                                         decode_threads=1, **spec))
 """
 
 
 def start_slow_pose(tmp_path: Path, data, out: Path, model: str, **options) -> subprocess.Popen:
-    """Start ``extract_keypoints(data, out, model, **options)`` in a subprocess, 50 ms per frame read."""
+    """Start ``extract_keypoints(data, PoseOptions(out=out, model=model, **options))`` in a subprocess,
+                                                   50 ms per frame read."""
     script = tmp_path / "slow_pose.py"
     script.write_text(_SLOW_POSE)
     spec = tmp_path / f"spec-{time.monotonic_ns()}.json"

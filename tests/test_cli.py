@@ -27,7 +27,7 @@ from star.cli import main
 from star.config import config_from_dict, load_config, read_run_info
 from star.data import SynthConfig, generate_synthetic
 from star.data.synthetic import MARKER
-from star.engine.demo import DEMO_CONFIG, demo_config
+from star.demo import DEMO_CONFIG, demo_config
 from star.engine.inference import run_config_from_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ import pytest
 
 from star.config import ConfigError, RunConfig
 from star.config_tree import Kind, field_kinds, key_matches, keys_where, setting
-from star.engine.checkpoint import config_differences, flatten
+from star.dotted_keys import flatten
+from star.engine.checkpoint import config_differences
 from star.engine.inference import _evaluation_model
 from star.engine.run_table import Run, _differing
 

@@ -264,7 +264,7 @@ def test_bupt_split_file_that_is_a_folder(tmp_path):
 
 
 def test_unreadable_text_file_is_a_data_error(tmp_path):
-    from star.data.fileio import read_lines
+    from star.data.source_files import read_lines
 
     with pytest.raises(DataFormatError, match=rf"{re.escape(str(tmp_path))}: cannot be read"):
         read_lines(tmp_path)  # a folder: IsADirectoryError inside

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from star.data import (
-    COCO17_BONES,
+    COCO_BONES,
     INFRARED,
     VISIBLE,
     SynthConfig,
@@ -88,7 +88,7 @@ def _bone_features(store, tracklet) -> np.ndarray:
     kp = store.gather(tracklet.store_split, np.asarray(tracklet.rows))
     xy = kp[..., :2] * np.array([0.5, 1.0])  # frames are twice as high as wide
     feats = []
-    for i, j in COCO17_BONES:
+    for i, j in COCO_BONES:
         ok = (kp[:, i, 2] > 0) & (kp[:, j, 2] > 0)
         lengths = np.linalg.norm(xy[ok, j] - xy[ok, i], axis=-1) if ok.any() else np.zeros(1)
         feats += [lengths.mean(), lengths.std()]

@@ -1,4 +1,4 @@
-"""star.engine evaluation side: feature extraction, protocols, metrics.json, .npz files, rank-list pictures."""
+"""star.engine evaluation and star.reports: feature extraction, protocols, metrics.json, .npz files, rank-list pictures."""
 
 from __future__ import annotations
 
@@ -16,15 +16,13 @@ from torch import nn
 from star.config import RunConfig
 from star.data import (INFRARED, VISIBLE, SynthConfig, eval_loader, generate_synthetic, load_dataset,
                        normalize_frames, open_keypoint_store)
-from star.engine import (EvalResult, Features, evaluate, evaluate_features, extract_features, load_npz, save_npz,
-                         write_metrics, write_rank_lists)
+from star.engine import EvalResult, evaluate, evaluate_features, extract_features
 from star.metrics import official_dropped_keep, resolve_protocol
 from star.metrics import protocols as protocols_module
-from star.engine.visrank import (BORDER, LABEL_WIDTH, MATCH_COLOR, MISMATCH_COLOR, QUERY_COLOR, QUERY_GAP, ROW_GAP,
-                                 rank_list_size)
-from star.engine.features import FeatureFileError
-from star.engine.output_paths import OutputPathError
-from star.engine.visrank import similarity_labels
+from star.output_paths import OutputPathError
+from star.reports import FeatureFileError, Features, load_npz, save_npz, write_metrics, write_rank_lists
+from star.reports.rank_lists import (BORDER, LABEL_WIDTH, MATCH_COLOR, MISMATCH_COLOR, QUERY_COLOR, QUERY_GAP, ROW_GAP,
+                                     rank_list_size, similarity_labels)
 from star.errors import StarError
 from star.metrics import MetricsInputError, evaluate_hitsz_vcm
 from star.models import build_model

@@ -461,9 +461,9 @@ def test_num_classes_is_given_to_the_model_not_its_config():
 
 
 def test_coco_skeleton_is_defined_once():
-    from star.data import COCO17_BONES, COCO17_KEYPOINTS, NUM_KEYPOINTS
-    from star.pose.runtime import NUM_KEYPOINTS as POSE_KEYPOINTS  # a copy: star.pose must not import torch
+    from star.data import COCO_BONES, COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
+    from star.pose.runtime import NUM_COCO_KEYPOINTS as POSE_KEYPOINTS  # a copy: star.pose must not import torch
 
-    assert COCO17_BONES is star_ext.COCO_BONES and NUM_KEYPOINTS == star_ext.NUM_COCO_KEYPOINTS
+    assert COCO_BONES is star_ext.COCO_BONES and NUM_COCO_KEYPOINTS == star_ext.NUM_COCO_KEYPOINTS
     assert POSE_KEYPOINTS == star_ext.NUM_COCO_KEYPOINTS
-    assert len(COCO17_KEYPOINTS) == NUM_KEYPOINTS  # the joint names agree with star_ext's count
+    assert len(COCO17_KEYPOINTS) == NUM_COCO_KEYPOINTS  # the joint names agree with star_ext's count

@@ -16,7 +16,7 @@ import torch
 
 from star.cli import main
 from star.data import SynthConfig, generate_synthetic
-from star.engine.output_paths import OutputRefusedError, check_output_file, file_kind
+from star.output_paths import OutputRefusedError, check_output_file, file_kind
 from star.errors import DatasetBusyError, WriteFailedError
 from star.fileio import atomic_write, dataset_lock, exclusive_dir_lock
 from test_cli import SYNTH, assert_error, cli, one_thread, run, synth_root  # noqa: F401  (fixtures)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from star.engine import Features, evaluate_features, write_metrics
-from star.engine.cmc_plot import CMC_PLOT_FILE, PLOT_RANKS, cmc_curves, write_cmc_plot
+from star.engine import evaluate_features
+from star.reports import Features, write_metrics
+from star.reports.cmc_plot import CMC_PLOT_FILE, PLOT_RANKS, cmc_curves, write_cmc_plot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -94,7 +95,7 @@ def test_every_metrics_json_gets_a_cmc_png_beside_it(tmp_path):
 def test_import_star_stays_light_and_a_missing_matplotlib_only_warns(tmp_path):
     script = f"""
 import sys, warnings
-import star, star.engine.cmc_plot as plot
+import star, star.reports.cmc_plot as plot
 assert "matplotlib" not in sys.modules, "matplotlib imported eagerly"
 sys.modules["matplotlib"] = None  # as if not installed
 with warnings.catch_warnings(record=True) as caught:

@@ -22,11 +22,12 @@ from pose_fixtures import (make_list_dataset, person_frame, random_frame, repain
 from star.cli import main as cli_main
 from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
 from star.data.keypoint_store import index_digest
-from star.data.skeleton import NUM_KEYPOINTS
+from star.data.skeleton import NUM_COCO_KEYPOINTS
 from star.pose import (
     KNOWN_MODELS,
     ModelNotFoundError,
     PoseError,
+    PoseOptions,
     PoseWarning,
     RTMPoseModel,
     UnreadableFrameError,
@@ -157,7 +158,7 @@ def test_to_store_rules():
 def test_index_digest_matches_the_store():
     keys = ["a/b 1.jpg", "c.jpg", "ü.png"]
     assert pose_extract.lines_digest(keys) == index_digest(keys)
-    assert pose_runtime.NUM_KEYPOINTS == NUM_KEYPOINTS
+    assert pose_runtime.NUM_COCO_KEYPOINTS == NUM_COCO_KEYPOINTS
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -165,7 +166,8 @@ def test_index_digest_matches_the_store():
 
 def test_extract_store_equals_rtmlib(tmp_path, models, listdata):
     out = tmp_path / "kp"
-    run = extract_keypoints(listdata, out, models["pose"], batch=4, shard_size=5, dtype="float32", **FAST)
+    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=4, shard_size=5,
+                                                  dtype="float32", **FAST))
     assert run.complete and run.shards_computed == run.shards == 3 + 1 + 2 and run.frames_computed == 24
     assert not (out / ".pose-work").exists()
     rows = _store_rows(out, listdata)
@@ -177,10 +179,10 @@ def test_extract_store_equals_rtmlib(tmp_path, models, listdata):
     assert meta["splits"]["train"]["dtype"] == "float32"
     # float16 store (the default) with a fixed-batch model: same values, rounded
     out16 = tmp_path / "kp16"
-    extract_keypoints(listdata, out16, models["pose_b3"], batch=8, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=out16, model=models["pose_b3"], batch=8, **FAST))
     np.testing.assert_array_equal(_store_rows(out16, listdata), expected.astype(np.float32).astype(np.float16))
     # a rerun finds the store complete and does nothing
-    again = extract_keypoints(listdata, out16, models["pose_b3"], batch=8, **FAST)
+    again = extract_keypoints(listdata, PoseOptions(out=out16, model=models["pose_b3"], batch=8, **FAST))
     assert again.up_to_date and again.shards_computed == 0
 
 
@@ -189,8 +191,8 @@ def test_detector_path_and_frames_without_person(tmp_path, models):
                              kind="person", empty_every=4)
     data = load_dataset("list", root, verbose=False)
     out = tmp_path / "kp"
-    run = extract_keypoints(data, out, models["pose"], detector="yolox", det_model=models["det"], batch=3,
-                            shard_size=4, dtype="float32", **FAST)
+    run = extract_keypoints(data, PoseOptions(out=out, model=models["pose"], detector="yolox",
+                                              det_model=models["det"], batch=3, shard_size=4, dtype="float32", **FAST))
     assert run.complete
     rows = _store_rows(out, data)
     expected = rtmlib_rows(models["pose"], _all_paths(data), det_path=models["det"])
@@ -200,7 +202,8 @@ def test_detector_path_and_frames_without_person(tmp_path, models):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["pose_extraction"]["detector"]["name"] == "yolox"
     # the whole-frame default gives other keypoints for the same frames
-    whole = extract_keypoints(data, tmp_path / "kp_whole", models["pose"], dtype="float32", **FAST)
+    whole = extract_keypoints(data, PoseOptions(out=tmp_path / "kp_whole", model=models["pose"], dtype="float32",
+                                                **FAST))
     assert not np.array_equal(_store_rows(whole.out, data), rows)
 
 
@@ -216,7 +219,7 @@ def test_cli_pose_on_hitsz_layout(tmp_path, models, capsys):
     assert cli_main(argv) == 0
     assert "keypoint store written" in capsys.readouterr().out
     store = open_keypoint_store(data, out)
-    assert store.array("train").shape == (len(data.frame_index["train"]), NUM_KEYPOINTS, 3)
+    assert store.array("train").shape == (len(data.frame_index["train"]), NUM_COCO_KEYPOINTS, 3)
     expected = rtmlib_rows(models["pose"], data.frame_index["test"].paths)
     np.testing.assert_array_equal(np.asarray(store.array("test")), expected.astype(np.float32).astype(np.float16))
     assert cli_main(argv) == 0
@@ -228,7 +231,7 @@ def test_synthetic_dataset(tmp_path, models):
                                                               max_frames=12, short_fraction=0.0))
     data = load_dataset("synthetic", root, verbose=False)
     out = tmp_path / "pose_kp"
-    run = extract_keypoints(data, out, models["pose"], batch=16, shard_size=32, **FAST)
+    run = extract_keypoints(data, PoseOptions(out=out, model=models["pose"], batch=16, shard_size=32, **FAST))
     assert run.frames_computed == sum(len(ix) for ix in data.frame_index.values()) == 4 * 2 * 12
     store = open_keypoint_store(data, out)
     for split in data.frame_index:
@@ -243,7 +246,7 @@ def test_synthetic_dataset(tmp_path, models):
 
 def test_resume_after_sigkill(tmp_path, models, listdata):
     ref = tmp_path / "ref"
-    extract_keypoints(listdata, ref, models["pose"], batch=2, shard_size=4, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], batch=2, shard_size=4, **FAST))
     out = tmp_path / "kp"
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=2, shard_size=4)
     shards = out / ".pose-work" / "shards"
@@ -256,18 +259,18 @@ def test_resume_after_sigkill(tmp_path, models, listdata):
     done_before = {p.name for p in shards.glob("*.npy")}
     total = len(plan_shards({s: len(ix) for s, ix in listdata.frame_index.items()}, 4))
     assert 2 <= len(done_before) < total and not (out / "meta.json").exists()  # no half-written store
-    run = extract_keypoints(listdata, out, models["pose"], batch=2, shard_size=4, **FAST)
+    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST))
     assert run.complete and run.shards_skipped == len(done_before) and run.shards_computed == total - len(done_before)
     assert store_files(out) == store_files(ref)
 
 
 def test_shards_and_merge(tmp_path, models, listdata, capsys):
     ref = tmp_path / "ref"
-    extract_keypoints(listdata, ref, models["pose"], shard_size=3, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], shard_size=3, **FAST))
     out = tmp_path / "kp"
     kw = dict(shard_size=3, **FAST)
-    p0 = extract_keypoints(listdata, out, models["pose"], shard="0/3", **kw)
-    p2 = extract_keypoints(listdata, out, models["pose"], shard=(2, 3), **kw)
+    p0 = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="0/3", **kw))
+    p2 = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard=(2, 3), **kw))
     assert not p0.complete and not (out / "meta.json").exists()
     assert p0.shards + p2.shards < 9 and p0.part == (0, 3)
     root = listdata.root
@@ -278,13 +281,13 @@ def test_shards_and_merge(tmp_path, models, listdata, capsys):
     assert f"{len(missing)} of 9 shards missing" in err and all(m in err for m in missing)
     with pytest.raises(PoseError, match=missing[0]):
         merge_shards(listdata, out)
-    extract_keypoints(listdata, out, models["pose"], shard="1/3", **kw)
+    extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="1/3", **kw))
     assert cli_main(merge) == 0
     assert store_files(out) == store_files(ref)
     # several worker processes give the same store
     out_w = tmp_path / "kp_workers"
-    run = extract_keypoints(listdata, out_w, models["pose"], shard_size=3, workers=2, progress=False, threads=1,
-                            decode_threads=1)
+    run = extract_keypoints(listdata, PoseOptions(out=out_w, model=models["pose"], shard_size=3, workers=2,
+                                                  progress=False, threads=1, decode_threads=1))
     assert run.shards_computed == 9 and store_files(out_w) == store_files(ref)
 
 
@@ -301,12 +304,12 @@ def test_shard_spec_and_parts():
 
 def test_other_settings_do_not_mix(tmp_path, models, listdata):
     out = tmp_path / "kp"
-    extract_keypoints(listdata, out, models["pose"], shard="0/2", shard_size=4, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="0/2", shard_size=4, **FAST))
     with pytest.raises(PoseError, match="shard_size"):
-        extract_keypoints(listdata, out, models["pose"], shard="1/2", shard_size=5, **FAST)
+        extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="1/2", shard_size=5, **FAST))
     with pytest.raises(PoseError, match="pose_model_sha256"):
-        extract_keypoints(listdata, out, models["pose_b1"], shard="1/2", shard_size=4, **FAST)
-    run = extract_keypoints(listdata, out, models["pose_b1"], shard_size=5, force=True, **FAST)
+        extract_keypoints(listdata, PoseOptions(out=out, model=models["pose_b1"], shard="1/2", shard_size=4, **FAST))
+    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose_b1"], shard_size=5, force=True, **FAST))
     assert run.complete and run.shards_skipped == 0
 
 
@@ -342,18 +345,18 @@ def test_unreadable_frames(tmp_path, models):
     paths = data.frame_index["train"].paths
     Path(paths[4]).write_bytes(b"not an image")
     with pytest.raises(UnreadableFrameError, match="f4.png: cannot be decoded"):
-        extract_keypoints(data, tmp_path / "kp", models["pose"], batch=2, shard_size=2, **FAST)
+        extract_keypoints(data, PoseOptions(out=tmp_path / "kp", model=models["pose"], batch=2, shard_size=2, **FAST))
     assert not (tmp_path / "kp" / "meta.json").exists()
     with pytest.warns(PoseWarning, match="f4.png is unreadable"):
-        run = extract_keypoints(data, tmp_path / "kp", models["pose"], batch=2, shard_size=2, skip_unreadable=True,
-                                **FAST)
+        run = extract_keypoints(data, PoseOptions(out=tmp_path / "kp", model=models["pose"], batch=2, shard_size=2,
+                                                  skip_unreadable=True, **FAST))
     assert run.unreadable == [paths[4]] and run.shards_skipped == 2  # shards before the bad frame were kept
     rows = np.asarray(open_keypoint_store(data, tmp_path / "kp").array("train"))
     assert np.all(rows[4] == 0) and np.all(rows[[0, 1, 2, 3, 5], :, 2] > 0)
     # a missing frame stops the run before any inference, naming the file and its list
     Path(paths[1]).unlink()
     with pytest.raises(UnreadableFrameError, match=r"f1.png \(frame 2 of .*train.txt\)"):
-        extract_keypoints(data, tmp_path / "kp2", models["pose"], **FAST)
+        extract_keypoints(data, PoseOptions(out=tmp_path / "kp2", model=models["pose"], **FAST))
     assert not (tmp_path / "kp2" / ".pose-work" / "shards").exists() or not any((tmp_path / "kp2" / ".pose-work" / "shards").iterdir())
 
 

@@ -10,7 +10,7 @@ from pose_fixtures import make_list_dataset
 
 from star.cli import main as cli_main
 from star.data import COCO17_KEYPOINTS, SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
-from star.pose import extract_keypoints
+from star.pose import PoseOptions, extract_keypoints
 from star.data.keypoint_quality import pose_quality, row_modalities, store_pose_quality
 from star.pose.testing import make_tiny_rtmpose
 
@@ -39,7 +39,8 @@ def test_star_pose_stores_it_and_check_data_prints_it(tmp_path, capsys):
     root = make_list_dataset(tmp_path / "data")
     data = load_dataset("list", root, verbose=False)
     out = tmp_path / "kp"
-    extract_keypoints(data, out, make_tiny_rtmpose(tmp_path / "pose.onnx"), progress=False, threads=1)
+    extract_keypoints(data, PoseOptions(out=out, model=make_tiny_rtmpose(tmp_path / "pose.onnx"), progress=False,
+                                        threads=1))
     meta = json.loads((out / "meta.json").read_text())
     stored = meta["pose_quality"]
     assert stored["store_created_at"] == meta["created_at"] and set(stored["splits"]) == {"train", "query", "gallery"}

@@ -15,7 +15,7 @@ from pose_fixtures import alive, descendants, make_list_dataset, start_slow_pose
 from star.cli import main as cli_main
 from star.data import load_dataset
 from star.errors import OutputLockedError
-from star.pose import PoseError, RTMPoseModel, YOLOXDetector, extract_keypoints, merge_shards
+from star.pose import PoseError, PoseOptions, RTMPoseModel, YOLOXDetector, extract_keypoints, merge_shards
 from star.pose.testing import make_tiny_rtmpose, make_tiny_yolox
 
 FAST = dict(progress=False, threads=1, decode_threads=1)
@@ -58,9 +58,10 @@ def test_a_file_that_is_not_onnx_is_one_error_naming_it(tmp_path, models, listda
 def test_a_model_of_the_wrong_kind_is_named_at_load(tmp_path, models, listdata):
     for det in ("det", "det_raw"):
         with pytest.raises(PoseError, match=r"pose model .* does not look like an RTMPose .*simcc_x \[N, 17, 1280\].*--det-model"):
-            extract_keypoints(listdata, tmp_path / "kp", models[det], **FAST)
+            extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models[det], **FAST))
     with pytest.raises(PoseError, match=r"detector model .*pose.onnx does not look like a YOLOX detector.*simcc_x"):
-        extract_keypoints(listdata, tmp_path / "kp", models["pose"], detector="yolox", det_model=models["pose"], **FAST)
+        extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], detector="yolox",
+                                                det_model=models["pose"], **FAST))
     assert not (tmp_path / "kp").exists()  # nothing started
 
 
@@ -89,14 +90,14 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(tmp_path, models,
 
 def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, models, listdata, capsys):
     ref = tmp_path / "ref"
-    extract_keypoints(listdata, ref, models["pose"], batch=2, shard_size=4, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], batch=2, shard_size=4, **FAST))
     out = tmp_path / "kp"
     shards = out / ".pose-work" / "shards"
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=2, shard_size=4)
     try:
         wait_for(lambda: any(shards.glob("*.npy")), proc, "the first run")
         with pytest.raises(OutputLockedError, match=f"{out} is in use by another run \\(star pose, pid {proc.pid} "):
-            extract_keypoints(listdata, out, models["pose"], batch=2, shard_size=4, **FAST)
+            extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST))
         argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(out), "--model", models["pose"],
                 "--batch", "2", "--shard-size", "4", "--quiet"]
         assert cli_main(argv) == 1 and f"pid {proc.pid}" in capsys.readouterr().err
@@ -108,30 +109,31 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, models, listd
     stale = shards / f".train-000002.npy.{proc.pid}.0123abcd.tmp"
     stale.write_bytes(b"half a shard")
     seen = []
-    run = extract_keypoints(listdata, out, models["pose"], batch=2, shard_size=4,
-                            on_shard_done=lambda name: seen.append(sorted(p.name for p in shards.glob(".*.tmp"))), **FAST)
+    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST),
+                                                  on_shard_done=lambda name: seen.append(sorted(p.name for p in shards.glob(".*.tmp"))))
     assert run.complete and seen and seen[0] == []
     assert store_files(out) == store_files(ref)
 
 
 def test_parts_run_side_by_side_but_not_twice(tmp_path, models, listdata):
     ref = tmp_path / "ref"
-    extract_keypoints(listdata, ref, models["pose"], shard_size=3, **FAST)
+    extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], shard_size=3, **FAST))
     out = tmp_path / "kp"
     kw = dict(shard_size=3, **FAST)
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], shard_size=3, shard="0/2")
     try:
         wait_for(lambda: any((out / ".pose-work" / "shards").glob("*.npy")), proc, "part 0/2")
-        assert not extract_keypoints(listdata, out, models["pose"], shard="1/2", **kw).complete  # alongside
+        assert not extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="1/2",
+                                                           **kw)).complete  # alongside
         for other in (dict(shard="0/2"), {}, dict(shard="1/2", force=True)):
             with pytest.raises(OutputLockedError, match=f"star pose --shard 0/2, pid {proc.pid}"):
-                extract_keypoints(listdata, out, models["pose"], **other, **kw)
+                extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], **other, **kw))
         with pytest.raises(OutputLockedError, match="--shard 0/2"):
             merge_shards(listdata, out)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    extract_keypoints(listdata, out, models["pose"], shard="0/2", **kw)
+    extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="0/2", **kw))
     merge_shards(listdata, out)
     assert store_files(out) == store_files(ref)
 
@@ -145,7 +147,7 @@ def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys)
         assert RTMPoseModel(models["pose"], "cuda").session.get_providers()[0] == "CUDAExecutionProvider"
     else:
         with pytest.raises(PoseError, match=r"--device cuda: .* no CUDA execution provider .*star-reid\[pose-gpu\]"):
-            extract_keypoints(listdata, tmp_path / "kp", models["pose"], device="cuda", **FAST)
+            extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], device="cuda", **FAST))
         assert cli_main([*argv, "--out", str(tmp_path / "kp"), "--device", "cuda:0"]) == 1
         assert "pose-gpu" in capsys.readouterr().err
         assert not (tmp_path / "kp").exists()
@@ -195,7 +197,8 @@ def test_more_workers_than_shards_is_said(tmp_path, models, listdata):
     from star.pose import PoseWarning
 
     with pytest.warns(PoseWarning, match="2 workers but 1 shard"):
-        extract_keypoints(listdata, tmp_path / "kp", models["pose"], shard="0/3", shard_size=8, workers=2, **FAST)
+        extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], shard="0/3", shard_size=8,
+                                                workers=2, **FAST))
 
 
 @pytest.mark.parametrize("flag", ["--threads", "--decode-threads"])

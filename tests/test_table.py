@@ -13,7 +13,7 @@ import pytest
 
 from star.cli import main
 from star.config import RunConfig, save_run_info
-from star.engine.run_table import RunTableError, build_table, format_run_table, read_run, run_table
+from star.reports.run_table import RunTableError, build_table, format_run_table, read_run, run_table
 
 MODES = ("IR->RGB", "RGB->IR")
 

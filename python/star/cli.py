@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Iterator
 
 from star._version import __version__
+from star.console import log_to_stdout
 from star.errors import StarError, is_environment_write_error, write_failure_reason
 
 # The exit code of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
@@ -109,7 +110,7 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
 def _extract_poses(args: argparse.Namespace) -> int:
     from star.data import load_dataset
-    from star.pose import extract_keypoints, merge_shards
+    from star.pose import PoseOptions, extract_keypoints, merge_shards
 
     # every frame is extracted, so no split is required; --skip-unreadable tolerates missing frames
     data = load_dataset(args.dataset, args.root, verbose=not args.quiet, required_splits=(),
@@ -118,12 +119,13 @@ def _extract_poses(args: argparse.Namespace) -> int:
         out = merge_shards(data, args.out)
         print(f"merged every shard: keypoint store written to {out}")
         return 0
-    run = extract_keypoints(
-        data, args.out, args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
+    options = PoseOptions(
+        out=args.out, model=args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
         workers=args.workers, shard=args.shard, shard_size=args.shard_size, device=args.device,
         threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
         skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
     )
+    run = extract_keypoints(data, options)
     print(run.summary().replace("force=True", "--force"))
     if not run.complete:
         print(f"when every part has finished: star pose --dataset {args.dataset} --root {args.root} --out {run.out} --merge")
@@ -158,10 +160,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from star.engine import evaluate_features, write_metrics
-    from star.engine.evaluator import METRICS_FILE, check_metrics_outputs
-    from star.engine.features import load_dataset_features, require_sets
+    from star.engine import evaluate_features
     from star.engine.inference import evaluate_checkpoint
+    from star.reports.feature_files import load_dataset_features, require_sets
+    from star.reports.metrics_file import METRICS_FILE, check_metrics_outputs, write_metrics
 
     cfg = _run_config(args)
     out = Path(args.output_dir) if args.output_dir else None
@@ -198,10 +200,10 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from star.config.schema import EvalConfig
-    from star.engine.features import load_dataset_features
     from star.engine.inference import extract_checkpoint_features, rank_lists_from_features
-    from star.engine.output_paths import check_output_dir
-    from star.engine.visrank import check_rank_list_options
+    from star.output_paths import check_output_dir
+    from star.reports.feature_files import load_dataset_features
+    from star.reports.rank_lists import check_rank_list_options
 
     cfg = _run_config(args)
     out = check_output_dir(args.out, "rank-list folder")
@@ -222,7 +224,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from star.engine import train
-    from star.engine.demo import demo_config
+    from star.demo import demo_config
 
     start = time.perf_counter()
     cfg = demo_config(args.out, args.data, args.overrides)
@@ -243,7 +245,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from star.engine.run_table import run_table
+    from star.reports.run_table import run_table
 
     text, notes = run_table(args.run_dirs, args.format, args.group_by)
     print(text)
@@ -389,6 +391,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    log_to_stdout()  # the library's messages: plain lines on stdout
     try:
         return int(args.func(args) or 0)
     except StarError as e:

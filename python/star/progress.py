@@ -8,7 +8,7 @@ and training print one plain line per period instead::
 
 :func:`on_terminal` is the one rule for "bar or lines"; :func:`counting_progress` counts
 items per time period (pose frames, feature batches); training prints its own line per
-``train.log_period`` (``star.engine.hooks.LoggingHook``) with :func:`format_duration`.
+``train.log_period`` (``star.engine.log_hooks.ConsoleLogHook``) with :func:`format_duration`.
 """
 
 from __future__ import annotations

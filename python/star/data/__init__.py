@@ -31,17 +31,17 @@ from .loaders import eval_loader, train_loader
 from .registry import DATASET_NAMES, EXPECTED_COUNTS, DataWarning, format_summary, load_dataset
 from .samplers import CrossModalIdentitySampler
 from .sampling import chunk_indices, sample_frame_indices
-from .skeleton import COCO17_BONES, COCO17_FLIP, COCO17_KEYPOINTS, NUM_KEYPOINTS
+from .skeleton import COCO_BONES, COCO17_FLIP, COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
 from .synthetic import SynthConfig, generate_synthetic, prepare_synthetic
 from .tracklet import INFRARED, MODALITY_NAMES, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, CropFlip, TrackletTransform, normalize_frames
 
 __all__ = [
-    "CheckReport", "COCO17_BONES", "COCO17_FLIP", "COCO17_KEYPOINTS", "CropFlip", "CrossModalIdentitySampler",
+    "CheckReport", "COCO_BONES", "COCO17_FLIP", "COCO17_KEYPOINTS", "CropFlip", "CrossModalIdentitySampler",
     "DATASET_NAMES", "DataError", "DataFormatError", "DataWarning", "DatasetLayoutError", "EXPECTED_COUNTS",
     "EmptySplitError", "MissingFramesError", "SynthConfigError", "SynthOutputError", "UnreadableFolderError",
     "FrameIndex", "IMAGENET_MEAN", "IMAGENET_STD", "INFRARED", "KeypointStore", "KeypointStoreError",
-    "MODALITY_NAMES", "NUM_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
+    "MODALITY_NAMES", "NUM_COCO_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
     "TrackletTransform", "VISIBLE", "VideoReidData", "check_dataset", "chunk_indices", "decode_frame_name",
     "format_summary", "generate_synthetic", "load_dataset", "normalize_frames", "open_keypoint_store",
     "prepare_synthetic", "read_bupt", "read_hitsz_vcm", "read_list_dataset", "sample_frame_indices", "eval_loader", "train_loader",

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .errors import DataFormatError, DatasetLayoutError
-from .fileio import read_lines, read_text
+from .source_files import read_lines, read_text
 from .tracklet import INFRARED, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 BUPT_TREE = """\

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .fileio import read_frame
+from .source_files import read_frame
 from .keypoint_store import KeypointStore
 from .sampling import sample_frame_indices
-from .skeleton import NUM_KEYPOINTS
+from .skeleton import NUM_COCO_KEYPOINTS
 from .substitution import SUBSTITUTED, SUBSTITUTED_FILES
 from .tracklet import Tracklet
 from .transforms import TrackletTransform
@@ -67,7 +67,7 @@ class TrackletDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.train else None
         positions = sample_frame_indices(len(t), self.num_frames, self.train, rng)
         frames, sources, unreadable = self._decode(t, positions)
-        keypoints = np.zeros((self.num_frames, NUM_KEYPOINTS, 3), dtype=np.float32)
+        keypoints = np.zeros((self.num_frames, NUM_COCO_KEYPOINTS, 3), dtype=np.float32)
         if self.keypoints is not None:
             ok = sources >= 0
             rows = np.asarray(t.rows)[sources[ok]]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataFormatError, DatasetLayoutError
-from .fileio import read_lines
+from .source_files import read_lines
 from .tracklet import INFRARED, MODALITY_NAMES, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 HITSZ_VCM_TREE = """\

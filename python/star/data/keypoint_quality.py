@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .skeleton import COCO17_KEYPOINTS, NUM_KEYPOINTS
+from .skeleton import COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
 from .tracklet import MODALITY_NAMES, SPLITS
 
 QUALITY_FORMAT = 1
@@ -52,7 +52,7 @@ def _summary(frames: int, conf_sum: np.ndarray, undetected: np.ndarray, empty_fr
     return {
         "frames": frames,
         "mean_conf": round(float(joint_mean.mean()), 4),
-        "undetected_joints": round(float(undetected.sum() / (frames * NUM_KEYPOINTS)), 4),
+        "undetected_joints": round(float(undetected.sum() / (frames * NUM_COCO_KEYPOINTS)), 4),
         "frames_without_joints": round(empty_frames / frames, 4),
         "worst_joints": [{"joint": COCO17_KEYPOINTS[j], "mean_conf": round(float(joint_mean[j]), 4)} for j in worst],
     }
@@ -69,7 +69,7 @@ def pose_quality(arrays: Mapping[str, np.ndarray], modalities: Mapping[str, np.n
     for split, arr in arrays.items():
         mod = modalities[split]
         groups = [ALL] + [MODALITY_NAMES[m] for m in range(len(MODALITY_NAMES)) if np.any(mod == m)]
-        acc = {g: [0, np.zeros(NUM_KEYPOINTS), np.zeros(NUM_KEYPOINTS), 0] for g in groups}
+        acc = {g: [0, np.zeros(NUM_COCO_KEYPOINTS), np.zeros(NUM_COCO_KEYPOINTS), 0] for g in groups}
         for start in range(0, arr.shape[0], chunk_rows):
             conf = np.asarray(arr[start:start + chunk_rows, :, 2], np.float64)
             m = mod[start:start + chunk_rows]

@@ -27,9 +27,9 @@ import numpy as np
 from .._version import __version__
 from .errors import DataFormatError, KeypointStoreError
 from ..fileio import atomic_write, lines_digest
-from .fileio import read_lines, read_text
+from .source_files import read_lines, read_text
 from .keypoint_values import first_bad_value
-from .skeleton import COCO17_KEYPOINTS, NUM_KEYPOINTS
+from .skeleton import COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
 from .tracklet import FrameIndex, VideoReidData
 
 META_FILE = "meta.json"
@@ -63,8 +63,8 @@ def write_keypoints(
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     keypoints = np.asarray(keypoints)
-    if keypoints.shape != (len(index), NUM_KEYPOINTS, 3):
-        raise ValueError(f"keypoints must be [{len(index)}, {NUM_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
+    if keypoints.shape != (len(index), NUM_COCO_KEYPOINTS, 3):
+        raise ValueError(f"keypoints must be [{len(index)}, {NUM_COCO_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
     with np.errstate(over="ignore"):  # float16 turns large values into inf: checked after the cast
         stored = keypoints.astype(dtype, copy=False)
     bad = first_bad_value(stored)
@@ -174,9 +174,9 @@ class KeypointStore:
         except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as e:
             # numpy reports a torn or garbled header with any of these.
             raise KeypointStoreError(f"{npy}: not a readable .npy array ({type(e).__name__}: {e})") from None
-        if arr.ndim != 3 or arr.shape[1:] != (NUM_KEYPOINTS, 3) or str(arr.dtype) not in _DTYPES:
+        if arr.ndim != 3 or arr.shape[1:] != (NUM_COCO_KEYPOINTS, 3) or str(arr.dtype) not in _DTYPES:
             raise KeypointStoreError(
-                f"{npy}: expected float16/float32 [num_frames, {NUM_KEYPOINTS}, 3], got {arr.dtype} {list(arr.shape)}"
+                f"{npy}: expected float16/float32 [num_frames, {NUM_COCO_KEYPOINTS}, 3], got {arr.dtype} {list(arr.shape)}"
             )
         if arr.shape[0] != info["num_frames"]:
             raise KeypointStoreError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import DataFormatError, DatasetLayoutError
-from .fileio import read_lines
+from .source_files import read_lines
 from .tracklet import INFRARED, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData
 
 LIST_TREE = """\

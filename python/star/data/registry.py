@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from functools import partial
 from pathlib import Path
@@ -14,6 +15,8 @@ from .listfile import read_list_dataset
 from .errors import DataError
 from .tracklet import SPLITS, VideoReidData
 from .validate import require_frames, require_splits
+
+logger = logging.getLogger(__name__)
 
 
 class DataWarning(UserWarning):
@@ -99,7 +102,7 @@ def load_dataset(
         raise DataError(f"the dataset root {root} is a file, not a folder; give the folder that holds the {name} dataset")
     data = _READERS[name](root, **options)
     if verbose:
-        print(format_summary(data))
+        logger.info("%s", format_summary(data))
     for message in data.warnings:
         warnings.warn(message, DataWarning, stacklevel=2)
     if _uses_defaults(_READERS[name], options):  # published counts hold for the default protocol only

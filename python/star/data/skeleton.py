@@ -2,13 +2,12 @@
 
 The bones and the joint count are defined once, in ``star_ext`` (the compiled ops' graph
 needs them and ``star_ext`` does not import ``star``); they are re-exported here under
-the data pipeline's names (tests/test_models.py ties the joint names to the count).
+the same names (tests/test_models.py ties the joint names to the count).
 """
 
 from __future__ import annotations
 
-from star_ext.graph import COCO_BONES as COCO17_BONES
-from star_ext.graph import NUM_COCO_KEYPOINTS as NUM_KEYPOINTS
+from star_ext.graph import COCO_BONES, NUM_COCO_KEYPOINTS
 
 COCO17_KEYPOINTS: tuple[str, ...] = (
     "nose",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -35,6 +36,8 @@ from .errors import SynthConfigError, SynthOutputError
 from .hitsz_vcm import MIN_FRAMES
 from .keypoint_store import write_keypoints
 from .synthetic_render import Identity, camera_background, render_tracklet
+
+logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MARKER = "synthetic.json"
@@ -297,6 +300,6 @@ def prepare_synthetic(root: str | Path, config: SynthConfig) -> bool:
         return False
     if root.exists() and not (root.is_dir() and all(p.name == DATASET_LOCK_FILE for p in root.iterdir())):
         return False
-    print(f"generating the synthetic dataset in {root} ...", flush=True)
+    logger.info("generating the synthetic dataset in %s ...", root)
     generate_synthetic(root, config)
     return True

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .skeleton import NUM_KEYPOINTS
+from .skeleton import NUM_COCO_KEYPOINTS
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
@@ -98,7 +98,7 @@ def pose3d(ident: Identity, phase: float) -> np.ndarray:
     up = np.array([0.0, math.sin(lean), math.cos(lean)])
     sh_c = hip_c + s.torso * up
     head_c = sh_c + (s.neck + s.head) * up
-    j = np.zeros((NUM_KEYPOINTS, 3))
+    j = np.zeros((NUM_COCO_KEYPOINTS, 3))
 
     def limb(base: np.ndarray, angle: float, length: float) -> np.ndarray:
         return base + length * np.array([0.0, math.sin(angle), -math.cos(angle)])
@@ -304,7 +304,7 @@ def render_tracklet(
     # The crop follows the walker, so the background slides against the walking direction.
     off0 = rng.uniform(0, width)
     drift = -math.sin(view.yaw) * rng.uniform(0.3, 1.0)
-    frames, keypoints = [], np.zeros((n, NUM_KEYPOINTS, 3), dtype=np.float32)
+    frames, keypoints = [], np.zeros((n, NUM_COCO_KEYPOINTS, 3), dtype=np.float32)
     for t in range(n):
         off = int(round(min(max(off0 + drift * t, 0), background.shape[1] - width)))
         img = background[:, off : off + width] * gain
@@ -312,7 +312,7 @@ def render_tracklet(
         phase = view.phase + 2 * math.pi * ident.cadence * view.speed * t
         pts, depth = project(pose3d(ident, phase), view)
         draw_figure(img, pts, depth, ident, view.scale, colours, stripes, stripe_colour)
-        visible_conf = np.ones(NUM_KEYPOINTS)
+        visible_conf = np.ones(NUM_COCO_KEYPOINTS)
         if occluders is not None:
             x0, y0, x1, y1 = occluders[t]
             cv2.rectangle(img, (int(x0), int(y0)), (int(math.ceil(x1)) - 1, int(math.ceil(y1)) - 1), occ_colour, -1)
@@ -328,8 +328,8 @@ def render_tracklet(
         sigma = jitter * np.where(visible_conf < 1, 3.0, 1.0)  # occluded joints are located worse
         kp[:, 0] = pts[:, 0] / width + rng.normal(0.0, sigma)
         kp[:, 1] = pts[:, 1] / height + rng.normal(0.0, sigma)
-        kp[:, 2] = rng.uniform(conf_lo, conf_hi, NUM_KEYPOINTS) * visible_conf
-        lost = (rng.random(NUM_KEYPOINTS) < drop) | (kp[:, 0] < 0) | (kp[:, 0] > 1) | (kp[:, 1] < 0) | (kp[:, 1] > 1)
+        kp[:, 2] = rng.uniform(conf_lo, conf_hi, NUM_COCO_KEYPOINTS) * visible_conf
+        lost = (rng.random(NUM_COCO_KEYPOINTS) < drop) | (kp[:, 0] < 0) | (kp[:, 0] > 1) | (kp[:, 1] < 0) | (kp[:, 1] > 1)
         if rng.random() < miss:
             lost[:] = True
         kp[lost] = 0.0

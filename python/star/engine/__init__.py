@@ -1,11 +1,8 @@
-"""star.engine: training and evaluation drivers (docs/architecture.md)."""
+"""star.engine: training and evaluation drivers (docs/architecture.md); what they write for
+people to read (feature files, rank lists, metrics.json, the run table) is ``star.reports``."""
 
-from .evaluator import EvalResult, evaluate, evaluate_features, write_metrics
-from .features import Features, extract_features, load_npz, save_npz
+from .evaluator import EvalResult, evaluate, evaluate_features
+from .feature_extraction import extract_features
 from .trainer import Trainer, TrainingDiverged, train
-from .visrank import write_rank_lists
 
-__all__ = [
-    "EvalResult", "Features", "evaluate", "evaluate_features", "extract_features", "load_npz", "save_npz",
-    "write_metrics", "write_rank_lists", "Trainer", "TrainingDiverged", "train",
-]
+__all__ = ["EvalResult", "evaluate", "evaluate_features", "extract_features", "Trainer", "TrainingDiverged", "train"]

@@ -32,6 +32,7 @@ import torch
 from .._version import __version__
 from ..config import RunConfig
 from ..config_tree import key_matches, keys_where
+from ..dotted_keys import flatten
 from ..errors import StarError
 from ..fileio import atomic_write
 
@@ -271,16 +272,6 @@ class preserved_rng:
 # ----------------------------------------------------------------------------- config
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists/tuples become lists."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
 
 
 def config_differences(

@@ -8,6 +8,7 @@ checkpoint hook, the evaluation hook); it reads and writes the run's ``TrainingS
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from collections.abc import Mapping
@@ -17,9 +18,11 @@ from ..config import RunConfig
 from . import distributed as dist_utils
 from .checkpoint import BEST, LAST, best_state, capture_rng_state, check_resumable, load_checkpoint
 from .checkpoint import restore_rng_state, save_checkpoint, training_state
-from .distributed import DistInfo
+from .distributed import DistInfo, DistributedSetupError
 from .runtime import seed_everything
 from .state import ResumePoint, TrainingParts, TrainingState
+
+logger = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -67,10 +70,9 @@ class Checkpointer:
         self._restore_random_streams(ckpt)
         if self.dist.is_main:
             best_s = f"{s.best_map:.2%} (epoch {s.best_epoch})" if s.best_map is not None else "none yet"
-            print(
-                f"resumed from {self.last}: {s.start_epoch}/{s.max_epochs} epochs done, step {s.step}, "
-                f"best mAP {best_s}",
-                flush=True,
+            logger.info(
+                "resumed from %s: %d/%d epochs done, step %d, best mAP %s",
+                self.last, s.start_epoch, s.max_epochs, s.step, best_s,
             )
 
     def _load_last(self) -> Optional[dict[str, Any]]:
@@ -80,7 +82,9 @@ class Checkpointer:
         if self.dist.enabled:
             views = dist_utils.all_gather_object(self.dist, resuming)
             if len(set(views)) != 1:
-                raise RuntimeError(f"ranks disagree on whether {last} exists (is output_dir on a shared filesystem?)")
+                raise DistributedSetupError(
+                    f"ranks disagree on whether {last} exists: output_dir must be on a filesystem every rank shares"
+                )
         if not resuming:
             if exists and self.dist.is_main:
                 warnings.warn(f"train.resume is false: starting over, {last} will be overwritten", stacklevel=5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -21,7 +22,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import StarError
 from .checkpoint import preserved_rng
+
+logger = logging.getLogger(__name__)
 
 # Evaluation runs on rank 0 only while the other ranks wait in a barrier, so the
 # collective timeout must cover a full evaluation.
@@ -45,11 +49,19 @@ class DistInfo:
         return self.rank == 0
 
 
+class DistributedSetupError(StarError, RuntimeError):
+    """A multi-process run that cannot start or go on: torchrun's variables missing or not
+    numbers, or ranks that see different files (an output folder not on a shared filesystem)."""
+
+
 def env_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise ValueError(f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}") from None
+        raise DistributedSetupError(
+            f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}: launch distributed training with "
+            "`torchrun --nproc_per_node N ...`"
+        ) from None
 
 
 def init_distributed(device_type: str) -> tuple[DistInfo, bool]:
@@ -64,7 +76,7 @@ def init_distributed(device_type: str) -> tuple[DistInfo, bool]:
         return DistInfo(), False
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing and not dist.is_initialized():
-        raise RuntimeError(
+        raise DistributedSetupError(
             f"WORLD_SIZE={world_size} but {', '.join(missing)} not set: launch distributed training with "
             "`torchrun --nproc_per_node N ...`"
         )
@@ -190,11 +202,11 @@ def wrap_model(
     unused_fields, unused_params = probe_unused(model, criterion, device, shape, num_classes, autocast)
     find_unused = any_true(info, bool(unused_params), device)
     if info.is_main and (unused_fields or find_unused):
-        print(
-            f"DDP: outputs without a loss term: {', '.join(unused_fields) or 'none'}; "
-            f"{len(unused_params)} parameter tensors get no gradient "
-            f"({', '.join(unused_params[:3])}{' ...' if len(unused_params) > 3 else ''}); "
-            f"find_unused_parameters={find_unused}"
+        logger.info(
+            "DDP: outputs without a loss term: %s; %d parameter tensors get no gradient (%s%s); "
+            "find_unused_parameters=%s",
+            ", ".join(unused_fields) or "none", len(unused_params), ", ".join(unused_params[:3]),
+            " ..." if len(unused_params) > 3 else "", find_unused,
         )
     return nn.parallel.DistributedDataParallel(
         _DropOutputs(model, unused_fields),

@@ -15,9 +15,6 @@ Under DDP only rank 0 should call these (pass the unwrapped model).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -28,20 +25,17 @@ from torch import nn
 
 from .._version import __version__
 from ..config import RunConfig
-from ..fileio import atomic_write
 from ..data.keypoint_store import KeypointStore
 from ..data.substitution import FrameSubstitutions
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
 from ..metrics import RankingResult, format_table
 from ..metrics import protocols
-from .cmc_plot import CMC_PLOT_FILE, write_cmc_plot
-from .features import Features, extract_features
-from .output_paths import check_output_file, prepare_output_file
-from .visrank import write_rank_lists
+from ..reports.feature_files import Features
+from ..reports.metrics_file import METRICS_FILE, write_metrics
+from ..reports.rank_lists import write_rank_lists
+from .feature_extraction import extract_features
 
-__all__ = ["EvalResult", "check_metrics_outputs", "evaluate", "evaluate_features", "extraction_settings", "write_metrics", "METRICS_FILE"]
-
-METRICS_FILE = "metrics.json"
+__all__ = ["EvalResult", "evaluate", "evaluate_features", "extraction_settings"]
 
 
 @dataclass
@@ -200,35 +194,3 @@ def evaluate(
                 topk=cfg.eval.visrank_topk, num_queries=cfg.eval.visrank_queries, protocol=result.protocol,
             )
     return result
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def check_metrics_outputs(output_dir: str | Path, *, inputs: Sequence[str | Path] = (), force: bool = False) -> None:
-    """``metrics.json`` and ``cmc.png`` may be written into ``output_dir`` under the output
-    rules (``output_paths.check_output_file``): not over an input, not into a live run's
-    folder, not over files of other kinds without ``force``. Checked before any long work."""
-    out = Path(output_dir)
-    check_output_file(out / METRICS_FILE, "metrics file", kind="metrics file", inputs=inputs, force=force)
-    check_output_file(out / CMC_PLOT_FILE, "CMC plot", kind="image", inputs=inputs, force=force)
-
-
-def write_metrics(result: EvalResult, path: str | Path) -> Path:
-    """Write ``result.to_dict()`` as JSON to ``path`` (a directory means ``<path>/metrics.json``), atomically,
-    and its CMC curves to ``cmc.png`` beside it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    path = prepare_output_file(path, "metrics file")
-    text = json.dumps(_json_safe(result.to_dict()), indent=2)
-    atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
-    write_cmc_plot(result.to_dict(), path.with_name(CMC_PLOT_FILE))  # cmc.png beside every metrics.json
-    return path

@@ -27,13 +27,15 @@ from ..config import ConfigError, RunConfig
 from ..config_tree import Kind, keys_where
 from ..data import KeypointStore, VideoReidData, load_dataset, open_keypoint_store
 from ..data.synthetic import dataset_read_lock
-from ..models import STAR, CompiledNetwork, ModelConfig
+from ..models import STAR, CompiledNetwork, ModelConfig, build_network
+from ..output_paths import check_folder_free, check_output_dir, check_output_file
+from ..reports.feature_files import Features, require_sets, save_npz
+from ..reports.metrics_file import check_metrics_outputs
+from ..reports.rank_lists import write_rank_lists
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
-from .evaluator import EvalResult, check_metrics_outputs, evaluate, extraction_settings
-from .features import Features, extract_features, require_sets, save_npz
-from .output_paths import check_folder_free, check_output_dir, check_output_file
+from .evaluator import EvalResult, evaluate, extraction_settings
+from .feature_extraction import extract_features
 from .runtime import resolve_device
-from .visrank import write_rank_lists
 
 # Model keys a config may change at evaluation: the same weights, another embedding / kernel
 # (the evaluation and numerics kinds of star.config_tree.Kind).
@@ -122,8 +124,9 @@ def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: 
 
 
 def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
-    """STAR from a model-fields tree and the number of training identities."""
-    return STAR(ModelConfig.from_dict(tree), num_classes)
+    """STAR from a model-fields tree and the number of training identities (its weights come
+    from the checkpoint next: no pretrained file is looked for)."""
+    return build_network(tree, num_classes, pretrained=False)[0]
 
 
 def network_to_run(model: STAR, cfg: RunConfig) -> torch.nn.Module:
@@ -166,7 +169,7 @@ def extract_checkpoint_features(
     force: bool = False,
 ) -> dict[str, Features]:
     """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz).
-    ``out`` follows the output rules of ``output_paths.check_output_file`` (``force``: replace
+    ``out`` follows the output rules of ``star.output_paths.check_output_file`` (``force``: replace
     an existing file of another kind)."""
     check_output_file(out, "features file", kind="features file", inputs=[checkpoint], force=force)
     with dataset_read_lock(cfg.data.root, "star extract"):

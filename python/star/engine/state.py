@@ -44,6 +44,15 @@ class LossMeans:
 
 
 @dataclass
+class LogRecords:
+    """What ``TrainRecordHook`` measured for the hooks that write it (``star.engine.log_hooks``)."""
+
+    train: Optional[dict[str, Any]] = None  # this step's ``train`` record on a logging step, else None
+    epoch: Optional[dict[str, Any]] = None  # the finished epoch's ``epoch`` record (after the epoch)
+    eta_seconds: float = 0.0  # the run's time left, as of the latest ``train`` record
+
+
+@dataclass
 class ResumePoint:
     """Where a resumed run picked up (``log.jsonl``'s ``resumed`` record)."""
 
@@ -68,6 +77,7 @@ class TrainingState:
     step_scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # the last step's loss terms (device)
     step_lr: float = 0.0  # the lr the last step was taken with
     losses: LossMeans = field(default_factory=LossMeans)
+    records: LogRecords = field(default_factory=LogRecords)
     substitutions: Optional[FrameSubstitutions] = None  # the current epoch's substituted frames
     best_map: Optional[float] = None  # best mean mAP so far and the epochs done when it was measured
     best_epoch: Optional[int] = None

@@ -55,7 +55,6 @@ optimiser steps taken.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, cast
@@ -65,21 +64,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig, check_ranges
+from ..console import log_to_stdout
 from ..data import KeypointStore, VideoReidData, load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
 from ..data.substitution import FrameSubstitutions
 from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
-from ..models import STAR, CompiledNetwork
-from ..models.pretrained import init_pretrained
+from ..output_paths import check_output_dir
+from ..progress import on_terminal
+from ..models import STAR, CompiledNetwork, build_network
 from . import distributed as dist_utils
 from .checkpoint import LAST
 from .checkpointer import Checkpointer
 from .diverged import DivergenceGuard, TrainingDiverged
-from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .hooks import CheckpointHook, EvalHook
+from .log_hooks import ConfigFileHook, ConsoleLogHook, ProgressBarHook, RunLogHook, TrainRecordHook, run_header
 from .logs import RunLog
 from .loop import HookBase, TrainerBase
-from .output_paths import OutputNotAFolderError, OutputNotWritableError
 from .runtime import DeterminismSettings, mixed_precision, resolve_device, seed_everything, use_device
 from .schedule import build_optimizer, build_scheduler
 from .state import EpochSampler, TrainingParts, TrainingState
@@ -98,14 +99,6 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     ``best_mAP``, ``best_epoch``, ``output_dir``. See the module docstring.
     """
     return Trainer(cfg).run()
-
-
-def _check_output_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise OutputNotAFolderError(f"output_dir {path} exists and is not a directory")
-    parent = next((p for p in [path, *path.parents] if p.exists()), None)
-    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputNotWritableError(f"output_dir {path}: {parent} is not writable")
 
 
 @dataclass(frozen=True)
@@ -158,6 +151,7 @@ class Trainer(TrainerBase):
     # -- top level -----------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        log_to_stdout()  # progress and results as plain lines, unless the caller routed the star logger
         cfg = self.cfg
         device = resolve_device(cfg.train.device)
         with DeterminismSettings(cfg.deterministic), contextlib.ExitStack() as self._exit:
@@ -167,7 +161,7 @@ class Trainer(TrainerBase):
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        _check_output_dir(self.out)
+        check_output_dir(self.out, "output_dir")
         self._lock_output()  # at once when output_dir exists; else once it is created below
         self.load_data()
         self.build()
@@ -196,13 +190,8 @@ class Trainer(TrainerBase):
         # until the run ends: `star synth --force` cannot replace the dataset under it
         self._exit.enter_context(dataset_read_lock(cfg.data.root, "star train"))
         self.data = load_dataset(cfg.data.dataset, cfg.data.root, verbose=is_main)
+        # load_dataset raises EmptySplitError (naming the split and why) for an empty split
         self.keypoints = open_keypoint_store(self.data, cfg.data.keypoints)
-        for split in ("train", "query", "gallery"):
-            if not self.data.split(split):
-                raise ValueError(
-                    f"{cfg.data.dataset} at {cfg.data.root}: the {split} split is empty "
-                    "(tracklets shorter than the minimum length are dropped)"
-                )
         self.num_classes = self.data.num_train_pids
         self.loader = self.build_train_loader()
         self.sampler = cast(EpochSampler, self.loader.batch_sampler)
@@ -253,12 +242,7 @@ class Trainer(TrainerBase):
 
     def build_model(self) -> BuiltModel:
         """STAR for ``num_classes``, its backbone initialised from ``model.backbone.pretrained``."""
-        backbone = self.cfg.model.backbone
-        model = STAR(self.cfg.model, self.num_classes)
-        report = init_pretrained(model.backbone, backbone.pretrained, backbone.require_pretrained)
-        params = dict(model.named_parameters())
-        pretrained = {name for name in (f"backbone.{k}" for k in report.loaded) if name in params} if report else set()
-        return BuiltModel(model, frozenset(pretrained))
+        return BuiltModel(*build_network(self.cfg.model, self.num_classes))
 
     def build_optimizer(self, model: nn.Module, pretrained_names: frozenset[str]) -> torch.optim.Optimizer:
         """The optimiser of ``model``; ``pretrained_names`` train at ``optim.pretrained_lr_mult`` x lr."""
@@ -281,21 +265,34 @@ class Trainer(TrainerBase):
         return {"name": self.data.name, "root": self.data.root, "fingerprint": self.data.fingerprint()}
 
     def build_hooks(self) -> list[HookBase]:
-        """The hooks in the order they run at every point of the loop (``star.engine.hooks``):
-        the guard's end-of-epoch check comes before the checkpoint hook's write; the logging
-        hook opens the run's log (before the evaluation hook's first record) and logs the
-        epoch before it is evaluated; the evaluation hook evaluates what the checkpoint hook
-        marked pending."""
+        """The hooks in the order they run at every point of the loop (``star.engine.hooks``,
+        ``star.engine.log_hooks``): the guard's end-of-epoch check comes before the checkpoint
+        hook's write; on rank 0 the logging hooks follow: the record hook measures before the
+        hooks that write its records, the run-log hook opens the run's log (before the
+        evaluation hook's first record), the bar closes before the epoch's line is printed,
+        and the epoch is logged before it is evaluated; the evaluation hook evaluates what
+        the checkpoint hook marked pending."""
         cfg, state = self.cfg, self.state
         checkpointer, run_log = self.build_checkpointer(), RunLog(self.out, cfg.train.tensorboard)
-        return [
+        hooks: list[HookBase] = [
             DivergenceGuard(state, cfg.train.log_period, self.parts.amp, self.dist, self.device, self.out / LAST),
             CheckpointHook(state, checkpointer, cfg.train.checkpoint_period, cfg.train.eval_period),
-            LoggingHook(
-                state, self.parts, run_log, cfg, self.dist, self.device, self.num_classes, self.iters_per_epoch
-            ),
-            EvalHook(state, self.parts.model, self.evaluate, checkpointer, run_log, self.dist, self.out),
         ]
+        if self.dist.is_main:  # rank 0 logs alone
+            bar = cfg.train.progress and on_terminal()  # else one console line per logging period
+            header = run_header(
+                cfg, self.parts, state, device=self.device, world_size=self.dist.world_size,
+                num_classes=self.num_classes, iters_per_epoch=self.iters_per_epoch, out=self.out,
+            )
+            hooks += [
+                TrainRecordHook(state, self.parts, self.device, self.iters_per_epoch, cfg.train.log_period),
+                ConfigFileHook(cfg, self.out),
+                RunLogHook(state, run_log),
+                *([ProgressBarHook(state, self.iters_per_epoch)] if bar else []),
+                ConsoleLogHook(state, header, step_lines=not bar),
+            ]
+        hooks.append(EvalHook(state, self.parts.model, self.evaluate, checkpointer, run_log, self.dist, self.out))
+        return hooks
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return mixed_precision(self.device, self.parts.amp)

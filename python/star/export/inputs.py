@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ..data import INFRARED, MODALITY_NAMES, NUM_KEYPOINTS, VISIBLE, normalize_frames
+from ..data import INFRARED, MODALITY_NAMES, NUM_COCO_KEYPOINTS, VISIBLE, normalize_frames
 from ..errors import StarError
 
 # Names accepted for a modality, besides MODALITY_NAMES ("ir", "rgb").
@@ -92,9 +92,9 @@ def prepare_inputs(
         raise InferenceInputError(f"frames must be uint8 RGB or normalised float, got {frames.dtype}")
     b = frames.shape[0]
     keypoints = _as_tensor(keypoints, "keypoints")
-    if tuple(keypoints.shape) != (b, seq_len, NUM_KEYPOINTS, 3) or not keypoints.is_floating_point():
+    if tuple(keypoints.shape) != (b, seq_len, NUM_COCO_KEYPOINTS, 3) or not keypoints.is_floating_point():
         raise InferenceInputError(
-            f"keypoints must be float [B, T, {NUM_KEYPOINTS}, 3] = [{b}, {seq_len}, {NUM_KEYPOINTS}, 3] (x, y, conf), "
+            f"keypoints must be float [B, T, {NUM_COCO_KEYPOINTS}, 3] = [{b}, {seq_len}, {NUM_COCO_KEYPOINTS}, 3] (x, y, conf), "
             f"got {list(keypoints.shape)} {keypoints.dtype}"
         )
     keypoints = keypoints.float()

@@ -22,8 +22,8 @@ from typing import Optional
 
 import torch
 
-from ..data import NUM_KEYPOINTS
-from ..engine.output_paths import check_output_file, prepare_output_file
+from ..data import NUM_COCO_KEYPOINTS
+from ..output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write
 from .embedder import META_HEIGHT, META_INFO, META_SEQ_LEN, META_WIDTH, Embedder
 from .errors import ExportError
@@ -74,7 +74,7 @@ def example_inputs(batch: int, seq_len: int, height: int, width: int, seed: int 
     """A deterministic batch of plausible inputs, both modalities present (the export trace and the check)."""
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(batch, seq_len, 3, height, width, generator=g)
-    keypoints = torch.rand(batch, seq_len, NUM_KEYPOINTS, 3, generator=g)
+    keypoints = torch.rand(batch, seq_len, NUM_COCO_KEYPOINTS, 3, generator=g)
     keypoints[..., 2] = torch.where(keypoints[..., 2] < 0.15, 0.0, keypoints[..., 2])  # some undetected joints
     modality = torch.arange(batch, dtype=torch.int64) % 2
     return NetworkInputs(frames, keypoints, modality)
@@ -142,7 +142,7 @@ def export_onnx(
     with a dynamic batch, another size) and must match the PyTorch network with its fused
     ops to ``PARITY_TOLERANCE``; otherwise nothing is written and ``ExportError`` says by how
     much it differed. Bad checkpoints raise ``CheckpointError``, bad options ``ExportError``.
-    ``out`` follows the output rules of ``star.engine.output_paths.check_output_file``
+    ``out`` follows the output rules of ``star.output_paths.check_output_file``
     (never the checkpoint, never in a live run's folder; an existing file that is not an
     ONNX model only with ``force``), checked before the export.
     """

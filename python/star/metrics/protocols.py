@@ -17,7 +17,7 @@ Protocols (``PROTOCOLS``; ``auto`` picks one from the dataset, see ``resolve_pro
 
 ``mode_sets`` gives, for a protocol, each mode's query rows, gallery rows and camera
 filter; the scores (``evaluate_protocol``) and the rank-list pictures
-(``star.engine.visrank``) both follow it. Features are compared by cosine similarity of
+(``star.reports.rank_lists``) both follow it. Features are compared by cosine similarity of
 L2-normalised embeddings (distance ``-cos``, see ``cosine_distance``).
 """
 

@@ -3,10 +3,10 @@
 Typical use (the ``star pose`` command does the same)::
 
     from star.data import load_dataset
-    from star.pose import extract_keypoints
+    from star.pose import PoseOptions, extract_keypoints
 
     data = load_dataset("hitsz-vcm", root)
-    run = extract_keypoints(data, out=f"{root}/keypoints", model="rtmpose-m", batch=32, workers=2)
+    run = extract_keypoints(data, PoseOptions(out=f"{root}/keypoints", model="rtmpose-m", batch=32, workers=2))
     print(run.summary())
 
 - Re-ID frames are person crops: by default the box is the whole frame; ``detector="yolox"``
@@ -26,7 +26,8 @@ is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onn
 """
 
 from .errors import ModelNotFoundError, PoseError, PoseSettingsError, UnreadableFrameError
-from .extract import DEFAULT_SHARD_SIZE, PoseRun, PoseWarning, extract_keypoints
+from .extract import PoseRun, PoseWarning, extract_keypoints
+from .options import DEFAULT_SHARD_SIZE, PoseOptions
 from .merge import merge_shards
 from .shards import Shard, parse_shard_spec, plan_shards, select_part
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
@@ -35,7 +36,7 @@ from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolv
 
 __all__ = [
     "DEFAULT_BATCH", "DEFAULT_DET_MODEL", "DEFAULT_POSE_MODEL", "DEFAULT_SHARD_SIZE", "FrameExtractor",
-    "KNOWN_MODELS", "ModelNotFoundError", "PoseError", "PoseRun", "PoseSettingsError", "PoseSettings", "PoseWarning", "RTMPoseModel",
+    "KNOWN_MODELS", "ModelNotFoundError", "PoseError", "PoseOptions", "PoseRun", "PoseSettingsError", "PoseSettings", "PoseWarning", "RTMPoseModel",
     "Shard", "UnreadableFrameError", "YOLOXDetector", "extract_keypoints", "merge_shards", "parse_shard_spec",
     "plan_shards", "resolve_model", "rtmlib_cache_dir", "select_part", "to_store",
 ]

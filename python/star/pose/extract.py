@@ -1,6 +1,6 @@
 """Keypoint extraction over a whole dataset (docs/pose.md): batched, sharded, resumable, multi-process.
 
-``extract_keypoints(data, out, model)`` runs RTMPose (:mod:`star.pose.runtime`, rtmlib's
+``extract_keypoints(data, PoseOptions(out=..., model=...))`` runs RTMPose (:mod:`star.pose.runtime`, rtmlib's
 processing on onnxruntime) on every frame of ``data.frame_index`` and writes the keypoint
 store of :mod:`star.data.keypoint_store` at ``out``.
 
@@ -39,6 +39,7 @@ warning and conf 0 instead.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,24 +48,23 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..fileio import atomic_write, lines_digest, remove_stale_temporaries
 from .errors import PoseError, PoseSettingsError, UnreadableFrameError
-from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
+from .frames import FrameExtractor, PoseSettings
 from .locks import pose_run_lock
 from ..progress import counting_progress as frame_progress
 from .merge import merge_locked
+from .options import PoseOptions
 from .runtime import RTMPoseModel, YOLOXDetector, available_cpus
-from .shards import PLAN_FILE, SHARD_DIR, STAGING_DIR, WORK_DIR, Shard, frame_lists, parse_shard_spec, plan_shards, read_json, select_part
-from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, resolve_model
+from .shards import PLAN_FILE, SHARD_DIR, STAGING_DIR, WORK_DIR, Shard, frame_lists, plan_shards, read_json, select_part
+from .weights import DEFAULT_DET_MODEL, resolve_model
 from .workers import run_pool
 
 PLAN_FORMAT = 1
-DEFAULT_SHARD_SIZE = 1024
-DETECTORS = ("yolox",)
 
 
 class PoseWarning(UserWarning):
@@ -179,57 +179,25 @@ def _check_frames(index: Mapping[str, Any], shards: Sequence[Shard], skip_unread
 
 
 def extract_keypoints(
-    data: Any,
-    out: str | os.PathLike | None = None,
-    model: str | os.PathLike = DEFAULT_POSE_MODEL,
-    *,
-    detector: str | None = None,
-    det_model: str | os.PathLike | None = None,
-    batch: int = DEFAULT_BATCH,
-    workers: int = 1,
-    shard: str | tuple[int, int] | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    device: str = "cpu",
-    threads: int | None = None,
-    decode_threads: int | None = None,
-    dtype: str = "float16",
-    skip_unreadable: bool = False,
-    force: bool = False,
-    progress: bool = True,
-    on_shard_done: Callable[[str], None] | None = None,
+    data: Any, options: PoseOptions = PoseOptions(), *, on_shard_done: Optional[Callable[[str], None]] = None
 ) -> PoseRun:
-    """Run RTMPose on every frame of ``data`` and write its keypoint store at ``out``.
+    """Run RTMPose on every frame of ``data`` and write its keypoint store at ``options.out``.
 
-    ``data``: a ``star.data.VideoReidData`` (or a mapping split -> ``FrameIndex``);
-    ``out``: the store directory (default ``<data.root>/keypoints``); ``model``: pose
-    weights (path, known name or rtmlib URL; see :func:`star.pose.resolve_model`);
-    ``detector="yolox"`` with ``det_model`` runs YOLOX first (default: no detector, the
-    whole frame is the box). ``batch`` frames per inference call (models with a fixed
-    batch axis get their own batch size), ``workers`` processes (each with ``threads``
-    onnxruntime threads and ``decode_threads`` decoding threads; defaults share the CPUs),
-    ``shard=(I, N)`` or ``"I/N"`` computes only part I of N and leaves merging to
-    :func:`merge_shards`. Resumable: see the module docstring; ``force=True`` discards
-    ``<out>/.pose-work`` and recomputes everything (not while other parts are running).
-    ``skip_unreadable``: missing/undecodable frames get conf 0 and a :class:`PoseWarning`
-    instead of an error. ``on_shard_done(name)`` is called after each shard is saved.
+    ``data``: a ``star.data.VideoReidData`` (or a mapping split -> ``FrameIndex``); ``options``:
+    what to run and how (:class:`PoseOptions`, checked when it was built). Resumable: see the
+    module docstring; ``options.force`` discards ``<out>/.pose-work`` and recomputes
+    everything (not while other parts are running). ``on_shard_done(name)`` is called after
+    each shard is saved.
     """
     t0 = time.perf_counter()
     index = frame_lists(data)
-    if out is None:
+    if options.out is None:
         if not hasattr(data, "root"):
             raise PoseSettingsError("out is required when data is not a VideoReidData")
-        out = Path(data.root) / "keypoints"
-    out = Path(out)
-    if detector is not None and detector not in DETECTORS:
-        raise PoseSettingsError(f"detector must be one of {DETECTORS} or None, got {detector!r}")
-    if dtype not in ("float16", "float32"):
-        raise PoseSettingsError(f"dtype must be float16 or float32, got {dtype!r}")
-    if batch < 1 or workers < 1:
-        raise PoseSettingsError(f"batch and workers must be >= 1, got batch={batch}, workers={workers}")
-    for name, value in (("threads", threads), ("decode_threads", decode_threads)):
-        if value is not None and value < 1:  # 0 or -4 would silently mean "the default"
-            raise PoseSettingsError(f"{name} must be >= 1 (or left out for the default), got {value}")
-    part = parse_shard_spec(shard) if shard is not None else None
+        options = dataclasses.replace(options, out=Path(data.root) / "keypoints")
+    out = Path(options.out)  # type: ignore[arg-type]  # set just above
+    model, detector, det_model, workers = options.model, options.detector, options.det_model, options.workers
+    part = options.part
 
     model_path = resolve_model(model, "pose model")
     det_path = resolve_model(det_model or DEFAULT_DET_MODEL, "detector model") if detector else None
@@ -237,13 +205,13 @@ def extract_keypoints(
     settings = PoseSettings(
         model_path=str(model_path),
         det_path=str(det_path) if det_path else None,
-        device=device,
-        batch=batch,
-        threads=threads or max(1, cpus // workers),
-        decode_threads=decode_threads or max(1, min(8, cpus // workers)),
-        skip_unreadable=skip_unreadable,
+        device=options.device,
+        batch=options.batch,
+        threads=options.threads or max(1, cpus // workers),
+        decode_threads=options.decode_threads or max(1, min(8, cpus // workers)),
+        skip_unreadable=options.skip_unreadable,
     )
-    pose = RTMPoseModel(model_path, device, settings.threads)  # checks the model; reused in-process
+    pose = RTMPoseModel(model_path, options.device, settings.threads)  # checks the model; reused in-process
     # What the results depend on (compared between runs); file names are informative only.
     fingerprint = {
         "tool": "star pose",
@@ -251,35 +219,38 @@ def extract_keypoints(
         "input_size": list(pose.input_hw),
         "detector": None if not detector else {"name": detector, "sha256": _file_digest(det_path)},
         "box": "best detector box" if detector else "whole frame",
-        "dtype": dtype,
+        "dtype": options.dtype,
     }
-    plan = _plan(index, fingerprint, shard_size)
+    plan = _plan(index, fingerprint, options.shard_size)
     plan["models"] = {"pose": _model_name(model, model_path), "detector": _model_name(det_model or DEFAULT_DET_MODEL, det_path) if detector else None}
 
-    det = YOLOXDetector(det_path, device, settings.threads) if detector else None  # checked before any work
+    det = YOLOXDetector(det_path, options.device, settings.threads) if detector else None  # checked before any work
     work = out / WORK_DIR
-    all_shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, shard_size)
+    all_shards = plan_shards({s: v["num_frames"] for s, v in plan["splits"].items()}, options.shard_size)
     mine = select_part(all_shards, *part) if part else all_shards
     # --force discards every part's work: it holds the whole store, as a full run does.
-    with pose_run_lock(out, work, None if force else part):
-        run = _extract_locked(data, index, out, plan, settings, pose, det, mine, part, workers, force, progress,
-                              on_shard_done)
+    with pose_run_lock(out, work, None if options.force else part):
+        run = _extract_locked(data, index, options, plan, settings, pose, det, mine, on_shard_done)
     run.seconds = time.perf_counter() - t0
     return run
 
 
-def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, pose: RTMPoseModel, det,
-                    mine: list[Shard], part, workers: int, force: bool, progress: bool, on_shard_done) -> PoseRun:
-    """The body of :func:`extract_keypoints`, run while holding the output folder's lock."""
+def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, plan: dict, settings: PoseSettings,
+                    pose: RTMPoseModel, det: Optional[YOLOXDetector], mine: list[Shard],
+                    on_shard_done: Optional[Callable[[str], None]]) -> PoseRun:
+    """The body of :func:`extract_keypoints`, run while holding the output folder's lock
+    (``options.out`` resolved)."""
+    out, part, workers = Path(options.out), options.part, options.workers  # type: ignore[arg-type]
     work = out / WORK_DIR
     shard_dir = work / SHARD_DIR
     n_frames = sum(len(s) for s in mine)
-    if force:
+    if options.force:
         shutil.rmtree(shard_dir, ignore_errors=True)
         shutil.rmtree(work / STAGING_DIR, ignore_errors=True)
         (work / PLAN_FILE).unlink(missing_ok=True)
     elif not (work / PLAN_FILE).exists() and _store_matches(out, plan):
-        return PoseRun(out, n_frames, 0, len(mine), len(mine), 0, 0.0, True, part, up_to_date=True)
+        return PoseRun(out=out, frames=n_frames, frames_computed=0, shards=len(mine), shards_skipped=len(mine),
+                       shards_computed=0, seconds=0.0, complete=True, part=part, up_to_date=True)
 
     shard_dir.mkdir(parents=True, exist_ok=True)
     if part is None:  # no other run writes here now: temporaries of killed runs are garbage
@@ -304,7 +275,7 @@ def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, 
     bad: list[str] = []
     if pending:
         desc = f"pose {part[0]}/{part[1]}" if part else "pose"
-        with frame_progress(todo, desc, enabled=progress) as advance:
+        with frame_progress(todo, desc, enabled=options.progress) as advance:
             if workers == 1:
                 with FrameExtractor(settings, pose, det) as fx:
                     for sh in pending:
@@ -325,6 +296,6 @@ def _extract_locked(data, index, out: Path, plan: dict, settings: PoseSettings, 
         merge_locked(data, index, out)
         complete = True
     return PoseRun(
-        out, n_frames, todo, len(mine), len(mine) - len(pending), computed, 0.0, complete, part,
-        sorted(set(bad) | set(unreadable)),
+        out=out, frames=n_frames, frames_computed=todo, shards=len(mine), shards_skipped=len(mine) - len(pending),
+        shards_computed=computed, seconds=0.0, complete=complete, part=part, unreadable=sorted(set(bad) | set(unreadable)),
     )

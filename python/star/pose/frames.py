@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import UnreadableFrameError
-from .runtime import NUM_KEYPOINTS, RTMPoseModel, YOLOXDetector, to_store
+from .runtime import NUM_COCO_KEYPOINTS, RTMPoseModel, YOLOXDetector, to_store
 
 DEFAULT_BATCH = 32
 
@@ -107,7 +107,7 @@ class FrameExtractor:
 
     def _infer(self, b: dict) -> np.ndarray:
         ok, sizes = b["ok"], b["sizes"]
-        rows = np.zeros((len(ok), NUM_KEYPOINTS, 3), np.float32)
+        rows = np.zeros((len(ok), NUM_COCO_KEYPOINTS, 3), np.float32)
         if self.detector is not None:
             outputs = self.detector.infer(b["det_in"], self.batch)
             boxes = [self.detector.best_box(outputs[i], b["ratios"][i]) if ok[i] else None for i in range(len(ok))]
@@ -131,7 +131,7 @@ class FrameExtractor:
 
     def __call__(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str]]:
         """Store rows [len(paths), 17, 3] (float32) and the unreadable frames (with ``skip_unreadable``)."""
-        out = np.zeros((len(paths), NUM_KEYPOINTS, 3), np.float32)
+        out = np.zeros((len(paths), NUM_COCO_KEYPOINTS, 3), np.float32)
         bad: list[str] = []
         starts = list(range(0, len(paths), self.batch))
         pending: deque = deque()

@@ -13,7 +13,7 @@ import numpy as np
 from ..fileio import atomic_write, lines_digest
 from .errors import PoseError
 from .locks import pose_run_lock
-from .runtime import NUM_KEYPOINTS
+from .runtime import NUM_COCO_KEYPOINTS
 from .shards import PLAN_FILE, SHARD_DIR, STAGING_DIR, WORK_DIR, frame_lists, plan_shards, read_json
 
 
@@ -64,10 +64,10 @@ def merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
                 arr = np.load(path)
             except (OSError, ValueError) as e:
                 raise PoseError(f"{path}: unreadable shard ({e}); delete it and rerun to recompute it") from None
-            if arr.shape != (len(s), NUM_KEYPOINTS, 3):
-                raise PoseError(f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_KEYPOINTS, 3)}; delete it and rerun")
+            if arr.shape != (len(s), NUM_COCO_KEYPOINTS, 3):
+                raise PoseError(f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_COCO_KEYPOINTS, 3)}; delete it and rerun")
             parts.append(arr)
-        arr = np.concatenate(parts) if parts else np.zeros((0, NUM_KEYPOINTS, 3), np.float32)
+        arr = np.concatenate(parts) if parts else np.zeros((0, NUM_COCO_KEYPOINTS, 3), np.float32)
         write_keypoints(staging, split, arr, index[split].keys, pose_model=(fp["models"] or {}).get("pose", "rtmpose"),
                         input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
     meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))

@@ -23,7 +23,7 @@ from .errors import PoseError
 
 # COCO-17: star_ext.NUM_COCO_KEYPOINTS, copied because star.pose must not import torch (its spawned
 # workers start without it); tests/test_models.py ties the two.
-NUM_KEYPOINTS = 17
+NUM_COCO_KEYPOINTS = 17
 RTMPOSE_MEAN = (123.675, 116.28, 103.53)  # BGR, as rtmlib
 RTMPOSE_STD = (58.395, 57.12, 57.375)
 BOX_PADDING = 1.25
@@ -224,13 +224,16 @@ class RTMPoseModel(_OnnxModel):
 
     def _outputs_problem(self, shapes):
         h, w = self.input_hw
-        want = [[None, NUM_KEYPOINTS, int(SIMCC_SPLIT_RATIO * w)], [None, NUM_KEYPOINTS, int(SIMCC_SPLIT_RATIO * h)]]
+        want = [
+            [None, NUM_COCO_KEYPOINTS, int(SIMCC_SPLIT_RATIO * w)],
+            [None, NUM_COCO_KEYPOINTS, int(SIMCC_SPLIT_RATIO * h)],
+        ]
         fits = len(shapes) >= 2 and all(
             len(got) == 3 and all(g is None or e is None or g == e for g, e in zip(got, exp))
             for got, exp in zip(shapes, want)
         )
         return None if fits else (
-            f"outputs simcc_x [N, {NUM_KEYPOINTS}, {want[0][2]}] and simcc_y [N, {NUM_KEYPOINTS}, {want[1][2]}] "
+            f"outputs simcc_x [N, {NUM_COCO_KEYPOINTS}, {want[0][2]}] and simcc_y [N, {NUM_COCO_KEYPOINTS}, {want[1][2]}] "
             f"for its {h} x {w} input (a detector goes to --det-model)"
         )
 

@@ -27,7 +27,7 @@ import os
 import torch
 from torch import nn
 
-from .runtime import NUM_KEYPOINTS, YOLOX_STRIDES
+from .runtime import NUM_COCO_KEYPOINTS, YOLOX_STRIDES
 
 POSE_HW = (256, 192)
 DET_HW = (640, 640)
@@ -64,7 +64,7 @@ class RTMPoseStandin(nn.Module):
         h, w = POSE_HW
         self.stem = nn.Sequential(_conv(3, widths[0] // 2, 3, 2), _conv(widths[0] // 2, widths[0] // 2), _conv(widths[0] // 2, widths[0]))
         self.stages = nn.Sequential(*[_CSPStage(a, b, d) for a, b, d in zip(widths[:-1], widths[1:], depths)])
-        self.final = nn.Conv2d(widths[-1], NUM_KEYPOINTS, 7, 1, 3)
+        self.final = nn.Conv2d(widths[-1], NUM_COCO_KEYPOINTS, 7, 1, 3)
         cells = (h // 32) * (w // 32)
         self.mlp = nn.Sequential(nn.Linear(cells, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.simcc_x = nn.Linear(hidden, 2 * w)

@@ -30,8 +30,8 @@ from ..config.loader import RUN_KEY
 from ..config.run_info import CONFIG_FILE
 from ..config_tree import key_matches, keys_where
 from ..errors import StarError
-from .checkpoint import flatten
-from .evaluator import METRICS_FILE
+from ..dotted_keys import flatten
+from .metrics_file import METRICS_FILE
 
 TABLE_FORMATS = ("markdown", "csv", "latex")
 METRICS = ("R1", "R5", "mAP", "mINP")

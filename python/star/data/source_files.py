@@ -1,4 +1,4 @@
-"""Small file helpers of the readers: annotation text lines, frame decoding (atomic writes: ``star.fileio``)."""
+"""Reading the dataset's own files: annotation text lines and frame images (writes: ``star.fileio``)."""
 
 from __future__ import annotations
 

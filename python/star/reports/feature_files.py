@@ -1,8 +1,8 @@
-"""Tracklet embeddings: extraction with a model, and the ``.npz`` feature files (``star extract``).
+"""Tracklet embeddings and their ``.npz`` feature files (``star extract``).
 
-``extract_features`` runs a model in eval mode over tracklets in their given order
-(the deterministic test sampling of ``star.data.eval_loader``) and returns a
-:class:`Features`: one L2-normalised embedding per tracklet plus its labels.
+:class:`Features` holds one embedding per tracklet plus its labels (``star.engine``'s
+``extract_features`` makes them with a model); this module only holds, writes and
+reads them, so evaluating or drawing saved features never imports the training engine.
 
 A feature file holds one or more named sets (e.g. ``query`` and ``gallery``) as
 ``<name>_feats`` float32 [N, C], ``<name>_pids``, ``<name>_camids``,
@@ -21,21 +21,14 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._version import __version__
+from ..data.tracklet import Tracklet
 from ..errors import StarError
 from ..fileio import atomic_write
-from ..progress import counting_progress
-from ..data.keypoint_store import KeypointStore
-from ..data.loaders import eval_loader
-from ..data.tracklet import Tracklet
-from ..data.transforms import normalize_frames
-from .output_paths import prepare_output_file
-from ..data.substitution import FrameSubstitutions
-from .runtime import mixed_precision
+from ..output_paths import prepare_output_file
 
-__all__ = ["Features", "FeatureFileError", "extract_features", "save_npz", "load_npz", "require_sets"]
+__all__ = ["Features", "FeatureFileError", "save_npz", "load_npz", "load_dataset_features", "require_sets"]
 
 SINGLE_NAME = "features"  # the set name used when save_npz gets one Features
 LABEL_FIELDS = ("pids", "camids", "modalities")
@@ -90,77 +83,6 @@ class Features:
             modalities=np.array([t.modality for t in tracklets], dtype=np.int64),
             paths=[t.paths[0] if len(t.paths) else t.tid for t in tracklets],
         )
-
-
-def extract_features(
-    model: nn.Module,
-    tracklets: Sequence[Tracklet],
-    keypoints: Optional[KeypointStore],
-    *,
-    num_frames: int,
-    height: int,
-    width: int,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-    progress: bool = False,
-    substitutions: Optional[FrameSubstitutions] = None,
-) -> Features:
-    """Embed every tracklet once, in order: ``model(frames, keypoints, modality)`` in eval mode.
-
-    Frames are sampled with the test rule (first frame of each of ``num_frames``
-    chunks), resized to ``height`` x ``width``, moved to ``device`` and normalised
-    there. Each tracklet goes through its own modality's stem (``modality`` is
-    passed per tracklet). ``amp`` enables float16 autocast on CUDA (ignored on
-    CPU). Runs under ``torch.no_grad`` (not ``inference_mode``: the returned
-    tensors stay usable in autograd code) and restores the model's train/eval
-    mode afterwards. The model is expected to be on ``device`` already. ``substitutions``
-    counts the frames substituted because undecodable (and stops past its limit).
-    """
-    device = torch.device(device)
-    tracklets = list(tracklets)
-    if not tracklets:
-        return Features.from_tracklets(torch.zeros(0, 0), tracklets)
-    loader = eval_loader(
-        tracklets,
-        keypoints,
-        num_frames=num_frames,
-        batch_size=batch_size,
-        height=height,
-        width=width,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    was_training = model.training
-    model.eval()
-    chunks: list[torch.Tensor] = []
-    seen = 0
-    try:
-        with torch.no_grad(), mixed_precision(device, amp), counting_progress(
-            len(loader), "features", enabled=progress, unit="batches"
-        ) as advance:
-            for batch in loader:
-                index = batch["index"]
-                if index[0].item() != seen:  # the loader must keep the tracklet order
-                    raise RuntimeError(f"extract_features: batch starts at tracklet {index[0].item()}, expected {seen}")
-                seen += len(index)
-                if substitutions is not None:
-                    substitutions.add(batch)
-                frames = normalize_frames(batch["frames"].to(device, non_blocking=True))
-                kpts = batch["keypoints"].to(device, non_blocking=True)
-                modality = batch["modality"].to(device, non_blocking=True)
-                emb = model(frames, kpts, modality)
-                if not torch.is_tensor(emb) or emb.dim() != 2 or emb.shape[0] != len(index):
-                    shape = tuple(emb.shape) if torch.is_tensor(emb) else type(emb).__name__
-                    raise RuntimeError(
-                        f"extract_features: the model must return [B, C] embeddings in eval mode, got {shape}"
-                    )
-                chunks.append(emb.detach().float().cpu())
-                advance(1)
-    finally:
-        model.train(was_training)
-    return Features.from_tracklets(torch.cat(chunks).contiguous(), tracklets)
 
 
 def save_npz(

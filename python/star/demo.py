@@ -14,9 +14,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import RunConfig, load_config
+from .config import RunConfig, load_config
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "synthetic.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent / "config" / "synthetic.yaml"
 
 
 def default_data_root() -> Path:

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fileio import read_frame
+from ..data.source_files import read_frame
 from ..data.keypoint_store import KeypointStore
 from ..data.sampling import sample_frame_indices
-from ..data.skeleton import COCO17_BONES, COCO17_KEYPOINTS
+from ..data.skeleton import COCO_BONES, COCO17_KEYPOINTS
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
 from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
 from ..metrics.protocols import BUPT, BUPT_OFFICIAL_DROPPED
-from .features import Features
 from ..fileio import atomic_write
-from .output_paths import OutputPathError, prepare_output_dir
+from ..output_paths import OutputPathError, prepare_output_dir
+from .feature_files import Features
 
 __all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
 
@@ -63,7 +63,7 @@ _SIDE_COLOR = {"left": (255, 150, 0), "right": (0, 170, 255), "centre": (255, 23
 _BONE_COLORS = [
     _SIDE_COLOR[_side(COCO17_KEYPOINTS[i])] if _side(COCO17_KEYPOINTS[i]) == _side(COCO17_KEYPOINTS[j])
     else _SIDE_COLOR["centre"]
-    for i, j in COCO17_BONES
+    for i, j in COCO_BONES
 ]
 
 
@@ -79,7 +79,7 @@ def _draw_skeleton(img: np.ndarray, kp: np.ndarray) -> None:
     h, w = img.shape[:2]
     visible = (kp[:, 2] > KEYPOINT_CONF) & (kp[:, 0] >= 0) & (kp[:, 0] <= 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= 1)
     pts = [(int(round(x * w - 0.5)), int(round(y * h - 0.5))) for x, y in kp[:, :2].tolist()]
-    for (i, j), color in zip(COCO17_BONES, _BONE_COLORS):
+    for (i, j), color in zip(COCO_BONES, _BONE_COLORS):
         if visible[i] and visible[j]:
             cv2.line(img, pts[i], pts[j], color, 1, cv2.LINE_AA)
     for k in np.flatnonzero(visible).tolist():

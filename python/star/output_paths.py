@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
-from ..errors import StarError
-from ..fileio import lock_holder
+from .errors import StarError
+from .fileio import lock_holder
 
 __all__ = [
     "OutputPathError", "OutputNotAFolderError", "OutputNotWritableError", "OutputRefusedError", "check_folder_free",
