@@ -46,61 +46,16 @@ from star.fileio import exclusive_dir_lock
 from star.losses import StarLoss
 from star.models import STAR
 from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
+from tiny_run import SYNTH, config, deep_update, subprocess_env
 
 TESTS = Path(__file__).resolve().parent
 RUNNER = TESTS / "engine_train_runner.py"
-SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
 
-
-def deep_update(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def config(root: Path, out: Path, **over) -> dict:
-    base = {
-        "output_dir": str(out),
-        "seed": 0,
-        "deterministic": True,
-        "data": {
-            "dataset": "synthetic", "root": str(root), "height": 32, "width": 16, "num_ids": 2,
-            "num_per_modality": 1, "num_workers": 0, "batches_per_epoch": 2, "eval_batch_size": 32,
-            "synthetic": SYNTH,
-        },
-        "model": {"seq_len": 4, "backbone": {"name": "resnet18", "pretrained": None}},
-        "optim": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "lr": 0.01},
-        "train": {"eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
-        "eval": {"visrank_queries": 0},
-    }
-    return deep_update(base, over)
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("engine") / "synthetic"
-    generate_synthetic(root, SynthConfig(**SYNTH))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def subprocess_env(**extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
 
 
 # ----------------------------------------------------------------------------- end to end
