@@ -11,6 +11,16 @@ import torch
 from star.data import SynthConfig, generate_synthetic
 from tiny_run import SYNTH
 
+# Module fixtures that train a model (seconds each even on the tiny dataset): every test that
+# uses one is marked slow, so ``pytest -m "not slow"`` never builds them.
+TRAINED_RUN_FIXTURES = {"run", "finished_run", "trained", "exported"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINED_RUN_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="module")
 def one_thread():

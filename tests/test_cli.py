@@ -229,6 +229,7 @@ def test_demo_config_is_the_packaged_yaml(tmp_path, monkeypatch):
     assert default.data.root == str(tmp_path / "cache" / "synthetic") and default.output_dir == "runs/demo"
 
 
+@pytest.mark.slow
 def test_demo_generates_the_dataset_once_trains_and_prints_table(tmp_path, capsys):
     data = tmp_path / "cache" / "synthetic"  # missing: the demo generates it
     rc, printed, err = cli(capsys, "demo", "--out", tmp_path / "d1", "--data", data, *DEMO_TINY)
@@ -531,6 +532,7 @@ def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
 # ----------------------------------------------------------------------------- the console script
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     exe = Path(sys.executable).with_name("star")
     if not exe.is_file():

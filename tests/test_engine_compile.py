@@ -21,6 +21,8 @@ from star.engine.inference import evaluate_checkpoint, extract_checkpoint_featur
 from star.models import STAR, CompiledNetwork
 from tiny_run import SYNTH, config
 
+pytestmark = pytest.mark.slow  # a training run, an evaluation and an extraction through dynamo
+
 
 @pytest.fixture()
 def counted_compiles(monkeypatch):

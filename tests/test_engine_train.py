@@ -247,6 +247,7 @@ def _finish(proc: subprocess.Popen, result: Path, timeout: float = 240) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_path):
     over = {"optim": {"epochs": 3}, "train": {"eval_period": 2}, "data": {"num_workers": 1}}
     cfg_a = config(synth_root, tmp_path / "a", **over)
@@ -314,6 +315,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path):
     cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1}))
     with pytest.raises(KeyboardInterrupt):
@@ -374,6 +376,7 @@ def test_second_training_into_a_locked_output_dir_fails_at_once(synth_root, tmp_
 # ----------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
     # pose_weight 0 leaves the pose classifier without gradient: needs find_unused_parameters
     cfg = config(synth_root, tmp_path / "run", optim={"epochs": 1}, data={"batches_per_epoch": 4},
@@ -458,6 +461,7 @@ DIVERGENCES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nan_call, found, written", DIVERGENCES)
 def test_non_finite_loss_stops_within_a_log_period_and_never_reaches_a_checkpoint(
     synth_root, tmp_path, nan_call, found, written
@@ -515,6 +519,7 @@ class CountingTrainer(Trainer):
         return CountingLoss(self.cfg.loss)
 
 
+@pytest.mark.slow
 def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth_root, tmp_path, capfd):
     # 2 epochs of 4 iterations, log period 3: the meters reach the host after steps 3, 4, 6 and 8
     cfg = RunConfig.from_dict(config(
@@ -624,6 +629,7 @@ BUILD_OVERRIDES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(BUILD_OVERRIDES))
 def test_each_build_method_can_be_overridden_alone(synth_root, tmp_path, method):
     cls, took_effect = BUILD_OVERRIDES[method]

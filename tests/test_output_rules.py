@@ -101,6 +101,7 @@ def dataset(tmp_path):
     return generate_synthetic(tmp_path / "D", SynthConfig(**SYNTH))
 
 
+@pytest.mark.slow
 def test_synth_force_refuses_to_replace_a_dataset_being_read(dataset, capsys):
     proc = _holder(f"""
         import time
