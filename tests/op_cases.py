@@ -1,9 +1,15 @@
-"""Shared parameters of the op tests: devices, dtypes and their tolerances."""
+"""Shared parameters of the op tests: devices, dtypes and their tolerances, each op's input
+makers, and OP_CASES, the registry that tests/test_op_common.py runs its generic checks over."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import pytest
 import torch
+
+import star_ext
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -123,3 +129,92 @@ def assert_double_backward_rejected(name: str, out: torch.Tensor, inputs: list[t
     total = sum(g.sum() for g in first)
     with pytest.raises(NotImplementedError, match=rf"{name}: double backward is not supported"):
         torch.autograd.grad(total, inputs)
+
+
+# ----------------------------------------------------------------------------- each op's inputs
+
+STAR_P = (0.7, 1.0, 3.0, 5.0, 7.0)  # the GeM exponents STAR uses
+
+
+def keypoint_pool_inputs(n, c, h, w, k, dtype=torch.float64, device="cpu", seed=0):
+    """(feat [n, c, h, w], kpts [n, k, 3]), some keypoints just outside the frame."""
+    gen = torch.Generator().manual_seed(seed)
+    feat = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    kpts = torch.rand(n, k, 3, generator=gen, dtype=torch.float64)
+    kpts[..., :2] = kpts[..., :2] * 1.2 - 0.1
+    return feat.to(device, dtype), kpts.to(device, dtype)
+
+
+def guided_gem_pool_inputs(b, t, c, p=STAR_P, dtype=torch.float64, device="cpu", seed=0, low=0.05, high=3.0):
+    """(x [b, t, c] in [low, high), weight [b, len(p), c] summing to 1 over p, the exponents p)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = low + (high - low) * torch.rand(b, t, c, generator=gen, dtype=torch.float64)
+    weight = torch.softmax(torch.randn(b, len(p), c, generator=gen, dtype=torch.float64), dim=1)
+    exps = torch.tensor(p, dtype=torch.float64)
+    return x.to(device, dtype), weight.to(device, dtype), exps.to(device, dtype)
+
+
+def keypoint_graph_attention_inputs(b, num_frames, heads, d, dtype=torch.float64, device="cpu", seed=0,
+                                    index_dtype=torch.int64):
+    """(h, a_src, a_dst, rowptr, col) on the skeleton graph of ``num_frames`` frames."""
+    rowptr, col = star_ext.skeleton_graph(num_frames, dtype=index_dtype)
+    v = rowptr.numel() - 1
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(b, v, heads, d, generator=gen, dtype=torch.float64)
+    a_src = torch.randn(b, v, heads, generator=gen, dtype=torch.float64)
+    a_dst = torch.randn(b, v, heads, generator=gen, dtype=torch.float64)
+    cast = lambda t: t.to(device, dtype)  # noqa: E731
+    return cast(h), cast(a_src), cast(a_dst), rowptr.to(device), col.to(device)
+
+
+# ----------------------------------------------------------------------------- the op registry
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One op with small inputs, for the checks every op gets (tests/test_op_common.py).
+
+    ``inputs(device, dtype)`` gives (the float inputs, the other arguments), so that
+    ``torch.ops.star.<name>(*floats, *rest)`` is a call; ``in_graph(*floats, *rest)`` is a
+    scalar of the op's public wrapper between other ops, for torch.compile.
+    """
+
+    id: str
+    name: str
+    inputs: Callable[[str, torch.dtype], tuple[list[torch.Tensor], tuple]]
+    in_graph: Callable[..., torch.Tensor]
+
+    @property
+    def op(self):
+        return getattr(torch.ops.star, self.name)
+
+
+def _pool_case(device, dtype):
+    return list(keypoint_pool_inputs(2, 3, 5, 4, 3, dtype=dtype, device=device)), (0.25, 1e-6)
+
+
+def _gem_case(device, dtype):
+    return list(guided_gem_pool_inputs(2, 4, 3, p=(0.7, 1.0, 3.0), dtype=dtype, device=device)), (1e-6,)
+
+
+def _graph_case(dropout: bool):
+    def inputs(device, dtype):
+        h, a_src, a_dst, rowptr, col = keypoint_graph_attention_inputs(2, 2, 2, 3, dtype=dtype, device=device)
+        if not dropout:
+            return [h, a_src, a_dst], (rowptr, col, 0.2, None, 1.0)
+        keep = torch.rand(2, col.numel(), 2, generator=torch.Generator().manual_seed(3)) > 0.3
+        return [h, a_src, a_dst], (rowptr, col, 0.2, keep.to(device), 1.3)
+
+    return inputs
+
+
+OP_CASES = [
+    OpCase("keypoint_pool", "keypoint_pool", _pool_case,
+           lambda f, *rest: star_ext.keypoint_pool(f * 2, *rest).square().sum()),
+    OpCase("guided_gem_pool", "guided_gem_pool", _gem_case,
+           lambda x, w, *rest: star_ext.guided_gem_pool(torch.relu(x), torch.softmax(w, dim=1), *rest).sum()),
+    OpCase("keypoint_graph_attention", "keypoint_graph_attention", _graph_case(dropout=False),
+           lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum()),
+    OpCase("keypoint_graph_attention-dropout", "keypoint_graph_attention", _graph_case(dropout=True),
+           lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum()),
+]

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,13 +24,12 @@ import torch
 import star
 from star.cli import main
 from star.config import config_from_dict, load_config, read_run_info
-from star.data import SynthConfig, generate_synthetic
 from star.data.synthetic import MARKER
 from star.demo import DEMO_CONFIG, demo_config
 from star.engine.inference import run_config_from_checkpoint
+from tiny_run import subprocess_env
 
 REPO = Path(__file__).resolve().parent.parent
-SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
 MODES = ("IR->RGB", "RGB->IR")
 
 # The tiny run: most settings in the file, the rest as key=value overrides.
@@ -63,12 +61,7 @@ DEMO_TINY = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
@@ -105,13 +98,6 @@ def assert_table(text: str, metrics: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli") / "synthetic"
-    generate_synthetic(root, SynthConfig(**SYNTH))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +229,7 @@ def test_demo_config_is_the_packaged_yaml(tmp_path, monkeypatch):
     assert default.data.root == str(tmp_path / "cache" / "synthetic") and default.output_dir == "runs/demo"
 
 
+@pytest.mark.slow
 def test_demo_generates_the_dataset_once_trains_and_prints_table(tmp_path, capsys):
     data = tmp_path / "cache" / "synthetic"  # missing: the demo generates it
     rc, printed, err = cli(capsys, "demo", "--out", tmp_path / "d1", "--data", data, *DEMO_TINY)
@@ -545,11 +532,12 @@ def test_visrank_options_are_checked_before_extraction(run, tmp_path, capsys):
 # ----------------------------------------------------------------------------- the console script
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     exe = Path(sys.executable).with_name("star")
     if not exe.is_file():
         pytest.skip(f"no `star` console script next to {sys.executable}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = subprocess_env()
     done = subprocess.run([exe, "--version"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"star-reid {star.__version__}"
 

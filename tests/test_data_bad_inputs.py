@@ -117,14 +117,13 @@ def test_synth_refuses_settings_that_leave_no_tracklet(tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".short*"))
 
 
-def test_synth_refuses_frames_too_large_before_any_work(tmp_path, capsys, monkeypatch):
+def test_synth_refuses_frames_too_large_before_any_work(tmp_path, capsys):
     out = tmp_path / "huge"
     rc = main(["synth", "--out", str(out), "--height", "100000", "--width", "100000"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: frames of 100000 x 100000 pixels do not fit a JPEG") and not out.exists()
-    monkeypatch.setattr("star.data.synthetic._available_memory", lambda: 2**30)
     with pytest.raises(ValueError, match=r"need 6.7 GiB per tracklet of 24 frames; only 1.0 GiB of memory"):
-        SynthConfig(height=10000, width=10000).validate()
+        SynthConfig(height=10000, width=10000).validate(memory=2**30)
 
 
 # ----------------------------------------------------------------------------- 3: missing frames

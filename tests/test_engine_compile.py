@@ -19,7 +19,9 @@ from star.engine import Trainer
 from star.engine.checkpoint import load_checkpoint
 from star.engine.inference import evaluate_checkpoint, extract_checkpoint_features
 from star.models import STAR, CompiledNetwork
-from test_engine_train import SYNTH, config
+from tiny_run import SYNTH, config
+
+pytestmark = pytest.mark.slow  # a training run, an evaluation and an extraction through dynamo
 
 
 @pytest.fixture()

@@ -47,61 +47,16 @@ from star.fileio import exclusive_dir_lock
 from star.losses import StarLoss
 from star.models import STAR
 from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
+from tiny_run import SYNTH, config, deep_update, subprocess_env
 
 TESTS = Path(__file__).resolve().parent
 RUNNER = TESTS / "engine_train_runner.py"
-SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
 
-
-def deep_update(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def config(root: Path, out: Path, **over) -> dict:
-    base = {
-        "output_dir": str(out),
-        "seed": 0,
-        "deterministic": True,
-        "data": {
-            "dataset": "synthetic", "root": str(root), "height": 32, "width": 16, "num_ids": 2,
-            "num_per_modality": 1, "num_workers": 0, "batches_per_epoch": 2, "eval_batch_size": 32,
-            "synthetic": SYNTH,
-        },
-        "model": {"seq_len": 4, "backbone": {"name": "resnet18", "pretrained": None}},
-        "optim": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "lr": 0.01},
-        "train": {"eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
-        "eval": {"visrank_queries": 0},
-    }
-    return deep_update(base, over)
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("engine") / "synthetic"
-    generate_synthetic(root, SynthConfig(**SYNTH))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def subprocess_env(**extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -298,6 +253,7 @@ def _finish(proc: subprocess.Popen, result: Path, timeout: float = 240) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_path):
     over = {"optim": {"epochs": 3}, "train": {"eval_period": 2}, "data": {"num_workers": 1}}
     cfg_a = config(synth_root, tmp_path / "a", **over)
@@ -365,6 +321,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_is_redone_on_resume(synth_root, tmp_path):
     cfg = RunConfig.from_dict(config(synth_root, tmp_path / "run", optim={"epochs": 1}))
     with pytest.raises(KeyboardInterrupt):
@@ -425,6 +382,7 @@ def test_second_training_into_a_locked_output_dir_fails_at_once(synth_root, tmp_
 # ----------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
     # pose_weight 0 leaves the pose classifier without gradient: needs find_unused_parameters
     cfg = config(synth_root, tmp_path / "run", optim={"epochs": 1}, data={"batches_per_epoch": 4},
@@ -511,6 +469,7 @@ DIVERGENCES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nan_call, found, written", DIVERGENCES)
 def test_non_finite_loss_stops_within_a_log_period_and_never_reaches_a_checkpoint(
     synth_root, tmp_path, nan_call, found, written
@@ -568,6 +527,7 @@ class CountingTrainer(Trainer):
         return CountingLoss(self.cfg.loss)
 
 
+@pytest.mark.slow
 def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth_root, tmp_path, capfd):
     # 2 epochs of 4 iterations, log period 3: the meters reach the host after steps 3, 4, 6 and 8
     cfg = RunConfig.from_dict(config(
@@ -679,6 +639,7 @@ BUILD_OVERRIDES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(BUILD_OVERRIDES))
 def test_each_build_method_can_be_overridden_alone(synth_root, tmp_path, method):
     cls, took_effect = BUILD_OVERRIDES[method]

@@ -7,7 +7,6 @@ iterations on a small synthetic set and exported once per batch mode.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -28,8 +27,8 @@ from star.export import (PARITY_TOLERANCE, Embedder, ExportError, InferenceInput
 from star.export.onnx_export import example_inputs
 from star.export.onnx_network import DenseGraphAttention
 from star_ext import reference
+from tiny_run import SYNTH, subprocess_env
 
-SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
 T, H, W = 6, 32, 16
 
 
@@ -131,7 +130,7 @@ out = onnxruntime.InferenceSession({str(exported[0])!r}).run(None, x)[0]
 np.save({str(tmp_path / 'out.npy')!r}, out)
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+                   env=subprocess_env())
     out = torch.from_numpy(np.load(tmp_path / "out.npy"))
     want = Embedder.from_checkpoint(trained[0], device="cpu").embed(*x)
     assert out.shape == want.shape == (3, 512)

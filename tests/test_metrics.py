@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
 
 import star.metrics as M
 from star.metrics import RankingResult, evaluate_ranking
@@ -470,22 +471,28 @@ def test_rerank_from_features_and_chunk_invariance():
         np.testing.assert_allclose(chunked.numpy(), from_dist.numpy(), atol=1e-6)
 
 
+class _TopkShapes(TorchFunctionMode):
+    """Records the input shape of every torch.topk call made inside the ``with`` block."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.topk, torch.Tensor.topk):
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
 def test_rerank_row_blocks_are_bounded(monkeypatch):
-    widths = []
-    real_topk = torch.topk
-
-    def spy(x, *args, **kwargs):
-        widths.append(tuple(x.shape))
-        return real_topk(x, *args, **kwargs)
-
-    monkeypatch.setattr(rerank_module.torch, "topk", spy)
     monkeypatch.setattr(rerank_module, "_PAIR_BUDGET", 50)  # many small Jaccard batches
     rng = np.random.default_rng(31)
     x = clustered_points(rng, 30)
     d = squared_euclidean(x)
-    small = M.k_reciprocal_rerank_dist(d, 12, k1=6, k2=3, chunk_size=4)
+    with _TopkShapes() as topk:
+        small = M.k_reciprocal_rerank_dist(d, 12, k1=6, k2=3, chunk_size=4)
     monkeypatch.undo()
-    assert widths and all(rows <= 4 and cols == 30 for rows, cols in widths)
+    assert topk.shapes and all(rows <= 4 and cols == 30 for rows, cols in topk.shapes)
     np.testing.assert_allclose(small.numpy(), loop_rerank(d, 12, 6, 3, 0.3), atol=1e-5)
 
 

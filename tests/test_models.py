@@ -385,10 +385,10 @@ def test_pretrained_reports_missing_backbone_tensors(tmp_path):
 
 
 def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torch.hub.get_dir() is $TORCH_HOME/hub
     (expected,) = imagenet_checkpoint_candidates("resnet18")
-    assert expected == tmp_path / "checkpoints" / "resnet18-f37072fd.pth"
-    expected.parent.mkdir()
+    assert expected == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    expected.parent.mkdir(parents=True)
     state = _save_resnet18(expected)
     model = build_model(config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}), CLASSES)
     torch.testing.assert_close(model.backbone.infrared_stem.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
@@ -404,7 +404,7 @@ def test_garbage_pretrained_file_is_one_error_naming_it(tmp_path):
 
 
 def test_missing_pretrained_file_warns_once_or_raises(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: no ImageNet file
     missing = str(tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match="nope.pth.*require_pretrained"):
         build_model(config(backbone={"name": "resnet18", "pretrained": missing, "require_pretrained": True}), CLASSES)

@@ -12,9 +12,9 @@ import torch
 
 from star_ext import reference
 from op_cases import DEVICES, TOLERANCES, as64, assert_close_scaled, grads, leaf
-from test_op_guided_gem_pool import make_inputs as gem_inputs
-from test_op_keypoint_graph_attention import make_inputs as graph_inputs
-from test_op_keypoint_pool import make_inputs as pool_inputs
+from op_cases import guided_gem_pool_inputs as gem_inputs
+from op_cases import keypoint_graph_attention_inputs as graph_inputs
+from op_cases import keypoint_pool_inputs as pool_inputs
 
 AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 

@@ -1,4 +1,5 @@
-"""guided_gem_pool: kernels vs the reference, stability, gradients, torch.library checks, bad input."""
+"""guided_gem_pool: kernels vs the reference, stability, gradients, bad input (the checks every op
+gets: test_op_common.py; here with the floor too)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,13 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, grads, leaf
+from op_cases import DEVICES, LOW_PRECISION, STAR_P, TOLERANCES, grads, leaf
 from op_cases import (
-    assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
-    assert_same_non_finite, opcheck_with_and_without_grad,
+    assert_compiled_matches_eager, assert_matches_reference, assert_same_non_finite, opcheck_with_and_without_grad,
 )
+from op_cases import guided_gem_pool_inputs as make_inputs
 
 op = torch.ops.star.guided_gem_pool
-STAR_P = (0.7, 1.0, 3.0, 5.0, 7.0)
-
-
-def make_inputs(b, t, c, p=STAR_P, dtype=torch.float64, device="cpu", seed=0, low=0.05, high=3.0):
-    gen = torch.Generator().manual_seed(seed)
-    x = low + (high - low) * torch.rand(b, t, c, generator=gen, dtype=torch.float64)
-    weight = torch.softmax(torch.randn(b, len(p), c, generator=gen, dtype=torch.float64), dim=1)
-    exps = torch.tensor(p, dtype=torch.float64)
-    return x.to(device, dtype), weight.to(device, dtype), exps.to(device, dtype)
 
 
 def gem(x, p):
@@ -102,27 +94,6 @@ def test_noncontiguous_and_empty(device):
     assert out.shape == (0, 5)
     out.sum().backward()
     assert p0.grad is not None and torch.all(p0.grad == 0)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_gradcheck(device):
-    x, weight, p = make_inputs(2, 4, 3, p=(0.7, 1.0, 3.0), device=device)
-    assert torch.autograd.gradcheck(lambda a, b, c: op(a, b, c, 1e-6), (leaf(x), leaf(weight), leaf(p)))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32, device=device)
-    opcheck_with_and_without_grad(op, [x, weight, p], (1e-6,))
-
-
-def test_torch_compile_fullgraph():
-    x, weight, p = make_inputs(2, 4, 3, dtype=torch.float32)
-
-    def pooled(a, w, e):
-        return star_ext.guided_gem_pool(torch.relu(a), torch.softmax(w, dim=1), e).sum()
-
-    assert_compiled_matches_eager(pooled, [x], weight, p)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -349,9 +320,3 @@ def test_torch_compile_fullgraph_with_floor():
         return star_ext.guided_gem_pool(torch.relu(a - 1.0), torch.softmax(w, dim=1), e, **RELEASE).sum()
 
     assert_compiled_matches_eager(pooled, [x], weight, p)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_double_backward_is_rejected(device):
-    inputs = [leaf(t) for t in make_inputs(2, 4, 3, device=device)]
-    assert_double_backward_rejected("guided_gem_pool", op(*inputs, 1e-6), inputs)

@@ -1,4 +1,5 @@
-"""keypoint_graph_attention: kernels vs the reference and a per-edge loop, gradients, checks, bad input."""
+"""keypoint_graph_attention: kernels vs the reference and a per-edge loop, gradients, bad input (the
+checks every op gets: test_op_common.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from hypothesis import strategies as st
 
 import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, leaf
-from op_cases import (
-    assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
-    assert_same_non_finite, opcheck_with_and_without_grad,
-)
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, assert_matches_reference, assert_same_non_finite, leaf
+from op_cases import keypoint_graph_attention_inputs as make_inputs
 
 op = torch.ops.star.keypoint_graph_attention
 
@@ -42,17 +40,6 @@ def per_edge_loop(h, a_src, a_dst, rowptr, col, slope, keep=None, scale=1.0):
                         alpha *= float(keep[b, e, k]) * scale
                     out[b, i, k] += alpha * h[b, int(col[e]), k]
     return out
-
-
-def make_inputs(b, num_frames, heads, d, dtype=torch.float64, device="cpu", seed=0, index_dtype=torch.int64):
-    rowptr, col = star_ext.skeleton_graph(num_frames, dtype=index_dtype)
-    v = rowptr.numel() - 1
-    gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(b, v, heads, d, generator=gen, dtype=torch.float64)
-    a_src = torch.randn(b, v, heads, generator=gen, dtype=torch.float64)
-    a_dst = torch.randn(b, v, heads, generator=gen, dtype=torch.float64)
-    cast = lambda t: t.to(device, dtype)  # noqa: E731
-    return cast(h), cast(a_src), cast(a_dst), rowptr.to(device), col.to(device)
 
 
 def random_csr(num_nodes, num_edges, gen, empty_rows=True):
@@ -112,32 +99,6 @@ def test_noncontiguous_and_empty(device):
     assert out.shape == (0,) + h.shape[1:]
     out.sum().backward()
     assert h0.grad.shape == h0.shape
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dropout", [False, True])
-def test_gradcheck(device, dropout):
-    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
-    keep = (torch.rand(2, col.numel(), 2) > 0.3).to(device) if dropout else None
-    assert torch.autograd.gradcheck(
-        lambda x, s, d: op(x, s, d, rowptr, col, 0.2, keep, 1.3), (leaf(h), leaf(a_src), leaf(a_dst))
-    )
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, dtype=torch.float32, device=device)
-    keep = (torch.rand(2, col.numel(), 2) > 0.3).to(device)
-    opcheck_with_and_without_grad(op, [h, a_src, a_dst, rowptr, col], (0.2, keep, 1.4))
-
-
-def test_torch_compile_fullgraph():
-    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, dtype=torch.float32)
-
-    def layer(x, s, d):
-        return torch.nn.functional.elu(star_ext.keypoint_graph_attention(x, s, d, rowptr, col)).sum()
-
-    assert_compiled_matches_eager(layer, [h], a_src, a_dst)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -281,11 +242,3 @@ def test_backward_stays_exact_when_the_template_changes(device):
             cl.copy_(cl.flip(0))  # same tensor, new sources: its version changes
         inputs = [leaf(h), leaf(a_src), leaf(a_dst), rp, cl]
         assert_matches_reference(op, reference.keypoint_graph_attention, inputs, (0.2, None, 1.0))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_double_backward_is_rejected(device):
-    h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
-    inputs = [leaf(h), leaf(a_src), leaf(a_dst)]
-    out = op(*inputs, rowptr, col, 0.2, None, 1.0)
-    assert_double_backward_rejected("keypoint_graph_attention", out, inputs)

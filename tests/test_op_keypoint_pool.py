@@ -1,4 +1,5 @@
-"""keypoint_pool: kernels vs the reference, gradients, torch.library checks, bad input."""
+"""keypoint_pool: kernels vs the reference, gradients, bad input (the checks every op gets:
+test_op_common.py)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import star_ext
 from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, leaf
-from op_cases import (
-    assert_close_scaled, assert_compiled_matches_eager, assert_double_backward_rejected, assert_matches_reference,
-    assert_same_non_finite, opcheck_with_and_without_grad,
-)
+from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, assert_close_scaled, assert_matches_reference, leaf
+from op_cases import assert_same_non_finite
+from op_cases import keypoint_pool_inputs as make_inputs
 
 op = torch.ops.star.keypoint_pool
-
-
-def make_inputs(n, c, h, w, k, dtype=torch.float64, device="cpu", seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    feat = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    kpts = torch.rand(n, k, 3, generator=gen, dtype=torch.float64)
-    kpts[..., :2] = kpts[..., :2] * 1.2 - 0.1  # some keypoints just outside the frame
-    return feat.to(device, dtype), kpts.to(device, dtype)
-
-
 SHAPES = [(3, 5, 7, 4, 17), (1, 1, 1, 1, 1), (2, 6, 18, 9, 3), (4, 3, 5, 5, 2)]
 
 
@@ -91,12 +79,6 @@ def test_small_sigma_picks_the_nearest_cell():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gradcheck(device):
-    feat, kpts = make_inputs(2, 3, 5, 4, 3, device=device)
-    assert torch.autograd.gradcheck(lambda f, k: op(f, k, 0.25, 1e-6), (leaf(feat), leaf(kpts)))
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("need", [(True, False), (False, True)])
 def test_gradient_of_one_input_only(device, need):
     feat, kpts = make_inputs(2, 3, 5, 4, 3, device=device)
@@ -104,21 +86,6 @@ def test_gradient_of_one_input_only(device, need):
     out = op(feat, kpts, 0.25, 1e-6)
     out.sum().backward()
     assert (feat.grad is not None) == need[0] and (kpts.grad is not None) == need[1]
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=torch.float32, device=device)
-    opcheck_with_and_without_grad(op, [feat, kpts], (0.25, 1e-6))
-
-
-def test_torch_compile_fullgraph():
-    feat, kpts = make_inputs(2, 3, 5, 4, 3, dtype=torch.float32)
-
-    def pooled_norm(f, k):
-        return star_ext.keypoint_pool(f * 2, k, 0.2).square().sum()
-
-    assert_compiled_matches_eager(pooled_norm, [feat], kpts)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -186,10 +153,3 @@ def test_non_finite_inputs_propagate_as_the_reference(device, dtype, where, valu
     assert torch.isfinite(out[1]).all()
     if value != value:
         assert torch.isnan(out[0, :, 1] if where == "feat" else out[0, 1]).all()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_double_backward_is_rejected(device):
-    # Before the fix, create_graph=True ended in an obscure bmm() out= error.
-    inputs = [leaf(t) for t in make_inputs(2, 3, 5, 4, 3, device=device)]
-    assert_double_backward_rejected("keypoint_pool", op(*inputs, 0.25, 1e-6), inputs)

@@ -8,18 +8,19 @@ import errno
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from star.cli import main
 from star.data import SynthConfig, generate_synthetic
 from star.output_paths import OutputRefusedError, check_output_file, file_kind
-from star.errors import DatasetBusyError, WriteFailedError
-from star.fileio import atomic_write, dataset_lock, exclusive_dir_lock
-from test_cli import SYNTH, assert_error, cli, one_thread, run, synth_root  # noqa: F401  (fixtures)
+from star.errors import WriteFailedError
+from star.fileio import atomic_write, dataset_lock
+from test_cli import assert_error, cli, run  # noqa: F401  (run: the CLI's tiny trained run, a fixture)
+from tiny_run import SYNTH
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _holder(code: str):
@@ -100,6 +101,7 @@ def dataset(tmp_path):
     return generate_synthetic(tmp_path / "D", SynthConfig(**SYNTH))
 
 
+@pytest.mark.slow
 def test_synth_force_refuses_to_replace_a_dataset_being_read(dataset, capsys):
     proc = _holder(f"""
         import time

@@ -244,6 +244,7 @@ def test_synthetic_dataset(tmp_path, models):
 # ----------------------------------------------------------------------------- resume, shards
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path, models, listdata):
     ref = tmp_path / "ref"
     extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], batch=2, shard_size=4, **FAST))
@@ -264,6 +265,7 @@ def test_resume_after_sigkill(tmp_path, models, listdata):
     assert store_files(out) == store_files(ref)
 
 
+@pytest.mark.slow
 def test_shards_and_merge(tmp_path, models, listdata, capsys):
     ref = tmp_path / "ref"
     extract_keypoints(listdata, PoseOptions(out=ref, model=models["pose"], shard_size=3, **FAST))

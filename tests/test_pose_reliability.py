@@ -68,6 +68,7 @@ def test_a_model_of_the_wrong_kind_is_named_at_load(tmp_path, models, listdata):
 # ----------------------------------------------------------------------------- 18: workers die with their parent
 
 
+@pytest.mark.slow
 def test_workers_and_resource_tracker_die_with_a_killed_parent(tmp_path, models, listdata):
     out = tmp_path / "kp"
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=1, shard_size=2, workers=2)

@@ -60,7 +60,9 @@ class SynthConfig:
     jpeg_quality: int = 90
     seed: int = 0
 
-    def validate(self) -> None:
+    def validate(self, *, memory: int | None = None) -> None:
+        """Raise SynthConfigError for settings that cannot give a dataset; ``memory``: the bytes of
+        memory to plan the frame rendering for (default: what the machine has available now)."""
         n_test = self.num_test_ids
         if self.ids < 2 or not 1 <= n_test < self.ids:
             raise SynthConfigError(f"need ids >= 2 and 1 <= test_ids < ids, got ids={self.ids}, test_ids={n_test}")
@@ -84,7 +86,7 @@ class SynthConfig:
                                    f"(at most {MAX_JPEG_SIDE} pixels a side)")
         # a tracklet's frames are rendered in memory (uint8 RGB) before they are written
         needed = self.height * self.width * 3 * self.max_frames
-        available = _available_memory()
+        available = memory if memory is not None else _available_memory()
         if available is not None and needed > available // 2:
             raise SynthConfigError(
                 f"frames of {self.height} x {self.width} pixels need {needed / 2**30:.1f} GiB per tracklet of "
