@@ -28,7 +28,7 @@ LAYERS = {
     "metrics": 3,
     "config": 4,
     "engine": 5,
-    "export": 6,
+    "export": 6, "reports": 6,
     "cli": 7,
 }
 
