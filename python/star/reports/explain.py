@@ -49,6 +49,9 @@ EXPLAIN_FILE = "explain.json"
 EXPLAIN_SPLITS = {"test": ("query", "gallery"), "train": ("train",)}
 # Per modality: enough for stable means on the synthetic demo, seconds on 2 CPU cores (0 = all).
 DEFAULT_MAX_TRACKLETS = 24
+# The saliency's exact Jacobian costs C backward rows per tracklet (about 2 s on a CPU core for
+# the demo's ResNet-18, C = 512), so it is measured on fewer tracklets, spread over those used.
+DEFAULT_SALIENCY_TRACKLETS = 4
 # Frames binned by their mean keypoint confidence (17 joints).
 CONFIDENCE_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MODALITIES = {INFRARED: "IR", VISIBLE: "RGB"}
@@ -82,12 +85,13 @@ class JointSaliency:
     With J = d e / d keypoints (e: C channels, keypoints [T, 17, 3]), per tracklet
     ``per_coordinate[j][k] = sqrt(sum_c sum_t J[c, t, j, k]^2)`` for k in (x, y, conf) and
     ``total[j] = sqrt(sum_k per_coordinate[j][k]^2)`` (the Frobenius norm of joint j's
-    Jacobian block), both averaged over the tracklets. Units: embedding change per unit of
-    normalised coordinate / confidence.
+    Jacobian block), both averaged over ``tracklets`` tracklets. Units: embedding change per
+    unit of normalised coordinate / confidence.
     """
 
     per_coordinate: tuple[Floats, ...]
     total: Floats
+    tracklets: int
 
 
 @dataclass(frozen=True)
@@ -164,11 +168,15 @@ def default_output_dir(checkpoint: str | Path) -> Path:
     return Path(checkpoint).parent / "explain"
 
 
-def _spread(tracklets: list[Tracklet], limit: int) -> list[Tracklet]:
-    """At most ``limit`` tracklets (0 = all), evenly spread over the list: deterministic."""
-    if limit <= 0 or len(tracklets) <= limit:
-        return tracklets
-    return [tracklets[i] for i in np.linspace(0, len(tracklets) - 1, limit).round().astype(int)]
+def _spread(count: int, limit: int) -> list[int]:
+    """Indices of at most ``limit`` of ``count`` items (0 = all), evenly spread: deterministic."""
+    if limit <= 0 or count <= limit:
+        return list(range(count))
+    return sorted({int(i) for i in np.linspace(0, count - 1, limit).round()})
+
+
+def _limited(tracklets: list[Tracklet], limit: int) -> list[Tracklet]:
+    return [tracklets[i] for i in _spread(len(tracklets), limit)]
 
 
 def _uniform_received(model: STAR) -> torch.Tensor:
@@ -196,7 +204,7 @@ def _saliency(probes: list[BatchProbe]) -> JointSaliency:
     squares = torch.cat([p.saliency_squares for p in probes]).sum(dim=1)  # [N, 17, 3]
     return JointSaliency(
         per_coordinate=tuple(_floats(row) for row in squares.sqrt().mean(dim=0)),
-        total=_floats(squares.sum(dim=2).sqrt().mean(dim=0)),
+        total=_floats(squares.sum(dim=2).sqrt().mean(dim=0)), tracklets=len(squares),
     )
 
 
@@ -247,8 +255,9 @@ def _absent_reasons(model: STAR) -> dict[str, str]:
 
 
 def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunConfig, device: torch.device,
-                  modality: str) -> ModalityExplanation:
-    """The sections of one modality's ``tracklets`` (already limited) for an eval-mode ``model``."""
+                  modality: str, saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS) -> ModalityExplanation:
+    """The sections of one modality's ``tracklets`` (already limited) for an eval-mode ``model``;
+    the saliency on ``saliency_tracklets`` of them (spread; 0 = all)."""
     result = ModalityExplanation(modality=modality, tracklets=len(tracklets), absent=_absent_reasons(model))
     if not tracklets:
         for section in ("attention", "saliency", "pooling", "correction"):
@@ -257,11 +266,13 @@ def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunCon
     loader = eval_loader(tracklets, keypoints, num_frames=cfg.model.seq_len, batch_size=cfg.data.eval_batch_size,
                          height=cfg.data.height, width=cfg.data.width, num_workers=cfg.data.num_workers,
                          pin_memory=False)
-    probes = [
-        probe_batch(model, normalize_frames(batch["frames"].to(device)), batch["keypoints"].to(device),
-                    batch["modality"].to(device), saliency="saliency" not in result.absent)
-        for batch in loader
-    ]
+    wanted = _spread(len(tracklets), saliency_tracklets) if "saliency" not in result.absent else []
+    probes = []
+    for batch in loader:
+        first = int(batch["index"][0])
+        rows = [i - first for i in wanted if first <= i < first + len(batch["index"])]
+        probes.append(probe_batch(model, normalize_frames(batch["frames"].to(device)), batch["keypoints"].to(device),
+                                  batch["modality"].to(device), saliency_rows=rows))
     if "attention" not in result.absent:
         result.attention = _attention(model, probes)
         result.pooling = _pooling(model, probes)
@@ -274,14 +285,16 @@ def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunCon
 
 def explain_checkpoint(
     cfg: RunConfig, checkpoint: str | Path, *, split: str = "test", max_tracklets: int = DEFAULT_MAX_TRACKLETS,
-    output_dir: Optional[str | Path] = None, force: bool = False,
+    saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS, output_dir: Optional[str | Path] = None,
+    force: bool = False,
 ) -> Explanation:
     """Explain ``checkpoint`` on ``cfg``'s dataset (see the module docstring). ``output_dir``
     (None: nothing written): explain.json and the pictures, paths checked before any work."""
     if split not in EXPLAIN_SPLITS:
         raise ConfigError(f"--split {split!r} is not a split to explain; choose one of {', '.join(EXPLAIN_SPLITS)}")
-    if max_tracklets < 0:
-        raise ConfigError(f"--max-tracklets must be >= 0 (0 = every tracklet), got {max_tracklets}")
+    for flag, value in (("--max-tracklets", max_tracklets), ("--saliency-tracklets", saliency_tracklets)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be >= 0 (0 = every tracklet), got {value}")
     if output_dir is not None:
         out = Path(output_dir)
         check_output_file(out / EXPLAIN_FILE, "explanation file", kind="metrics file", inputs=[checkpoint], force=force)
@@ -294,8 +307,8 @@ def explain_checkpoint(
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         tracklets = [t for name in sets for t in data.split(name)]
         modalities = {
-            name: explain_model(trained.model, _spread([t for t in tracklets if t.modality == flag], max_tracklets),
-                                keypoints, cfg, trained.device, name)
+            name: explain_model(trained.model, _limited([t for t in tracklets if t.modality == flag], max_tracklets),
+                                keypoints, cfg, trained.device, name, saliency_tracklets)
             for flag, name in MODALITIES.items()
         }
     counts = {name: {m: sum(t.modality == flag for t in data.split(name)) for flag, m in MODALITIES.items()}

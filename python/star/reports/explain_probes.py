@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from star_ext import reference
@@ -38,7 +38,7 @@ class BatchProbe:
     ``received``: per graph-attention layer, the attention each node receives, averaged
     over heads, [B, T, 17]; ``reproduction_error``: the largest |output| difference between
     the recomputed attention and each layer's real output (and the recomputed embedding).
-    ``saliency_squares``: [B, T, 17, 3] (see ``keypoint_jacobian_squares``). ``pool_weights``:
+    ``saliency_squares``: [len(saliency_rows), T, 17, 3] (see ``keypoint_jacobian_squares``). ``pool_weights``:
     [B, P, C]. ``frames`` / ``corrected``: F and F' [B, T, C]; ``confidence``: mean keypoint
     confidence of every frame [B, T].
     """
@@ -115,8 +115,9 @@ def keypoint_jacobian_squares(model: STAR, maps: torch.Tensor, keypoints: torch.
 
 
 def probe_batch(model: STAR, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor,
-                *, saliency: bool) -> BatchProbe:
-    """Run ``model`` (eval mode) on one batch and measure it; see the module docstring."""
+                *, saliency_rows: Sequence[int] = ()) -> BatchProbe:
+    """Run ``model`` (eval mode) on one batch and measure it; see the module docstring. The
+    saliency, C backward rows per tracklet, is computed for the tracklets ``saliency_rows``."""
     b, t, _, height, width = frames.shape
     aspect = width / height
     guidance = model.sequence_guidance
@@ -144,10 +145,10 @@ def probe_batch(model: STAR, frames: torch.Tensor, keypoints: torch.Tensor, moda
             errors.append(float((recomputed - out).abs().max()))
             received.append(attention_received(alpha, col, x.shape[1]).view(b, t, -1).double().cpu())
     squares = None
-    if saliency and model.skeleton_encoder is not None:  # else nothing reads the keypoints
+    if saliency_rows and model.skeleton_encoder is not None:  # else nothing reads the keypoints
         per_tracklet = maps.view(b, t, *maps.shape[1:])
         squares = torch.stack([
-            keypoint_jacobian_squares(model, per_tracklet[i], keypoints[i], aspect) for i in range(b)
+            keypoint_jacobian_squares(model, per_tracklet[i], keypoints[i], aspect) for i in saliency_rows
         ]).cpu()
     pool_weights = None
     if guidance is not None:
