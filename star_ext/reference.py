@@ -135,23 +135,39 @@ def keypoint_graph_attention(
             f"keypoint_graph_attention: edge_keep must be a bool mask (True keeps the edge), got {edge_keep.dtype}; "
             "convert it with edge_keep.bool() or build it with a comparison"
         )
-    b, v, heads, d = h.shape
-    rowptr = rowptr.to(device=h.device, dtype=torch.long)
-    col = col.to(device=h.device, dtype=torch.long)
-    dst = csr_destinations(rowptr)
-
-    e = F.leaky_relu(a_dst[:, dst] + a_src[:, col], negative_slope)  # [B, E, Hd]
-    # Softmax per destination: subtract the per-destination max for stability.
-    e_max = torch.full((b, v, heads), float("-inf"), device=h.device, dtype=e.dtype)
-    e_max = e_max.scatter_reduce(1, dst.view(1, -1, 1).expand_as(e), e, reduce="amax", include_self=True)
-    ex = torch.exp(e - e_max[:, dst])
-    denom = torch.zeros((b, v, heads), device=h.device, dtype=e.dtype).index_add(1, dst, ex)
-    alpha = ex / denom[:, dst]
+    alpha = graph_attention_coefficients(a_src, a_dst, rowptr, col, negative_slope)
     if edge_keep is not None:
         alpha = alpha * edge_keep.to(alpha.dtype) * keep_scale
+    return graph_attention_messages(h, alpha, rowptr, col)
 
+
+def graph_attention_messages(h: torch.Tensor, alpha: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """out[:, i] = sum over the edges e into i of alpha[:, e] * h[:, col[e]]: h [B, V, Hd, D], alpha [B, E, Hd]."""
+    rowptr = rowptr.to(device=h.device, dtype=torch.long)
+    col = col.to(device=h.device, dtype=torch.long)
     messages = alpha.unsqueeze(-1) * h[:, col]  # [B, E, Hd, D]
-    return torch.zeros_like(h).index_add(1, dst, messages)
+    return torch.zeros_like(h).index_add(1, csr_destinations(rowptr), messages)
+
+
+def graph_attention_coefficients(
+    a_src: torch.Tensor, a_dst: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor, negative_slope: float = 0.2
+) -> torch.Tensor:
+    """The attention weights of ``keypoint_graph_attention`` before dropout: alpha [B, E, Hd].
+
+    alpha[:, e] = softmax over the edges into dst(e) of LeakyReLU(a_dst[dst(e)] + a_src[col[e]]),
+    so the weights of every destination with edges sum to 1.
+    """
+    b, v, heads = a_src.shape
+    rowptr = rowptr.to(device=a_src.device, dtype=torch.long)
+    col = col.to(device=a_src.device, dtype=torch.long)
+    dst = csr_destinations(rowptr)
+    e = F.leaky_relu(a_dst[:, dst] + a_src[:, col], negative_slope)  # [B, E, Hd]
+    # Softmax per destination: subtract the per-destination max for stability.
+    e_max = torch.full((b, v, heads), float("-inf"), device=a_src.device, dtype=e.dtype)
+    e_max = e_max.scatter_reduce(1, dst.view(1, -1, 1).expand_as(e), e, reduce="amax", include_self=True)
+    ex = torch.exp(e - e_max[:, dst])
+    denom = torch.zeros((b, v, heads), device=a_src.device, dtype=e.dtype).index_add(1, dst, ex)
+    return ex / denom[:, dst]
 
 
 def _supported_exponents(p: torch.Tensor) -> torch.Tensor:

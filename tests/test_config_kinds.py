@@ -17,7 +17,7 @@ from star.config_tree import Kind, field_kinds, key_matches, keys_where, setting
 from star.dotted_keys import flatten
 from star.engine.checkpoint import config_differences
 from star.engine.inference import _evaluation_model
-from star.engine.run_table import Run, _differing
+from star.reports.run_table import Run, _differing
 
 KEYS = sorted(flatten(RunConfig().to_dict()))
 

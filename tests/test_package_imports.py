@@ -30,7 +30,7 @@ LAYERS = {
     "config": 4,
     "reports": 5,
     "engine": 6,
-    "export": 7,
+    "export": 7, "explain": 7,
     "cli": 8, "demo": 8,
 }
 

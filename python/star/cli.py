@@ -220,18 +220,42 @@ def _cmd_visrank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from star.explain import default_output_dir, explain_checkpoint
+
+    cfg = _run_config(args)
+    out = args.out if args.out is not None else default_output_dir(args.checkpoint)
+    limits = {name: value for name, value in (("max_tracklets", args.max_tracklets),
+                                              ("saliency_tracklets", args.saliency_tracklets)) if value is not None}
+    result = explain_checkpoint(cfg, args.checkpoint, split=args.split, output_dir=out, force=args.force, **limits)
+    used = ", ".join(f"{m.modality} {m.tracklets}" for m in result.modalities.values())
+    absent = sorted({s for m in result.modalities.values() for s in m.absent})
+    print(f"explained {used} tracklets of {result.dataset} ({result.split}); wrote explain.json and "
+          f"{', '.join(result.figures) or 'no pictures'} to {out}"
+          + (f"; absent: {', '.join(absent)} (reasons in explain.json)" if absent else ""))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from star.engine import train
     from star.demo import demo_config
 
+    from pathlib import Path
+
+    from star.engine.checkpoint import BEST
+    from star.explain import default_output_dir, explain_checkpoint
+
     start = time.perf_counter()
     cfg = demo_config(args.out, args.data, args.overrides)
     summary = train(cfg)
+    best = Path(cfg.output_dir) / BEST
+    explain_checkpoint(cfg, best, output_dir=default_output_dir(best))
     print(
         f"demo finished in {time.perf_counter() - start:.0f} s: mean mAP {summary['mAP']:.2%} "
-        f"(chance is a few %); metrics.json, rank lists (visrank/), logs and checkpoints in {cfg.output_dir}"
+        f"(chance is a few %); metrics.json, rank lists (visrank/), the skeleton guidance (explain/), logs and "
+        f"checkpoints in {cfg.output_dir}"
     )
     return 0
 
@@ -361,6 +385,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-queries", type=int, default=None,
                    help="pictures to draw (default: EvalConfig.visrank_queries)")
     p.set_defaults(func=_cmd_visrank)
+
+    p = sub.add_parser("explain", help="what the skeleton guidance does per modality: joint attention and saliency, "
+                                        "exponent mix, frame correction (explain.json + pictures)")
+    add_config(p, required=False)
+    p.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="test = query + gallery (default)")
+    p.add_argument("--out", default=None, help="output folder (default: explain/ beside the checkpoint)")
+    p.add_argument("--max-tracklets", type=int, default=None, metavar="N",
+                   help="tracklets per modality, spread over the split (default: star.explain."
+                        "DEFAULT_MAX_TRACKLETS; 0 = all)")
+    p.add_argument("--saliency-tracklets", type=int, default=None, metavar="N",
+                   help="of those, tracklets whose keypoint saliency (an exact Jacobian, slow) is measured "
+                        "(default: star.explain.DEFAULT_SALIENCY_TRACKLETS; 0 = all)")
+    add_force(p, "explain.json / picture")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("demo", help="generate the synthetic dataset, train STAR on the CPU, evaluate, draw rank lists")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; a rerun resumes/reports)")

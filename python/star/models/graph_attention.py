@@ -52,16 +52,25 @@ class KeypointGraphAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """x [B, V, in_dim], template (rowptr [V+1], col [E]) -> [B, V, heads*out_dim or out_dim]."""
+        h, a_src, a_dst = self.project(x)
+        keep, scale = None, 1.0
+        if self.training and self.dropout > 0:
+            keep = torch.rand(x.shape[0], col.numel(), self.heads, device=x.device) >= self.dropout
+            scale = 1.0 / (1.0 - self.dropout)
+        return self.combine_heads(
+            self.ops.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, self.negative_slope, keep, scale)
+        )
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, V, in_dim] -> h = x W [B, V, heads, out_dim] and the logits a_src, a_dst [B, V, heads]."""
         b, v, _ = x.shape
         h = self.lin(x).view(b, v, self.heads, self.out_dim)
         # Under autocast these logits come out float32 and h half; the op's autocast kernel casts them to h's dtype.
-        a_src = (h * self.att_src).sum(-1)
-        a_dst = (h * self.att_dst).sum(-1)
-        keep, scale = None, 1.0
-        if self.training and self.dropout > 0:
-            keep = torch.rand(b, col.numel(), self.heads, device=x.device) >= self.dropout
-            scale = 1.0 / (1.0 - self.dropout)
-        out = self.ops.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, self.negative_slope, keep, scale)
+        return h, (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)
+
+    def combine_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """Per-head messages [B, V, heads, out_dim] -> concatenated or averaged heads, + bias."""
+        b, v = out.shape[:2]
         out = out.reshape(b, v, self.heads * self.out_dim) if self.concat else out.mean(dim=2)
         return out if self.bias is None else out + self.bias
 

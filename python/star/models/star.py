@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import star_ext
 import torch
@@ -54,6 +54,18 @@ def absent_outputs(cfg: ModelConfig) -> dict[str, str]:
     elif not cfg.sequence.pose_classifier:
         absent["pose_logits"] = "sequence.pose_classifier"
     return absent
+
+
+class SequenceFeatures(NamedTuple):
+    """What follows the backbone: frame features f [B, T, C], pooled z [B, C], and the skeleton
+    codes h_T [B, C], g [B, C], s [B, 2C] and pose logits (None when their module is off)."""
+
+    f: torch.Tensor
+    z: torch.Tensor
+    h_t: Optional[torch.Tensor] = None
+    g: Optional[torch.Tensor] = None
+    s: Optional[torch.Tensor] = None
+    pose_logits: Optional[torch.Tensor] = None
 
 
 class STAR(nn.Module):
@@ -175,28 +187,42 @@ class STAR(nn.Module):
         if self.training and self.style_augmentation is not None:
             frames = self.style_augmentation(frames, visible)
         maps, maps_dis = self._backbone(frames.flatten(0, 1), visible, t)
-        f = maps.mean(dim=(2, 3)).view(b, t, -1)  # after ReLU: >= 0
-
-        h_seq = h_t = None
-        if self.skeleton_encoder is not None:
-            h_seq, h_t = self.skeleton_encoder(keypoints, aspect=width / height)
-        corrected = self.frame_correction(f, h_seq) if self.frame_correction is not None else f
-        if self.sequence_guidance is not None:
-            z, g, s, pose_logits = self.sequence_guidance(corrected, keypoints, h_t, maps)
-        else:
-            assert self.temporal_pooling is not None
-            z, g, s, pose_logits = self.temporal_pooling(corrected), None, None, None
-
-        embedding, logits = self.head(z)
+        seq = self.sequence_features(maps, keypoints, aspect=width / height)
+        embedding, logits = self.head(seq.z)
         if not self.training:
-            return F.normalize(embedding if self.cfg.neck_feat == "after" else z, dim=1)
+            return self._eval_embedding(embedding, seq.z)
         out = StarOutput(
-            z=z, logits=logits, frame_logits=self._frame_logits(f), f=f, h_t=h_t, g=g, s=s, pose_logits=pose_logits
+            z=seq.z, logits=logits, frame_logits=self._frame_logits(seq.f), f=seq.f, h_t=seq.h_t, g=seq.g, s=seq.s,
+            pose_logits=seq.pose_logits,
         )
         if maps_dis is not None:
             out.f_dis = maps_dis.mean(dim=(2, 3)).view(b, t, -1)
             out.frame_logits_dis = self._frame_logits(out.f_dis)
         return out
+
+    def sequence_features(self, maps: torch.Tensor, keypoints: torch.Tensor, aspect: float) -> SequenceFeatures:
+        """Everything after the backbone up to z: clean layer4 maps [B*T, C, h, w], keypoints
+        [B, T, 17, 3], frame width / height -> :class:`SequenceFeatures`."""
+        b, t = keypoints.shape[:2]
+        f = maps.mean(dim=(2, 3)).view(b, t, -1)  # after ReLU: >= 0
+        h_seq = h_t = None
+        if self.skeleton_encoder is not None:
+            h_seq, h_t = self.skeleton_encoder(keypoints, aspect=aspect)
+        corrected = self.frame_correction(f, h_seq) if self.frame_correction is not None else f
+        if self.sequence_guidance is not None:
+            z, g, s, pose_logits = self.sequence_guidance(corrected, keypoints, h_t, maps)
+            return SequenceFeatures(f, z, h_t, g, s, pose_logits)
+        assert self.temporal_pooling is not None
+        return SequenceFeatures(f, self.temporal_pooling(corrected), h_t)
+
+    def embed_from_maps(self, maps: torch.Tensor, keypoints: torch.Tensor, aspect: float) -> torch.Tensor:
+        """The eval embedding from the clean layer4 maps (what ``forward`` gives in eval mode after the
+        backbone): lets analyses differentiate w.r.t. the keypoints without rerunning the backbone."""
+        z = self.sequence_features(maps, keypoints, aspect).z
+        return self._eval_embedding(self.head(z)[0], z)
+
+    def _eval_embedding(self, embedding: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(embedding if self.cfg.neck_feat == "after" else z, dim=1)
 
     def _frame_logits(self, f: torch.Tensor) -> torch.Tensor:
         return self.frame_head(f.flatten(0, 1))[1].view(*f.shape[:2], -1)
