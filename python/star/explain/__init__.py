@@ -2,6 +2,5 @@
 joint attention and saliency, the pooling's exponent mix, the frame correction; explain.json
 and pictures. It loads checkpoints and runs models, so it sits above ``star.engine``."""
 
-from .analysis import Explanation, default_output_dir, explain_checkpoint
-
-__all__ = ["Explanation", "default_output_dir", "explain_checkpoint"]
+from .analysis import *  # noqa: F403  (the names of analysis.__all__)
+from .analysis import __all__
