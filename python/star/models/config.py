@@ -142,8 +142,8 @@ class FrameCorrectionConfig:
     bone_embed_dim: int = setting(Kind.ARCHITECTURE, 64)
     num_heads: int = setting(Kind.ARCHITECTURE, 4)
     attention_dropout: float = setting(Kind.TRAINING, 0.0)
-    # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3, our default 0.
-    offset: float = setting(Kind.ARCHITECTURE, 0.0)
+    # F' = FFN([E_o; E_s]) + F + offset; the release adds 1e-3 (the default), 0 drops it.
+    offset: float = setting(Kind.ARCHITECTURE, 1e-3)
 
 
 @dataclass
@@ -172,11 +172,11 @@ class SequenceGuidanceConfig:
     hidden_dim: int = setting(Kind.ARCHITECTURE, 16)
     hidden_heads: int = setting(Kind.ARCHITECTURE, 2)
     out_dim: int = setting(Kind.ARCHITECTURE, 12)
-    dropout: float = setting(Kind.TRAINING, 0.1)
-    attention_dropout: float = setting(Kind.TRAINING, 0.1)
+    dropout: float = setting(Kind.TRAINING, 0.3)
+    attention_dropout: float = setting(Kind.TRAINING, 0.6)
     spatial_edges: str = setting(Kind.ARCHITECTURE, "all_frames")
-    readout: str = setting(Kind.ARCHITECTURE, "linear")
-    pose_classifier_bias: bool = setting(Kind.ARCHITECTURE, False)
+    readout: str = setting(Kind.ARCHITECTURE, "avg_pool")
+    pose_classifier_bias: bool = setting(Kind.ARCHITECTURE, True)
 
     def __post_init__(self) -> None:
         require_choice("sequence.spatial_edges", self.spatial_edges, SPATIAL_EDGES)
@@ -196,8 +196,8 @@ class PoolingConfig:
 
     exponents: tuple[float, ...] = setting(Kind.ARCHITECTURE, (0.7, 1.0, 3.0, 5.0, 7.0))
     learnable: bool = setting(Kind.ARCHITECTURE, False)
-    eps: float = setting(Kind.ARCHITECTURE, 1e-6)
-    floor: float = setting(Kind.ARCHITECTURE, 0.0)
+    eps: float = setting(Kind.ARCHITECTURE, 0.0)
+    floor: float = setting(Kind.ARCHITECTURE, 1e-12)
     unguided: str = setting(Kind.ARCHITECTURE, "mean")
     unguided_exponent: float = setting(Kind.ARCHITECTURE, 3.0)
 
@@ -222,7 +222,7 @@ class ModelConfig:
     # fast-reid's NECK_FEAT; L2-normalised either way.
     neck_feat: str = setting(Kind.EVALUATION, "after")
     # BN-neck weights at init: ``normal`` ~ N(1, 0.01) (release) or ``ones`` (torch's default).
-    neck_init: str = setting(Kind.TRAINING, "ones")
+    neck_init: str = setting(Kind.TRAINING, "normal")
 
     def __post_init__(self) -> None:
         require_choice("neck_feat", self.neck_feat, NECK_FEATS)
