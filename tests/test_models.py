@@ -109,7 +109,10 @@ def test_dims_scale_with_backbone():
     assert model.frame_correction.skeleton_queries.num_heads == 4
     assert model.sequence_guidance.guide_bn.num_features == 2 * c
     assert model.sequence_guidance.pooling.score.out_features == 5 * c
-    assert model.sequence_guidance.graph.readout.in_features == 12 * 17 * 12
+    assert model.sequence_guidance.graph.readout is None  # avg_pool: no parameters
+    linear = STAR(ModelConfig.from_dict(config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12,
+                                               sequence={"readout": "linear"})), CLASSES)
+    assert linear.sequence_guidance.graph.readout.in_features == 12 * 17 * 12
     assert model.head.classifier.in_features == c
 
 
