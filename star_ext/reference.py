@@ -102,7 +102,9 @@ def _scaled_logs_with_zeros(x: torch.Tensor, p: torch.Tensor, floor: float) -> t
     p = p.view(1, -1, 1, 1)
     # Every frame at 0 gives z = 0 only without a floor (a Python branch: traceable for the ONNX export).
     all_zero = zero.all(dim=2, keepdim=True) if floor == 0 else torch.zeros_like(zero[:, :, :1])
-    vanished = torch.where(p > 0, all_zero, zero.any(dim=2, keepdim=True))  # [B, P, 1, C]
+    positive = p > 0
+    # [B, P, 1, C]; logic, not a where on bools (onnxruntime's Where has no bool kernel)
+    vanished = (positive & all_zero) | (~positive & zero.any(dim=2, keepdim=True))
     vanished = vanished & ~torch.isnan(x).any(dim=1, keepdim=True).unsqueeze(1)
     scaled = torch.where(zero & (p > 0) & ~vanished, -math.inf, p * log_x)
     return scaled, vanished.squeeze(2)

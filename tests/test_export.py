@@ -195,7 +195,7 @@ def test_bad_checkpoints_are_clear_errors_naming_the_file(trained, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     state = {k: v for k, v in load_checkpoint(checkpoint).items() if k in ("model", "config", "epoch", "version", "num_classes")}
-    missing = dict(state, model={k: v for k, v in state["model"].items() if "readout" not in k})
+    missing = dict(state, model={k: v for k, v in state["model"].items() if "head.classifier" not in k})
     save_checkpoint(missing, tmp_path / "missing_keys.pt")
     no_config = {k: v for k, v in state.items() if k != "config"}
     save_checkpoint(no_config, tmp_path / "no_config.pt")

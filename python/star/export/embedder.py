@@ -105,5 +105,7 @@ class OnnxEmbedder:
             chunk = [torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in chunk]
             feeds = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(NetworkInputs._fields, chunk)}
             out.append(torch.from_numpy(self.session.run(None, feeds)[0][: step - pad]))
-        # an empty batch is (0, C): C is the output's static second axis
-        return torch.cat(out) if out else torch.empty(0, int(self.session.get_outputs()[0].shape[1]))
+        # an empty batch is (0, C): C as export recorded it (the exporter may leave the axis symbolic),
+        # else the output's static second axis
+        width = self.info.get("embedding_dim", self.session.get_outputs()[0].shape[1])
+        return torch.cat(out) if out else torch.empty(0, int(width))

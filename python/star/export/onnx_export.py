@@ -168,6 +168,7 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"cannot export the model of {checkpoint} at opset {opset}: {first}") from None
     info = {"checkpoint": str(checkpoint), "inputs": list(NetworkInputs._fields), "output": OUTPUT_NAME,
+            "embedding_dim": embedder.model.feature_dim,
             "normalisation": "ImageNet mean/std of RGB in [0, 1]", "modality": {"0": "infrared", "1": "visible"}}
     model_bytes = _with_metadata(model_bytes, {
         META_SEQ_LEN: str(embedder.seq_len), META_HEIGHT: str(embedder.height), META_WIDTH: str(embedder.width),

@@ -57,6 +57,10 @@ class KeypointGraphEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out_dim = out_dim
         self.readout = nn.Linear(num_nodes * cfg.out_dim, out_dim) if cfg.readout == "linear" else None
+        if self.readout is None:
+            index, weight = adaptive_average_bins(num_nodes * cfg.out_dim, out_dim)
+            self.register_buffer("bin_index", index, persistent=False)
+            self.register_buffer("bin_weight", weight, persistent=False)
 
     def forward(self, keypoints: torch.Tensor, feature_maps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """keypoints [B, T, 17, 3]; feature_maps [B*T, C, h, w] (needed with visual nodes) -> g [B, out_dim]."""
@@ -71,6 +75,20 @@ class KeypointGraphEncoder(nn.Module):
             nodes = torch.cat([nodes.to(visual.dtype), visual], dim=-1)
         x = self.dropout(F.elu(self.gat1(nodes, self.rowptr, self.col)))
         x = F.elu(self.gat2(x, self.rowptr, self.col)).flatten(1)
-        if self.readout is None:
-            return F.adaptive_avg_pool1d(x.unsqueeze(1), self.out_dim).squeeze(1)
+        if self.readout is None:  # adaptive_avg_pool1d(x, out_dim), written so that ONNX exports it
+            return (x[:, self.bin_index] * self.bin_weight.to(x.dtype)).sum(-1)
         return self.readout(x)
+
+
+def adaptive_average_bins(length: int, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bins of ``adaptive_avg_pool1d`` from ``length`` to ``bins``: bin j averages positions
+    floor(j L / n) .. ceil((j + 1) L / n) - 1. Returns (index [n, w], weight [n, w] float64) with
+    w the widest bin: the positions of each bin (padded with its last one) and 1 / its size
+    (0 on the padding). The exporter has no adaptive_avg_pool1d where n does not divide L."""
+    start = [j * length // bins for j in range(bins)]
+    end = [-(-(j + 1) * length // bins) for j in range(bins)]
+    width = max(e - s for s, e in zip(start, end))
+    index = torch.tensor([[min(s + i, e - 1) for i in range(width)] for s, e in zip(start, end)])
+    weight = torch.tensor([[1.0 / (e - s) if i < e - s else 0.0 for i in range(width)] for s, e in zip(start, end)],
+                          dtype=torch.float64)
+    return index, weight
