@@ -161,7 +161,8 @@ class BuildWithInfo(BuildExtension):
 setup(
     packages=["star_ext", *find_packages(where="python")],
     package_dir={"star_ext": "star_ext", "star": "python/star"},
-    package_data={"star.config": ["*.yaml"]},  # the demo's config (star demo)
+    # the demo's config (star demo); py.typed: the packages ship their annotations (PEP 561)
+    package_data={"star.config": ["*.yaml"], "star": ["py.typed"], "star_ext": ["py.typed"]},
     ext_modules=[_EXTENSION],
     cmdclass={"build_ext": BuildWithInfo.with_options(use_ninja=True)},
 )

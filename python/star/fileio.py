@@ -23,6 +23,13 @@ from typing import Any, Callable
 from .errors import DatasetBusyError, OutputLockedError, WriteFailedError, is_environment_write_error
 
 
+def not_utf8(raw: bytes, error: UnicodeDecodeError) -> tuple[int, str]:
+    """(line, text) of a file that is not UTF-8: the 1-based line of the first bad byte and
+    "not a UTF-8 text file (byte 0x.. at offset N: reason)", for the reader's error."""
+    line = raw.count(b"\n", 0, error.start) + 1
+    return line, f"not a UTF-8 text file (byte 0x{raw[error.start]:02x} at offset {error.start}: {error.reason})"
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb", *,
                  durable: bool = False) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file in the same folder, then

@@ -51,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from ..fileio import not_utf8
 from ..config_tree import ConfigError, dataclass_from_dict, is_section, section_fields
 from .ranges import check_ranges
 from .schema import RunConfig
@@ -113,11 +114,8 @@ def _read_yaml(path: Path, included_by: Path | None) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(
-            f"{path}, line {line}: not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "save it as UTF-8"
-        ) from None
+        line, problem = not_utf8(raw, e)
+        raise ConfigError(f"{path}, line {line}: {problem}; save it as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:

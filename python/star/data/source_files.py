@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..fileio import not_utf8
 from .errors import DataFormatError
 
 
@@ -21,10 +22,7 @@ def read_text(path: str | Path) -> str:
         # A byte-order mark (Windows editors write one) is not part of the first line.
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataFormatError(
-            path, line, f"not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset {e.start}: {e.reason})"
-        ) from None
+        raise DataFormatError(path, *not_utf8(raw, e)) from None
 
 
 def read_lines(path: str | Path) -> list[str]:

@@ -24,8 +24,8 @@ import torch
 
 from .skeleton import COCO17_FLIP
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # the one definition (models import it)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def default_pad(height: int) -> int:

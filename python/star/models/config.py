@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..config_tree import Kind, dataclass_from_dict, require_choice, setting
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # Feature dimension C of layer4 for each supported torchvision backbone.
 BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
