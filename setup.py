@@ -42,7 +42,9 @@ def _toolkit_from_nvcc() -> str | None:
     try:
         res = subprocess.run(
             [nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -100,7 +102,15 @@ def _extra_cuda_includes() -> list[str]:
 
 def _extension():
     with_cuda = _want_cuda()
-    sources = ["csrc/star.cpp", "csrc/validation.cpp", "csrc/autocast.cpp", "csrc/autograd.cpp", "csrc/ops.cpp", "csrc/transposed_template.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = [
+        "csrc/star.cpp",
+        "csrc/validation.cpp",
+        "csrc/autocast.cpp",
+        "csrc/autograd.cpp",
+        "csrc/ops.cpp",
+        "csrc/transposed_template.cpp",
+        *sorted(glob.glob("csrc/cpu/*.cpp")),
+    ]
     # -fopenmp: at::parallel_for is a header template that runs serially unless
     # the including code is compiled with OpenMP (torch ships the same libgomp).
     # -fno-trapping-math lets GCC turn the selects of cpu/vector_math.h into SIMD

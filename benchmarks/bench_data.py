@@ -16,8 +16,16 @@ import os
 import pytest
 import torch
 
-from star.data import (SynthConfig, TrackletDataset, eval_loader, generate_synthetic, load_dataset,
-                       open_keypoint_store, read_hitsz_vcm, train_loader)
+from star.data import (
+    SynthConfig,
+    TrackletDataset,
+    eval_loader,
+    generate_synthetic,
+    load_dataset,
+    open_keypoint_store,
+    read_hitsz_vcm,
+    train_loader,
+)
 
 SMALL = os.environ.get("STAR_BENCH_SMALL", "") == "1"
 WORKERS = int(os.environ.get("STAR_BENCH_WORKERS", min(8, os.cpu_count() or 1)))
@@ -85,8 +93,15 @@ def test_train_loader_epoch(benchmark, synth):
     run()  # starts the persistent workers
     benchmark.pedantic(run, rounds=3)
     n = len(loader.batch_sampler) * loader.batch_sampler.batch_size
-    _report(benchmark, n, n * T, frame_size=size, workers=WORKERS, batches=len(loader.batch_sampler),
-            pin_memory=torch.cuda.is_available())
+    _report(
+        benchmark,
+        n,
+        n * T,
+        frame_size=size,
+        workers=WORKERS,
+        batches=len(loader.batch_sampler),
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def test_eval_loader(benchmark, synth):
@@ -124,4 +139,3 @@ def test_hitsz_sized_annotation_parse(benchmark, hitsz_sized_info):
     data = benchmark.pedantic(lambda: read_hitsz_vcm(hitsz_sized_info), rounds=3)
     frames = sum(len(i) for i in data.frame_index.values())
     benchmark.extra_info.update(frame_names=frames, tracklets=len(data.train) + len(data.query) + len(data.gallery))
-

@@ -61,14 +61,15 @@ def classic_distance(q_feat, g_feat):
 
 def classic_hitsz(q_feat, q_pids, q_cams, g_feat, g_pids, g_cams):
     dist = classic_distance(q_feat, g_feat)
-    return {M.IR_TO_RGB: classic_eval(dist, q_pids, g_pids, q_cams, g_cams),
-            M.RGB_TO_IR: classic_eval(dist.T, g_pids, q_pids, g_cams, q_cams)}
+    return {
+        M.IR_TO_RGB: classic_eval(dist, q_pids, g_pids, q_cams, g_cams),
+        M.RGB_TO_IR: classic_eval(dist.T, g_pids, q_pids, g_cams, q_cams),
+    }
 
 
 @pytest.mark.benchmark(group="hitsz-vcm both modes")
 def test_star_metrics_hitsz_vcm(benchmark, hitsz_sized):
-    results = benchmark.pedantic(M.evaluate_hitsz_vcm, args=hitsz_sized, rounds=7,
-                                 warmup_rounds=1)
+    results = benchmark.pedantic(M.evaluate_hitsz_vcm, args=hitsz_sized, rounds=7, warmup_rounds=1)
     print("\n" + M.format_table(results))
     assert set(results) == {M.IR_TO_RGB, M.RGB_TO_IR}
 
@@ -80,8 +81,10 @@ def test_classic_numpy_loop_hitsz_vcm(benchmark, hitsz_sized):
     classic = benchmark.pedantic(classic_hitsz, args=args, rounds=1)
     # same distance matrix -> same metrics, to float64 rounding
     dist = classic_distance(args[0], args[3])
-    ours = {M.IR_TO_RGB: M.evaluate_ranking(dist, q_pids, g_pids, q_cams, g_cams),
-            M.RGB_TO_IR: M.evaluate_ranking(dist.T, g_pids, q_pids, g_cams, q_cams)}
+    ours = {
+        M.IR_TO_RGB: M.evaluate_ranking(dist, q_pids, g_pids, q_cams, g_cams),
+        M.RGB_TO_IR: M.evaluate_ranking(dist.T, g_pids, q_pids, g_cams, q_cams),
+    }
     for mode, (cmc, mAP, mINP) in classic.items():
         np.testing.assert_allclose(ours[mode].cmc, cmc, rtol=0, atol=1e-12)
         assert ours[mode].mAP == pytest.approx(mAP, abs=1e-12)
@@ -110,7 +113,8 @@ def test_part_torch_mm_similarity(benchmark, hitsz_sized):
 def test_part_evaluate_ranking(benchmark, hitsz_sized, mode):
     q_feat, q_pids, q_cams, g_feat, g_pids, g_cams = hitsz_sized
     dist = M.cosine_distance(q_feat, g_feat)
-    args = ((dist, q_pids, g_pids, q_cams, g_cams) if mode == M.IR_TO_RGB
-            else (dist.T, g_pids, q_pids, g_cams, q_cams))  # transposed view, as in the protocol
+    args = (
+        (dist, q_pids, g_pids, q_cams, g_cams) if mode == M.IR_TO_RGB else (dist.T, g_pids, q_pids, g_cams, q_cams)
+    )  # transposed view, as in the protocol
     result = benchmark.pedantic(M.evaluate_ranking, args=args, rounds=7, warmup_rounds=1)
     assert 0 < result.mAP <= 1

@@ -102,8 +102,14 @@ def test_train_step(benchmark, network, device):
 
     benchmark.group = f"train step {device}"
     benchmark.extra_info.update(
-        network=network, device=device, backbone=s.backbone, batch=s.batch, frames=s.frames,
-        size=f"{s.height}x{s.width}", amp=s.amp, threads=torch.get_num_threads(),
+        network=network,
+        device=device,
+        backbone=s.backbone,
+        batch=s.batch,
+        frames=s.frames,
+        size=f"{s.height}x{s.width}",
+        amp=s.amp,
+        threads=torch.get_num_threads(),
     )
     step()  # warm-up: allocator, oneDNN/cuDNN algorithm choice
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=1)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import star_ext
-from star_ext import reference
 from bench_inputs import GEM_RELEASE_SETTING, INPUTS, SMALL
+from star_ext import reference
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
@@ -123,7 +123,9 @@ def test_guided_gem_pool_release_setting(benchmark, backward, impl, device):
     pass_name = "forward_backward" if backward else "forward"
     benchmark.group = f"guided_gem_pool {pass_name} {device}"
     benchmark.extra_info.update(op="guided_gem_pool eps=0 floor=1e-12", pass_=pass_name, impl=impl, device=device)
-    measure(benchmark, step(implementation("guided_gem_pool", impl), args, GEM_RELEASE_SETTING, backward, device), device)
+    measure(
+        benchmark, step(implementation("guided_gem_pool", impl), args, GEM_RELEASE_SETTING, backward, device), device
+    )
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])

@@ -37,7 +37,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-
 import rtmlib
 
 from star.data import load_dataset
@@ -68,7 +67,7 @@ def _write_crops(root, frames: int, h: int, w: int):
         y0, x0 = int(rng.integers(0, h // 6)), int(rng.integers(0, w // 6))
         patch = cv2.GaussianBlur(rng.integers(0, 256, (h - 2 * y0, w - 2 * x0, 3), dtype=np.uint8), (0, 0), 2)
         patch[..., 2] = 255
-        img[y0:h - y0, x0:w - x0] = patch
+        img[y0 : h - y0, x0 : w - x0] = patch
         rel = f"{split}/{i // 12}/{i}.jpg"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / rel), img)
@@ -96,9 +95,15 @@ def compute(tmp_path_factory):
     det_root = root / "det"
     det_root.mkdir()
     det_data, det_paths = _write_crops(det_root, DET_FRAMES, 288, 144)
-    return dict(data=data, paths=paths, det_data=det_data, det_paths=det_paths, root=root,
-                pose=make_rtmpose_m_standin(root / "rtmpose_m_standin.onnx"),
-                det=make_yolox_standin(root / "yolox_m_standin.onnx"))
+    return dict(
+        data=data,
+        paths=paths,
+        det_data=det_data,
+        det_paths=det_paths,
+        root=root,
+        pose=make_rtmpose_m_standin(root / "rtmpose_m_standin.onnx"),
+        det=make_yolox_standin(root / "yolox_m_standin.onnx"),
+    )
 
 
 def _report(benchmark, name: str, frames: int, base: str = "rtmlib_body") -> None:
@@ -141,8 +146,21 @@ def test_rtmlib_pose_only(benchmark, setup):
 def test_star_pose(benchmark, setup, workers):
     data, paths, pose_path, _, root = setup
     out = root / f"kp_w{workers}"
-    run = lambda: extract_keypoints(data, PoseOptions(out=out, model=pose_path, batch=32,  # noqa: E731
-                                                      workers=workers, shard_size=SHARD, force=True, progress=False))
+
+    def run() -> None:
+        extract_keypoints(
+            data,
+            PoseOptions(
+                out=out,
+                model=pose_path,
+                batch=32,
+                workers=workers,
+                shard_size=SHARD,
+                force=True,
+                progress=False,
+            ),
+        )
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_w{workers}", len(paths))
 
@@ -150,8 +168,21 @@ def test_star_pose(benchmark, setup, workers):
 def test_star_pose_yolox(benchmark, setup):
     data, paths, pose_path, det_path, root = setup
     out = root / "kp_det"
-    run = lambda: extract_keypoints(data, PoseOptions(out=out, model=pose_path, detector="yolox",  # noqa: E731
-                                                      det_model=det_path, batch=32, force=True, progress=False))
+
+    def run() -> None:
+        extract_keypoints(
+            data,
+            PoseOptions(
+                out=out,
+                model=pose_path,
+                detector="yolox",
+                det_model=det_path,
+                batch=32,
+                force=True,
+                progress=False,
+            ),
+        )
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     _report(benchmark, "star_pose_yolox", len(paths))
 
@@ -175,8 +206,9 @@ def test_model_alone_rtmpose_m(benchmark, compute):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_star_pose_rtmpose_m(benchmark, compute, workers):
     out = compute["root"] / f"kp_w{workers}"
-    options = PoseOptions(out=out, model=compute["pose"], batch=32, workers=workers, shard_size=COMPUTE_SHARD,
-                          force=True, progress=False)
+    options = PoseOptions(
+        out=out, model=compute["pose"], batch=32, workers=workers, shard_size=COMPUTE_SHARD, force=True, progress=False
+    )
     run = lambda: extract_keypoints(compute["data"], options)  # noqa: E731
     benchmark.pedantic(run, rounds=COMPUTE_ROUNDS, iterations=1)
     _report(benchmark, f"star_pose_rtmpose_m_w{workers}", len(compute["paths"]), base="model_alone_rtmpose_m")
@@ -201,8 +233,9 @@ def test_model_alone_yolox_m(benchmark, compute):
 
 def test_star_pose_yolox_m(benchmark, compute):
     out = compute["root"] / "kp_det"
-    options = PoseOptions(out=out, model=compute["pose"], detector="yolox", det_model=compute["det"], batch=32,
-                          force=True, progress=False)
+    options = PoseOptions(
+        out=out, model=compute["pose"], detector="yolox", det_model=compute["det"], batch=32, force=True, progress=False
+    )
     run = lambda: extract_keypoints(compute["det_data"], options)  # noqa: E731
     benchmark.pedantic(run, rounds=COMPUTE_ROUNDS, iterations=1)
     _report(benchmark, "star_pose_yolox_m", len(compute["det_paths"]), base="model_alone_yolox_m")
@@ -225,12 +258,23 @@ def test_rtmlib_body_m(benchmark, compute):
 def print_ratios(request):
     """After the module: frames/s and the ratios (pipeline: to rtmlib's Body loop; compute: to the model alone)."""
     yield
-    groups = [("pipeline (tiny models), ratio to the rtmlib Body loop", "rtmlib_body", lambda n: not n.endswith("_m")
-               and "_m_" not in n),
-              ("compute (RTMPose-m-sized stand-in), ratio to the model alone", "model_alone_rtmpose_m",
-               lambda n: "rtmpose_m" in n),
-              ("compute (YOLOX-m-sized detector first), ratio to the detector alone", "model_alone_yolox_m",
-               lambda n: n in ("model_alone_yolox_m", "star_pose_yolox_m", "rtmlib_body_m"))]
+    groups = [
+        (
+            "pipeline (tiny models), ratio to the rtmlib Body loop",
+            "rtmlib_body",
+            lambda n: not n.endswith("_m") and "_m_" not in n,
+        ),
+        (
+            "compute (RTMPose-m-sized stand-in), ratio to the model alone",
+            "model_alone_rtmpose_m",
+            lambda n: "rtmpose_m" in n,
+        ),
+        (
+            "compute (YOLOX-m-sized detector first), ratio to the detector alone",
+            "model_alone_yolox_m",
+            lambda n: n in ("model_alone_yolox_m", "star_pose_yolox_m", "rtmlib_body_m"),
+        ),
+    ]
     lines = []
     for title, base, member in groups:
         if base not in _FPS:

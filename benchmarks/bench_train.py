@@ -189,9 +189,18 @@ def test_train_throughput(benchmark, datasets, tmp_path, network, device, compil
         "warmup_extra_s": s.iters * (warmup["time_per_iter"] - s_per_iter),
     }
     benchmark.extra_info.update(
-        network=network, device=device, compiled=compiled, backbone=s.backbone, batch=s.batch, frames=s.frames,
-        size=f"{s.height}x{s.width}", amp=s.amp, workers=s.workers, measured_iters=s.iters,
-        overrides=" ".join(EXTRA_OVERRIDES), **figures,
+        network=network,
+        device=device,
+        compiled=compiled,
+        backbone=s.backbone,
+        batch=s.batch,
+        frames=s.frames,
+        size=f"{s.height}x{s.width}",
+        amp=s.amp,
+        workers=s.workers,
+        measured_iters=s.iters,
+        overrides=" ".join(EXTRA_OVERRIDES),
+        **figures,
     )
     mode = "compiled" if compiled else "eager"
     print(f"\n[{device} {network} {mode}] " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))

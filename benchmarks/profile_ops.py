@@ -62,8 +62,10 @@ def main() -> None:
             torch.cuda.synchronize()
         events = prof.key_averages()
         kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-        print(f"\n=== {op}, forward + backward: wall {wall:.3f} ms/iter (events), "
-              f"GPU kernels {kernel_us / args.iters / 1e3:.3f} ms/iter")
+        print(
+            f"\n=== {op}, forward + backward: wall {wall:.3f} ms/iter (events), "
+            f"GPU kernels {kernel_us / args.iters / 1e3:.3f} ms/iter"
+        )
         print(events.table(sort_by="self_device_time_total", row_limit=args.rows))
 
 

@@ -41,23 +41,37 @@ def rows(benchmarks: list[dict]) -> list[dict]:
 
 
 COLUMNS = [
-    ("op", "{}"), ("pass", "{}"), ("device", "{}"), ("fused", "{:.3f}"), ("reference", "{:.3f}"),
-    ("reference/fused", "{:.2f}x"), ("compiled", "{:.3f}"), ("compiled/fused", "{:.2f}x"),
-    ("pyg_gatconv", "{:.3f}"), ("pyg_gatconv/fused", "{:.2f}x"), ("fused_mib", "{:.1f}"), ("reference_mib", "{:.1f}"),
-    ("compiled_mib", "{:.1f}"), ("pyg_gatconv_mib", "{:.1f}"), ("fused GB/s", "{:.0f}"), ("% copy", "{:.0f}%"),
+    ("op", "{}"),
+    ("pass", "{}"),
+    ("device", "{}"),
+    ("fused", "{:.3f}"),
+    ("reference", "{:.3f}"),
+    ("reference/fused", "{:.2f}x"),
+    ("compiled", "{:.3f}"),
+    ("compiled/fused", "{:.2f}x"),
+    ("pyg_gatconv", "{:.3f}"),
+    ("pyg_gatconv/fused", "{:.2f}x"),
+    ("fused_mib", "{:.1f}"),
+    ("reference_mib", "{:.1f}"),
+    ("compiled_mib", "{:.1f}"),
+    ("pyg_gatconv_mib", "{:.1f}"),
+    ("fused GB/s", "{:.0f}"),
+    ("% copy", "{:.0f}%"),
 ]
 
 
 def format_table(table: list[dict], markdown: bool) -> str:
     present = [(name, fmt) for name, fmt in COLUMNS if any(name in row for row in table)]
-    header = [name + (" ms" if name in ("fused", "reference", "compiled", "pyg_gatconv") else "") for name, _ in present]
+    header = [
+        name + (" ms" if name in ("fused", "reference", "compiled", "pyg_gatconv") else "") for name, _ in present
+    ]
     body = [[fmt.format(row[name]) if name in row else "-" for name, fmt in present] for row in table]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
-    fmt_line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    fmt_line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731
     return "\n".join([fmt_line(header), *(fmt_line(r) for r in body)])
 
 
@@ -71,8 +85,10 @@ def main() -> None:
         with open(path) as f:
             data = json.load(f)
         machine = data.get("machine_info", {})
-        print(f"# {path}: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('python_version', '?')}, "
-              f"{data.get('datetime', '?')}")
+        print(
+            f"# {path}: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('python_version', '?')}, "
+            f"{data.get('datetime', '?')}"
+        )
         benchmarks += data["benchmarks"]
     print(format_table(rows(benchmarks), args.markdown))
 

@@ -11,7 +11,7 @@ sanitizer would take hours); ``scripts/gpu_check.sh`` runs both.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -39,8 +39,11 @@ def inputs(name: str, device: str, dtype=torch.float32, seed: int = 0):
     else:
         rowptr, col = star_ext.skeleton_graph(2)
         v = rowptr.numel() - 1
-        floats = [torch.randn(2, v, 2, 8, generator=gen), torch.randn(2, v, 2, generator=gen),
-                  torch.randn(2, v, 2, generator=gen)]
+        floats = [
+            torch.randn(2, v, 2, 8, generator=gen),
+            torch.randn(2, v, 2, generator=gen),
+            torch.randn(2, v, 2, generator=gen),
+        ]
         rest = (rowptr.to(device), col.to(device), 0.2, None, 1.0)
     return [t.to(device, dtype).requires_grad_() for t in floats], rest
 
@@ -67,8 +70,11 @@ def non_finite_inputs(device: str) -> None:
             floats, rest = inputs(name, device)
             with torch.no_grad():
                 floats[0][0].view(-1)[:3] = value
-            same_non_finite(f"{name} with {value}", run(name, floats, rest),
-                            getattr(reference, name)(*(t.double() for t in floats), *rest))
+            same_non_finite(
+                f"{name} with {value}",
+                run(name, floats, rest),
+                getattr(reference, name)(*(t.double() for t in floats), *rest),
+            )
 
 
 def unsupported_exponent_gives_nan(device: str) -> None:
@@ -110,8 +116,11 @@ def layouts(device: str) -> None:
     for name in OPS:
         floats, rest = inputs(name, device)
         laid = [
-            t.detach().contiguous(memory_format=torch.channels_last) if t.dim() == 4
-            else t.detach().transpose(-1, -2).contiguous().transpose(-1, -2) if t.dim() > 1 else t.detach()
+            t.detach().contiguous(memory_format=torch.channels_last)
+            if t.dim() == 4
+            else t.detach().transpose(-1, -2).contiguous().transpose(-1, -2)
+            if t.dim() > 1
+            else t.detach()
             for t in floats
         ]
         laid = [t.requires_grad_() for t in laid]
@@ -120,7 +129,7 @@ def layouts(device: str) -> None:
             raise Failure(f"{name}: channels_last/transposed inputs give other values (or a non-contiguous output)")
         grads = torch.autograd.grad(out.sum(), laid)
         want_grads = torch.autograd.grad(want.sum(), floats)
-        for g, w in zip(grads, want_grads):
+        for g, w in zip(grads, want_grads, strict=False):
             if not g.is_contiguous() or not torch.allclose(g, w, rtol=1e-5, atol=1e-6):
                 raise Failure(f"{name}: gradients of channels_last/transposed inputs differ")
 
@@ -140,7 +149,7 @@ def second_device(device: str) -> None:
         g0 = torch.autograd.grad(out0.sum(), on0)
         if out1.device.index != 1 or not torch.allclose(out1.cpu(), out0.cpu()):
             raise Failure(f"{name}: wrong result for cuda:1 inputs while cuda:0 is current")
-        if not all(a.device.index == 1 and torch.allclose(a.cpu(), b.cpu()) for a, b in zip(g1, g0)):
+        if not all(a.device.index == 1 and torch.allclose(a.cpu(), b.cpu()) for a, b in zip(g1, g0, strict=False)):
             raise Failure(f"{name}: wrong gradients for cuda:1 inputs while cuda:0 is current")
 
 
@@ -149,7 +158,7 @@ def template_cache_hits(device: str) -> None:
     first = torch.autograd.grad(run("keypoint_graph_attention", floats, rest).sum(), floats)
     for _ in range(3):  # the same template again: cache hits
         again = torch.autograd.grad(run("keypoint_graph_attention", floats, rest).sum(), floats)
-        if not all(torch.equal(a, b) for a, b in zip(again, first)):
+        if not all(torch.equal(a, b) for a, b in zip(again, first, strict=False)):
             raise Failure("keypoint_graph_attention: a cache hit gives other gradients than the first pass")
 
 

@@ -28,11 +28,11 @@ import argparse
 import sys
 import time
 import traceback
-from typing import Callable
-
-import torch
+from collections.abc import Callable
 
 import cuda_op_extras
+import torch
+
 import star_ext
 from star_ext import reference
 from star_ext.graph import edges_to_csr, skeleton_graph
@@ -135,7 +135,7 @@ def check_all(name: str, dtype: torch.dtype, names: list[str], got, want) -> Non
     if out.dtype != dtype:
         raise Failure(f"{name}: output dtype {out.dtype}, expected {dtype}")
     compare(f"{name} out", out, out64, dtype)
-    for arg, g, g64 in zip(names, grads, grads64):
+    for arg, g, g64 in zip(names, grads, grads64, strict=False):
         # A gradient comes back in its input's dtype: compare at the coarser of the two.
         compare(f"{name} grad_{arg}", g, g64, coarser(dtype, g.dtype))
 
@@ -162,7 +162,9 @@ def keypoint_pool_case(dtype, N, C, H, W, K, sigma=0.15, seed=0, noncontiguous=F
         if out.numel() == 0:
             break
         needed = [feat_d, kpts_d][keep]
-        out1 = star_ext.keypoint_pool(feat_d if keep == 0 else feat_d.detach(), kpts_d if keep == 1 else kpts_d.detach(), sigma)
+        out1 = star_ext.keypoint_pool(
+            feat_d if keep == 0 else feat_d.detach(), kpts_d if keep == 1 else kpts_d.detach(), sigma
+        )
         (g,) = torch.autograd.grad(out1, [needed], randn(tuple(out1.shape), seed + 2).to(DEVICE, dtype))
         compare(f"keypoint_pool grad_{['feat', 'kpts'][keep]} alone", g, grads64[keep], dtype)
 
@@ -191,8 +193,8 @@ def guided_gem_pool_case(
     P = len(p_values)
     x = rand((B, T, C), seed) * 3.0 + 0.05
     if x.numel():
-        x.view(-1)[:: 7] = 0.0  # clamped to eps (with eps = 0: frames at 0): no gradient there
-        x.view(-1)[3:: 11] = -1.0
+        x.view(-1)[::7] = 0.0  # clamped to eps (with eps = 0: frames at 0): no gradient there
+        x.view(-1)[3::11] = -1.0
         if eps == 0:
             x[0, :, 0] = 0.0  # a column of zeros: z = floor^(1/p) for p > 0
     weight = torch.softmax(randn((B, P, C), seed + 1), dim=1)
@@ -211,7 +213,8 @@ def guided_gem_pool_case(
     check_all("guided_gem_pool", dtype, ["x", "weight", "p"], (out, grads), (out64, grads64))
     if out.numel():
         again = torch.autograd.grad(
-            star_ext.guided_gem_pool(x_d, w_d, p_d, eps, floor), [p_d],
+            star_ext.guided_gem_pool(x_d, w_d, p_d, eps, floor),
+            [p_d],
             randn(tuple(out.shape), seed + 2).to(DEVICE, dtype),
         )[0]
         if not torch.equal(again, grads[2]):
@@ -222,12 +225,21 @@ def guided_gem_pool_cases(quick: bool):
     star_p = (0.7, 1.0, 3.0, 5.0, 7.0)
     cases = [
         ("B=3 T=12 C=67 P=5", dict(B=3, T=12, C=67, p_values=star_p)),
-        ("B=2 T=21 C=33 P=3 (frames beyond the cache), p float64", dict(B=2, T=21, C=33, p_values=(0.5, 2.0, 9.0), p_dtype=torch.float64)),
+        (
+            "B=2 T=21 C=33 P=3 (frames beyond the cache), p float64",
+            dict(B=2, T=21, C=33, p_values=(0.5, 2.0, 9.0), p_dtype=torch.float64),
+        ),
         ("B=2 T=3 C=300 P=2 non-contiguous", dict(B=2, T=3, C=300, p_values=(1.0, -2.0), noncontiguous=True)),
         ("empty batch B=0", dict(B=0, T=12, C=16, p_values=star_p)),
         ("no exponents P=0", dict(B=2, T=4, C=5, p_values=())),
-        ("B=3 T=12 C=67 P=5 eps=0 floor=1e-12 (released STAR)", dict(B=3, T=12, C=67, p_values=star_p, eps=0.0, floor=1e-12)),
-        ("B=2 T=21 C=33 P=3 eps=0 floor=1e-3, p < 0", dict(B=2, T=21, C=33, p_values=(-1.0, 0.5, 2.0), eps=0.0, floor=1e-3)),
+        (
+            "B=3 T=12 C=67 P=5 eps=0 floor=1e-12 (released STAR)",
+            dict(B=3, T=12, C=67, p_values=star_p, eps=0.0, floor=1e-12),
+        ),
+        (
+            "B=2 T=21 C=33 P=3 eps=0 floor=1e-3, p < 0",
+            dict(B=2, T=21, C=33, p_values=(-1.0, 0.5, 2.0), eps=0.0, floor=1e-3),
+        ),
     ]
     if not quick:
         cases.append(("B=4 T=12 C=2100 P=5 (several blocks)", dict(B=4, T=12, C=2100, p_values=star_p)))
@@ -268,15 +280,24 @@ def graph_case(dtype, B, heads, D, graph, keep=None, seed=20, noncontiguous=Fals
     V = rowptr.numel() - 1
     h, a_src, a_dst = graph_inputs(dtype, B, V, heads, D, seed)
     if noncontiguous:
-        h = on_device(randn((B, V, heads, D), seed).transpose(0, 1).contiguous(), dtype).transpose(0, 1).detach().requires_grad_()
+        h = (
+            on_device(randn((B, V, heads, D), seed).transpose(0, 1).contiguous(), dtype)
+            .transpose(0, 1)
+            .detach()
+            .requires_grad_()
+        )
         assert not h.is_contiguous()
     edge_keep = keep_mask(B, col.numel(), heads, seed + 3, keep)
     keep_scale = 1.0 / 0.7 if keep else 1.0
     rowptr_d, col_d = rowptr.to(DEVICE), col.to(DEVICE)
     kwargs = dict(negative_slope=slope, edge_keep=edge_keep, keep_scale=keep_scale)
     out, grads, out64, grads64 = fused_and_reference(
-        star_ext.keypoint_graph_attention, reference.keypoint_graph_attention, [h, a_src, a_dst],
-        (rowptr_d, col_d), kwargs, seed + 4,
+        star_ext.keypoint_graph_attention,
+        reference.keypoint_graph_attention,
+        [h, a_src, a_dst],
+        (rowptr_d, col_d),
+        kwargs,
+        seed + 4,
     )
     check_all("keypoint_graph_attention", dtype, ["h", "a_src", "a_dst"], (out, grads), (out64, grads64))
     if out.numel():
@@ -284,7 +305,7 @@ def graph_case(dtype, B, heads, D, graph, keep=None, seed=20, noncontiguous=Fals
         again = torch.autograd.grad(
             star_ext.keypoint_graph_attention(h, a_src, a_dst, rowptr_d, col_d, **kwargs), [h, a_src, a_dst], grad_out
         )
-        for name, g1, g2 in zip(["h", "a_src", "a_dst"], grads, again):
+        for name, g1, g2 in zip(["h", "a_src", "a_dst"], grads, again, strict=False):
             if not torch.equal(g1, g2):
                 raise Failure(f"keypoint_graph_attention: grad_{name} differs between two identical runs")
         # Only grad_a_dst (no pass over sources), and only grad_h.
@@ -323,7 +344,9 @@ def out_of_range_case(dtype, B=2, heads=2, D=16, seed=30, keep="bool"):
     )
     grads64 = torch.autograd.grad(out64, inputs64, grad_out.to(torch.float64))
     synchronize()
-    check_all("keypoint_graph_attention (out-of-range col)", dtype, ["h", "a_src", "a_dst"], (out, grads), (out64, grads64))
+    check_all(
+        "keypoint_graph_attention (out-of-range col)", dtype, ["h", "a_src", "a_dst"], (out, grads), (out64, grads64)
+    )
 
 
 def malformed_rowptr_case(dtype, B=2, heads=2, D=16, seed=40):
@@ -359,13 +382,21 @@ def graph_cases(quick: bool):
         ("skeleton T=2 B=3 heads=2 D=16", dict(B=3, heads=2, D=16, graph=star_graph)),
         ("skeleton T=3 int32 B=2 heads=1 D=12 bool dropout", dict(B=2, heads=1, D=12, graph=star_graph32, keep="bool")),
         ("hub (45 in-edges, empty row) B=2 heads=3 D=5 bool dropout", dict(B=2, heads=3, D=5, graph=hub, keep="bool")),
-        ("hub B=2 heads=2 D=40 slope 0.01 non-contiguous", dict(B=2, heads=2, D=40, graph=hub, slope=0.01, noncontiguous=True)),
+        (
+            "hub B=2 heads=2 D=40 slope 0.01 non-contiguous",
+            dict(B=2, heads=2, D=40, graph=hub, slope=0.01, noncontiguous=True),
+        ),
         ("no edges E=0", dict(B=2, heads=2, D=4, graph=empty_edges)),
         ("empty batch B=0", dict(B=0, heads=2, D=16, graph=star_graph)),
         ("no features D=0", dict(B=2, heads=2, D=0, graph=star_graph)),
     ]
     if not quick:
-        cases.append(("skeleton T=12 B=4 heads=2 D=16 bool dropout", dict(B=4, heads=2, D=16, graph=skeleton_graph(12), keep="bool")))
+        cases.append(
+            (
+                "skeleton T=12 B=4 heads=2 D=16 bool dropout",
+                dict(B=4, heads=2, D=16, graph=skeleton_graph(12), keep="bool"),
+            )
+        )
     out = [(label, lambda dtype, kw=kw: graph_case(dtype, **kw)) for label, kw in cases]
     if DEVICE == "cuda":  # the CPU kernels reject these templates (they validate the CSR)
         out.append(("out-of-range col entries are absent", lambda dtype: out_of_range_case(dtype)))
@@ -382,7 +413,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated dtypes to check")
     parser.add_argument("--quick", action="store_true", help="fewer, smaller cases (for racecheck)")
     parser.add_argument(
-        "--device", default="cuda", help="device to check (cpu only tests this script: it skips the malformed-CSR cases)"
+        "--device",
+        default="cuda",
+        help="device to check (cpu only tests this script: it skips the malformed-CSR cases)",
     )
     args = parser.parse_args(argv)
     global DEVICE
@@ -408,7 +441,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     cases = [
         (f"{op} [{str(dtype).replace('torch.', '')}] {label}", lambda run=run, dtype=dtype: run(dtype))
-        for op in ops if op != "extras"
+        for op in ops
+        if op != "extras"
         for label, run in builders[op](args.quick)
         for dtype in dtypes
     ]

@@ -79,8 +79,12 @@ def main() -> None:
     for name in names:
         sets = {
             split: extract_features(
-                TappedEmbedding(model, taps, name), data.split(split), keypoints,
-                num_frames=model.cfg.seq_len, height=cfg.data.height, width=cfg.data.width,
+                TappedEmbedding(model, taps, name),
+                data.split(split),
+                keypoints,
+                num_frames=model.cfg.seq_len,
+                height=cfg.data.height,
+                width=cfg.data.width,
             )
             for split in ("query", "gallery")
         }

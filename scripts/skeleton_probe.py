@@ -93,8 +93,9 @@ def main() -> None:
             chosen = rng.choice(len(by_pid[p]), min(2, len(by_pid[p])), replace=False)
             batch += [by_pid[p][i] for i in chosen]
             labels += [p] * len(chosen)
-        loss = nn.functional.cross_entropy(model.classifier(model(keypoints(batch, True), args.aspect)),
-                                           torch.tensor(labels))
+        loss = nn.functional.cross_entropy(
+            model.classifier(model(keypoints(batch, True), args.aspect)), torch.tensor(labels)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,7 +6,7 @@ sources of the edges into node ``i`` are ``col[rowptr[i]:rowptr[i+1]]``.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -17,8 +17,25 @@ NUM_COCO_KEYPOINTS = 17
 # The 19 COCO-17 bones STAR uses for bone geometry and the graph, 0-indexed (i, j):
 # bone vector p_j - p_i.
 COCO_BONES: tuple[tuple[int, int], ...] = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
 )
 
 
@@ -93,4 +110,3 @@ def csr_destinations(rowptr: torch.Tensor) -> torch.Tensor:
     """The destination node of every edge of a CSR (the COO row index)."""
     counts = rowptr[1:] - rowptr[:-1]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=rowptr.device), counts.to(torch.int64))
-

@@ -10,8 +10,6 @@ the inputs give what the references in ``star_ext.reference`` give.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from . import reference
@@ -69,7 +67,7 @@ def keypoint_graph_attention(
     rowptr: torch.Tensor,
     col: torch.Tensor,
     negative_slope: float = 0.2,
-    edge_keep: Optional[torch.Tensor] = None,
+    edge_keep: torch.Tensor | None = None,
     keep_scale: float = 1.0,
 ) -> torch.Tensor:
     """GAT message passing over a CSR graph template shared by the batch (docs/ops.md).
@@ -110,7 +108,9 @@ def validate_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int) -> Non
     steps = r[1:] - r[:-1]
     if bool((steps < 0).any()):
         i = int(torch.nonzero(steps < 0)[0])
-        raise ValueError(f"rowptr must be non-decreasing, but rowptr[{i + 1}] = {int(r[i + 1])} < rowptr[{i}] = {int(r[i])}")
+        raise ValueError(
+            f"rowptr must be non-decreasing, but rowptr[{i + 1}] = {int(r[i + 1])} < rowptr[{i}] = {int(r[i])}"
+        )
     if int(r[-1]) != c.numel():
         raise ValueError(f"rowptr[-1] must equal the number of edges col.numel() = {c.numel()}, got {int(r[-1])}")
     bad = (c < 0) | (c >= num_nodes)
@@ -134,7 +134,7 @@ def _empty_unless(needed: bool, like: torch.Tensor) -> torch.Tensor:
     return _contiguous_like(like) if needed else like.new_empty((0,))
 
 
-def _check_devices(op: str, **tensors: Optional[torch.Tensor]) -> None:
+def _check_devices(op: str, **tensors: torch.Tensor | None) -> None:
     """The check of csrc/validation.cpp that every tensor argument is on the first one's device.
     A fake kernel needs it too: the dispatcher sends a call with any meta tensor here, and
     without it a CPU tensor beside a meta one would get an uninitialised CPU result."""
@@ -142,8 +142,10 @@ def _check_devices(op: str, **tensors: Optional[torch.Tensor]) -> None:
     for name, t in others:
         torch._check(
             t.device == first.device,
-            lambda: f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
-            "all tensors must be on the same device",
+            lambda name=name, t=t: (
+                f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+                "all tensors must be on the same device"
+            ),
         )
 
 
@@ -179,15 +181,24 @@ def _register() -> None:
 
     @torch.library.register_fake("star::keypoint_graph_attention")
     def _(h, a_src, a_dst, rowptr, col, negative_slope=0.2, edge_keep=None, keep_scale=1.0):
-        _check_devices("keypoint_graph_attention", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col,
-                       edge_keep=edge_keep)
+        _check_devices(
+            "keypoint_graph_attention", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col, edge_keep=edge_keep
+        )
         torch._check(h.dim() == 4, lambda: "keypoint_graph_attention: h must be a 4-D tensor [B, V, heads, D]")
         return _contiguous_like(h)
 
     @torch.library.register_fake("star::keypoint_graph_attention_backward")
     def _(grad_out, h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale, output_mask):
-        _check_devices("keypoint_graph_attention_backward", h=h, a_src=a_src, a_dst=a_dst, rowptr=rowptr, col=col,
-                       edge_keep=edge_keep, grad_out=grad_out)
+        _check_devices(
+            "keypoint_graph_attention_backward",
+            h=h,
+            a_src=a_src,
+            a_dst=a_dst,
+            rowptr=rowptr,
+            col=col,
+            edge_keep=edge_keep,
+            grad_out=grad_out,
+        )
         return (
             _empty_unless(output_mask[0], h),
             _empty_unless(output_mask[1], a_src),

@@ -15,7 +15,6 @@ on the way gives NaN.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +122,7 @@ def keypoint_graph_attention(
     rowptr: torch.Tensor,
     col: torch.Tensor,
     negative_slope: float = 0.2,
-    edge_keep: Optional[torch.Tensor] = None,
+    edge_keep: torch.Tensor | None = None,
     keep_scale: float = 1.0,
 ) -> torch.Tensor:
     """GAT message passing over one CSR graph template shared by the batch.
@@ -143,7 +142,9 @@ def keypoint_graph_attention(
     return graph_attention_messages(h, alpha, rowptr, col)
 
 
-def graph_attention_messages(h: torch.Tensor, alpha: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+def graph_attention_messages(
+    h: torch.Tensor, alpha: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor
+) -> torch.Tensor:
     """out[:, i] = sum over the edges e into i of alpha[:, e] * h[:, col[e]]: h [B, V, Hd, D], alpha [B, E, Hd]."""
     rowptr = rowptr.to(device=h.device, dtype=torch.long)
     col = col.to(device=h.device, dtype=torch.long)

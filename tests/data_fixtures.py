@@ -56,7 +56,9 @@ def make_hitsz(root: Path, layout: str = "merged", frames: bool = True) -> dict:
     info.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         (info / f"{split}_name.txt").write_text("".join(f"{n}\n" for n in names[split]))
-        (info / f"track_{split}_info.txt").write_text("".join(f"{m} {s} {e} {p:04d} {c}\n" for m, s, e, p, c in rows[split]))
+        (info / f"track_{split}_info.txt").write_text(
+            "".join(f"{m} {s} {e} {p:04d} {c}\n" for m, s, e, p, c in rows[split])
+        )
     query = [i + 1 for i, r in enumerate(rows["test"]) if r[0] == 1]
     (info / "query_IDX.txt").write_text(f"{query[0]} {query[1]}\n{' '.join(map(str, query[2:]))}\n")
     return {"names": names, "rows": rows, "query": query}

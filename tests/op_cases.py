@@ -3,8 +3,8 @@ makers, and OP_CASES, the registry that tests/test_op_common.py runs its generic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -89,7 +89,7 @@ def assert_matches_reference(op, ref, inputs, args=(), dtype=None, grad_close=No
         return
     got = grads(out, [inputs[i] for i in wrt])
     want = grads(expected, [refs[i] for i in wrt])
-    for g, e in zip(got, want):
+    for g, e in zip(got, want, strict=False):
         grad_close(g, e, dtype) if grad_close is not None else close(g, e)
 
 
@@ -118,14 +118,14 @@ def assert_compiled_matches_eager(fn, differentiable, *constants) -> None:
     torch.testing.assert_close(compiled, eager)
     compiled.backward()
     eager.backward()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         torch.testing.assert_close(x.grad, y.grad)
 
 
 def assert_double_backward_rejected(name: str, out: torch.Tensor, inputs: list[torch.Tensor]) -> None:
     """First-order gradients with create_graph=True work; differentiating them raises naming the op."""
     first = torch.autograd.grad(out, inputs, torch.ones_like(out), create_graph=True)
-    assert all(g.shape == t.shape for g, t in zip(first, inputs))
+    assert all(g.shape == t.shape for g, t in zip(first, inputs, strict=False))
     total = sum(g.sum() for g in first)
     with pytest.raises(NotImplementedError, match=rf"{name}: double backward is not supported"):
         torch.autograd.grad(total, inputs)
@@ -154,8 +154,9 @@ def guided_gem_pool_inputs(b, t, c, p=STAR_P, dtype=torch.float64, device="cpu",
     return x.to(device, dtype), weight.to(device, dtype), exps.to(device, dtype)
 
 
-def keypoint_graph_attention_inputs(b, num_frames, heads, d, dtype=torch.float64, device="cpu", seed=0,
-                                    index_dtype=torch.int64):
+def keypoint_graph_attention_inputs(
+    b, num_frames, heads, d, dtype=torch.float64, device="cpu", seed=0, index_dtype=torch.int64
+):
     """(h, a_src, a_dst, rowptr, col) on the skeleton graph of ``num_frames`` frames."""
     rowptr, col = star_ext.skeleton_graph(num_frames, dtype=index_dtype)
     v = rowptr.numel() - 1
@@ -209,12 +210,28 @@ def _graph_case(dropout: bool):
 
 
 OP_CASES = [
-    OpCase("keypoint_pool", "keypoint_pool", _pool_case,
-           lambda f, *rest: star_ext.keypoint_pool(f * 2, *rest).square().sum()),
-    OpCase("guided_gem_pool", "guided_gem_pool", _gem_case,
-           lambda x, w, *rest: star_ext.guided_gem_pool(torch.relu(x), torch.softmax(w, dim=1), *rest).sum()),
-    OpCase("keypoint_graph_attention", "keypoint_graph_attention", _graph_case(dropout=False),
-           lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum()),
-    OpCase("keypoint_graph_attention-dropout", "keypoint_graph_attention", _graph_case(dropout=True),
-           lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum()),
+    OpCase(
+        "keypoint_pool",
+        "keypoint_pool",
+        _pool_case,
+        lambda f, *rest: star_ext.keypoint_pool(f * 2, *rest).square().sum(),
+    ),
+    OpCase(
+        "guided_gem_pool",
+        "guided_gem_pool",
+        _gem_case,
+        lambda x, w, *rest: star_ext.guided_gem_pool(torch.relu(x), torch.softmax(w, dim=1), *rest).sum(),
+    ),
+    OpCase(
+        "keypoint_graph_attention",
+        "keypoint_graph_attention",
+        _graph_case(dropout=False),
+        lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum(),
+    ),
+    OpCase(
+        "keypoint_graph_attention-dropout",
+        "keypoint_graph_attention",
+        _graph_case(dropout=True),
+        lambda h, *rest: torch.nn.functional.elu(star_ext.keypoint_graph_attention(h, *rest)).sum(),
+    ),
 ]

@@ -35,8 +35,13 @@ def write_frame(path: Path, img: np.ndarray) -> None:
     assert cv2.imwrite(str(path), img)
 
 
-def make_list_dataset(root: Path, counts=(("train", 13), ("query", 5), ("gallery", 6)), seed: int = 0,
-                      kind: str = "random", empty_every: int = 0) -> Path:
+def make_list_dataset(
+    root: Path,
+    counts=(("train", 13), ("query", 5), ("gallery", 6)),
+    seed: int = 0,
+    kind: str = "random",
+    empty_every: int = 0,
+) -> Path:
     """A list-format dataset of frames of varied sizes; ``kind="person"`` for the detector tests
     (with ``empty_every=k``, every k-th frame has no person: all black)."""
     rng = np.random.default_rng(seed)
@@ -132,7 +137,7 @@ if __name__ == "__main__":
 
 def start_slow_pose(tmp_path: Path, data, out: Path, model: str, **options) -> subprocess.Popen:
     """Start ``extract_keypoints(data, PoseOptions(out=out, model=model, **options))`` in a subprocess,
-                                                   50 ms per frame read."""
+    50 ms per frame read."""
     script = tmp_path / "slow_pose.py"
     script.write_text(_SLOW_POSE)
     spec = tmp_path / f"spec-{time.monotonic_ns()}.json"

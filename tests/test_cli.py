@@ -54,9 +54,18 @@ eval: {visrank_queries: 0}
 
 # `star demo` made tiny (the packaged synthetic.yaml is a few minutes of CPU training).
 DEMO_TINY = [
-    "optim.epochs=1", "data.batches_per_epoch=2", "data.num_workers=0", "train.progress=false",
-    "train.tensorboard=false", "model.backbone.name=resnet18", "data.height=32", "data.width=16",
-    "model.seq_len=4", "data.num_ids=2", "data.num_per_modality=1", "eval.visrank_queries=2",
+    "optim.epochs=1",
+    "data.batches_per_epoch=2",
+    "data.num_workers=0",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "model.backbone.name=resnet18",
+    "data.height=32",
+    "data.width=16",
+    "model.seq_len=4",
+    "data.num_ids=2",
+    "data.num_per_modality=1",
+    "eval.visrank_queries=2",
     "data.synthetic={ids: 8, tracklets: 2, cameras: 2, min_frames: 12, max_frames: 13, height: 32, width: 16}",
 ]
 
@@ -113,8 +122,15 @@ def run(synth_root, tmp_path_factory):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         rc = main(argv)
     assert rc == 0, stderr.getvalue()
-    return {"config": config, "overrides": overrides, "argv": argv, "out": out_dir, "root": synth_root,
-            "stdout": stdout.getvalue(), "best": out_dir / "best.pt"}
+    return {
+        "config": config,
+        "overrides": overrides,
+        "argv": argv,
+        "out": out_dir,
+        "root": synth_root,
+        "stdout": stdout.getvalue(),
+        "best": out_dir / "best.pt",
+    }
 
 
 # ----------------------------------------------------------------------------- star train
@@ -190,8 +206,9 @@ def test_extract_then_eval_features_same_metrics(run, tmp_path, capsys):
             paths = [str(p) for p in z[f"{split}_paths"]]
             assert len(paths) == n and all(Path(p).is_file() for p in paths)
 
-    rc, printed, err = cli(capsys, "eval", "--config", run["out"] / "config.yaml", "--features", npz,
-                           "--output-dir", tmp_path / "eval")
+    rc, printed, err = cli(
+        capsys, "eval", "--config", run["out"] / "config.yaml", "--features", npz, "--output-dir", tmp_path / "eval"
+    )
     assert rc == 0, err
     metrics = read_json(tmp_path / "eval" / "metrics.json")
     assert metrics == training
@@ -218,9 +235,15 @@ def test_demo_config_is_the_packaged_yaml(tmp_path, monkeypatch):
     packaged = load_config(DEMO_CONFIG)
     cfg = demo_config(tmp_path / "out", tmp_path / "data", ["seed=3"])
     assert (cfg.output_dir, cfg.data.root, cfg.seed) == (str(tmp_path / "out"), str(tmp_path / "data"), 3)
-    assert dataclasses.replace(
-        cfg, output_dir=packaged.output_dir, seed=packaged.seed, data=dataclasses.replace(cfg.data, root=packaged.data.root)
-    ) == packaged
+    assert (
+        dataclasses.replace(
+            cfg,
+            output_dir=packaged.output_dir,
+            seed=packaged.seed,
+            data=dataclasses.replace(cfg.data, root=packaged.data.root),
+        )
+        == packaged
+    )
     assert cfg.data.dataset == "synthetic" and cfg.model.backbone.name == "resnet18"
     assert load_config(REPO / "configs" / "synthetic.yaml") == packaged  # the repo's copy is the same config
 
@@ -272,8 +295,9 @@ def test_error_unknown_config_key(run, tmp_path, capsys, where):
 
 
 def test_error_unknown_nested_model_key_in_override(run, tmp_path, capsys):
-    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
-                     "model.backbone.nam=resnet50")
+    rc, _, err = cli(
+        capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}", "model.backbone.nam=resnet50"
+    )
     assert_error(rc, err, "model.backbone.nam", "valid keys", "name, pretrained")
 
 
@@ -323,8 +347,15 @@ def test_error_wrong_data_root(run, tmp_path, capsys):
     rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], f"data.root={missing}")
     assert_error(rc, err, missing, "not found", one_line=False)  # line 1 names the path, then the expected layout
     # train on a real dataset name: nothing is generated and output_dir is not created
-    rc, _, err = cli(capsys, "train", "--config", run["config"], "data.dataset=hitsz-vcm", f"data.root={missing}",
-                     f"output_dir={tmp_path / 'out'}")
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--config",
+        run["config"],
+        "data.dataset=hitsz-vcm",
+        f"data.root={missing}",
+        f"output_dir={tmp_path / 'out'}",
+    )
     assert_error(rc, err, missing, "HITSZ-VCM layout not found", one_line=False)
     # train on the synthetic dataset with a root that holds something else: not overwritten
     junk = tmp_path / "junk"
@@ -352,7 +383,7 @@ def test_error_usage_exits_2(capsys):
     assert "--checkpoint" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- eval / extract / visrank inputs and outputs
+# ---------------------------------------------------------------- eval / extract / visrank inputs and outputs
 
 
 def _table_rows(text: str) -> list[str]:
@@ -364,8 +395,9 @@ def test_eval_honours_neck_feat_and_rejects_architecture_overrides(run, tmp_path
     # the embeddings themselves must not.
     feats = {}
     for neck in ("after", "before"):
-        rc, _, err = cli(capsys, "extract", "--checkpoint", run["best"], f"model.neck_feat={neck}",
-                         "--out", tmp_path / f"{neck}.npz")
+        rc, _, err = cli(
+            capsys, "extract", "--checkpoint", run["best"], f"model.neck_feat={neck}", "--out", tmp_path / f"{neck}.npz"
+        )
         assert rc == 0, err
         with np.load(tmp_path / f"{neck}.npz") as z:
             feats[neck] = z["query_feats"]
@@ -374,12 +406,27 @@ def test_eval_honours_neck_feat_and_rejects_architecture_overrides(run, tmp_path
     assert rc == 0, err
     assert len(_table_rows(table)) == len(MODES)
     rc, _, err = cli(capsys, "eval", "--checkpoint", run["best"], "model.backbone.name=resnet34", "model.seq_len=6")
-    assert_error(rc, err, run["best"], "model.backbone.name: checkpoint 'resnet18', now 'resnet34'",
-                 "model.seq_len: checkpoint 4, now 6", "model.neck_feat")
+    assert_error(
+        rc,
+        err,
+        run["best"],
+        "model.backbone.name: checkpoint 'resnet18', now 'resnet34'",
+        "model.seq_len: checkpoint 4, now 6",
+        "model.neck_feat",
+    )
     other = tmp_path / "other.yaml"
     other.write_text(TINY_YAML.replace("name: resnet18", "name: resnet34"))
-    rc, _, err = cli(capsys, "extract", "--config", other, "--checkpoint", run["best"], *run["overrides"][1:2],
-                     "--out", tmp_path / "f.npz")
+    rc, _, err = cli(
+        capsys,
+        "extract",
+        "--config",
+        other,
+        "--checkpoint",
+        run["best"],
+        *run["overrides"][1:2],
+        "--out",
+        tmp_path / "f.npz",
+    )
     assert_error(rc, err, "model.backbone.name")
     assert not (tmp_path / "f.npz").exists()
 
@@ -473,18 +520,35 @@ def test_eval_bad_device_is_one_error_line(run, capsys):
 # Library settings errors are StarErrors (the CLI has no per-command exception lists): one line each.
 @pytest.mark.parametrize("device", ["gpu0", *([] if torch.cuda.is_available() else ["cuda"])])
 def test_train_bad_device_is_one_error_line(run, tmp_path, capsys, device):
-    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
-                     f"data.root={run['root']}", f"train.device={device}")
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--config",
+        run["config"],
+        f"output_dir={tmp_path / 'out'}",
+        f"data.root={run['root']}",
+        f"train.device={device}",
+    )
     assert_error(rc, err, "train.device", repr(device))
 
 
-@pytest.mark.parametrize("overrides, names", [
-    (["model.backbone.pretrained=/nope/w.pth", "model.backbone.require_pretrained=true"], ["/nope/w.pth"]),
-    (["data.num_ids=50"], ["at least 50 identities", "data.num_ids"]),
-])
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        (["model.backbone.pretrained=/nope/w.pth", "model.backbone.require_pretrained=true"], ["/nope/w.pth"]),
+        (["data.num_ids=50"], ["at least 50 identities", "data.num_ids"]),
+    ],
+)
 def test_train_bad_weights_or_batch_size_is_one_error_line(run, tmp_path, capsys, overrides, names):
-    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={tmp_path / 'out'}",
-                     f"data.root={run['root']}", *overrides)
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--config",
+        run["config"],
+        f"output_dir={tmp_path / 'out'}",
+        f"data.root={run['root']}",
+        *overrides,
+    )
     assert_error(rc, err, *names)
 
 
@@ -495,10 +559,13 @@ def test_train_output_dir_that_is_a_file_is_one_error_line(run, tmp_path, capsys
     assert_error(rc, err, "output_dir", out)
 
 
-@pytest.mark.parametrize("argv, names", [
-    (["--ids", "1"], ["ids = 1", "[2, 9999]"]),
-    (["--min-frames", "9", "--max-frames", "4"], ["min_frames <= max_frames"]),
-])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--ids", "1"], ["ids = 1", "[2, 9999]"]),
+        (["--min-frames", "9", "--max-frames", "4"], ["min_frames <= max_frames"]),
+    ],
+)
 def test_synth_bad_setting_is_one_error_line(tmp_path, capsys, argv, names):
     rc, _, err = cli(capsys, "synth", "--out", tmp_path / "S", *argv)
     assert_error(rc, err, *names)
@@ -512,14 +579,18 @@ def test_synth_out_that_is_a_file_is_one_error_line(tmp_path, capsys):
     assert_error(rc, err, out, "not a directory")
 
 
-@pytest.mark.parametrize("argv, names", [
-    (["--shard", "5/2"], ["--shard", "5/2"]),
-    (["--shard", "x"], ["--shard", "'x'"]),
-    (["--batch", "0"], ["batch=0"]),
-])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--shard", "5/2"], ["--shard", "5/2"]),
+        (["--shard", "x"], ["--shard", "'x'"]),
+        (["--batch", "0"], ["batch=0"]),
+    ],
+)
 def test_pose_bad_setting_is_one_error_line(run, tmp_path, capsys, argv, names):
-    rc, _, err = cli(capsys, "pose", "--dataset", "synthetic", "--root", run["root"], "--out", tmp_path / "K",
-                     "--quiet", *argv)
+    rc, _, err = cli(
+        capsys, "pose", "--dataset", "synthetic", "--root", run["root"], "--out", tmp_path / "K", "--quiet", *argv
+    )
     assert_error(rc, err, *names)
 
 
@@ -542,8 +613,9 @@ def test_console_script_entry_point(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == f"star-reid {star.__version__}"
 
     missing = tmp_path / "nope.yaml"
-    done = subprocess.run([exe, "train", "--config", str(missing)], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [exe, "train", "--config", str(missing)], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == f"error: config file not found: {missing}"
     assert done.stdout == ""

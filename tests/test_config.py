@@ -54,7 +54,9 @@ def test_none_is_the_defaults_with_model_spelled_out():
 
 
 def test_multi_level_inheritance_and_deep_merge(tmp_path):
-    write(tmp_path / "a.yaml", "seed: 1\ndata: {num_ids: 4, height: 64, width: 32}\nmodel: {backbone: {name: resnet34}}")
+    write(
+        tmp_path / "a.yaml", "seed: 1\ndata: {num_ids: 4, height: 64, width: 32}\nmodel: {backbone: {name: resnet34}}"
+    )
     b = "_base_: ../a.yaml\nseed: 2\ndata: {height: 128}\nmodel: {backbone: {last_stride: 2}}"
     write(tmp_path / "sub/b.yaml", b)
     write(tmp_path / "sub/deeper/c.yaml", "_base_: ../b.yaml\ndata: {width: 48}\noptim: {milestones: [5]}\n")

@@ -43,8 +43,15 @@ def changed(key: str) -> tuple[dict, dict]:
 # embedding evaluation compares, like the eval section) and model.use_fused_ops (the same
 # maths by other kernels, like train.compile) were not resumable before the kinds.
 RESUMABLE = {
-    "output_dir", "deterministic", "optim.epochs", "model.neck_feat", "model.use_fused_ops",
-    "data.root", "data.keypoints", "data.num_workers", "data.eval_batch_size",
+    "output_dir",
+    "deterministic",
+    "optim.epochs",
+    "model.neck_feat",
+    "model.use_fused_ops",
+    "data.root",
+    "data.keypoints",
+    "data.num_workers",
+    "data.eval_batch_size",
     *(k for k in KEYS if k.startswith(("train.", "eval.", "data.synthetic."))),
 }
 # Model keys a config may change at evaluation (applied to the checkpoint's network).
@@ -53,15 +60,31 @@ EVAL_TIME = {"model.neck_feat", "model.use_fused_ops"}
 # neck's initial weights, which the checkpoint's replace, like backbone.pretrained) had to
 # match the checkpoint before the kinds.
 TRAINING_ONLY = {
-    "model.backbone.pretrained", "model.backbone.require_pretrained", "model.neck_init",
-    "model.frame_correction.attention_dropout", "model.sequence.dropout", "model.sequence.attention_dropout",
+    "model.backbone.pretrained",
+    "model.backbone.require_pretrained",
+    "model.neck_init",
+    "model.frame_correction.attention_dropout",
+    "model.sequence.dropout",
+    "model.sequence.attention_dropout",
     *(k for k in KEYS if k.startswith("model.style.")),
 }
 # Keys that do not split a star table row (the seed is what a row averages over).
 TABLE_IGNORES = {
-    "seed", "output_dir", "data.root", "data.keypoints", "data.num_workers", "data.eval_batch_size",
-    "train.device", "train.progress", "train.tensorboard", "train.log_period", "train.checkpoint_period",
-    "train.resume", "train.eval_period", "eval.visrank_topk", "eval.visrank_queries",
+    "seed",
+    "output_dir",
+    "data.root",
+    "data.keypoints",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "train.device",
+    "train.progress",
+    "train.tensorboard",
+    "train.log_period",
+    "train.checkpoint_period",
+    "train.resume",
+    "train.eval_period",
+    "eval.visrank_topk",
+    "eval.visrank_queries",
 }
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import star_ext
-from star_ext import reference
 from op_cases import TOLERANCES, leaf
+from star_ext import reference
 
 pytestmark = [
     pytest.mark.cuda,
@@ -60,16 +60,21 @@ def test_each_op_compiles_with_inductor_on_cuda(name):
     compiled = torch.compile(lambda *a: torch.relu(op(*a)) * 2, fullgraph=True)
     out, want = compiled(*floats, *rest), torch.relu(op(*floats, *rest)) * 2
     torch.testing.assert_close(out, want)
-    for got, expected in zip(grads_of(out, floats), grads_of(want, floats)):
+    for got, expected in zip(grads_of(out, floats), grads_of(want, floats), strict=False):
         torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("name", OPS)
 def test_each_op_compiles_on_channels_last_and_transposed_inputs(name):
     floats, rest = op_inputs(name)
-    laid = [t.detach().contiguous(memory_format=torch.channels_last).requires_grad_() if t.dim() == 4
-            else t.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_() if t.dim() > 1
-            else t for t in floats]
+    laid = [
+        t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        if t.dim() == 4
+        else t.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+        if t.dim() > 1
+        else t
+        for t in floats
+    ]
     op = getattr(star_ext, name)
     out = torch.compile(op, fullgraph=True)(*laid, *rest)
     torch.testing.assert_close(out, op(*floats, *rest))
@@ -112,7 +117,7 @@ def test_ops_run_on_a_second_device_while_the_first_is_current(name):
     out0 = op(*on0, *rest0)
     assert out1.device == torch.device("cuda:1")
     torch.testing.assert_close(out1.cpu(), out0.cpu())
-    for a, b in zip(g1, grads_of(out0, on0)):
+    for a, b in zip(g1, grads_of(out0, on0), strict=False):
         assert a.device == torch.device("cuda:1")
         torch.testing.assert_close(a.cpu(), b.cpu())
 
@@ -126,12 +131,12 @@ def test_transposed_template_cache_hits_give_the_computed_gradients():
     first = grads_of(op(*floats, rowptr, col, slope, keep, scale), floats)
     for _ in range(3):
         again = grads_of(op(*floats, rowptr, col, slope, keep, scale), floats)
-        assert all(torch.equal(a, b) for a, b in zip(again, first))
+        assert all(torch.equal(a, b) for a, b in zip(again, first, strict=False))
     other_rowptr, other_col = star_ext.skeleton_graph(3, self_loops=False)
     other_rowptr, other_col = other_rowptr.cuda(), other_col.cuda()
     got = grads_of(op(*floats, other_rowptr, other_col, slope, keep, scale), floats)
     want = grads_of(reference.keypoint_graph_attention(*floats, other_rowptr, other_col, slope, keep, scale), floats)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import make_bupt
 
+from data_fixtures import make_bupt
 from star.cli import main
 from star.data import (
     DataError,
@@ -150,11 +150,21 @@ def test_missing_frame_folders_fail_at_load(syn0, capsys):
 
 def test_training_stops_before_any_work_on_missing_frames(syn0, tmp_path, capsys):
     shutil.rmtree(syn0 / "0001" / "rgb")
-    rc = main([
-        "train", "--config", str(CONFIG), f"data.root={syn0}", f"output_dir={tmp_path / 'O'}",
-        "optim.epochs=1", "optim.warmup_epochs=0", "optim.milestones=[]", "data.batches_per_epoch=2",
-        "data.num_ids=2", "data.num_workers=0",
-    ])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            f"data.root={syn0}",
+            f"output_dir={tmp_path / 'O'}",
+            "optim.epochs=1",
+            "optim.warmup_epochs=0",
+            "optim.milestones=[]",
+            "data.batches_per_epoch=2",
+            "data.num_ids=2",
+            "data.num_workers=0",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "frames listed" in err and "unreadable frame" not in err
     assert not (tmp_path / "O" / "log.jsonl").exists()
@@ -197,8 +207,10 @@ def test_undetected_keypoint_coordinates_are_not_range_checked(syn0):
 
 
 # ----------------------------------------------------------------------------- the rest of the keypoint store
-@pytest.mark.parametrize("content", [b"", b"\xff\xfe{}", b"[1, 2]", b'{"splits": {"train": 3}}',
-                                     b'{"splits": {"train": {"num_frames": "many"}}}'])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\xff\xfe{}", b"[1, 2]", b'{"splits": {"train": 3}}', b'{"splits": {"train": {"num_frames": "many"}}}'],
+)
 def test_bad_meta_json(syn0, content):
     meta = syn0 / "keypoints" / "meta.json"
     meta.write_bytes(content)
@@ -288,7 +300,9 @@ def test_byte_order_mark_is_not_part_of_the_first_line(syn0):
 def test_zero_byte_index_file(syn0):
     index = syn0 / "keypoints" / "test.index.txt"
     index.write_bytes(b"")
-    with pytest.raises(KeypointStoreError, match=rf"{re.escape(str(index))}: lists 0 frames but .*test_name\.txt lists"):
+    with pytest.raises(
+        KeypointStoreError, match=rf"{re.escape(str(index))}: lists 0 frames but .*test_name\.txt lists"
+    ):
         _load(syn0)
 
 
@@ -306,7 +320,9 @@ def test_empty_list_file_and_missing_list_frame(tmp_path):
 
 # ----------------------------------------------------------------------------- unreadable frame folder
 def _assert_names_the_unreadable_folder(syn0, folder, capsys):
-    with pytest.raises(UnreadableFolderError, match=f"cannot read the frame folder {re.escape(str(folder))}: permission denied"):
+    with pytest.raises(
+        UnreadableFolderError, match=f"cannot read the frame folder {re.escape(str(folder))}: permission denied"
+    ):
         load_dataset("synthetic", syn0, verbose=False)
     rc, err = _check_data(syn0, capsys)
     assert rc == 1 and err.count("\n") == 1 and f"error: cannot read the frame folder {folder}" in err
@@ -355,8 +371,11 @@ def test_duplicated_hitsz_track_row_names_both_lines(syn0):
     info = syn0 / "info" / "track_train_info.txt"
     lines = info.read_text().splitlines()
     info.write_text("\n".join([*lines, lines[2]]) + "\n")
-    with pytest.raises(DataFormatError, match=rf"track_train_info\.txt:{len(lines) + 1}: frames .* are already a "
-                                              r"tracklet \(line 3\): duplicated row"):
+    with pytest.raises(
+        DataFormatError,
+        match=rf"track_train_info\.txt:{len(lines) + 1}: frames .* are already a "
+        r"tracklet \(line 3\): duplicated row",
+    ):
         load_dataset("synthetic", syn0, verbose=False)
 
 

@@ -5,12 +5,25 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from data_fixtures import make_bupt, make_hitsz
 
+from data_fixtures import make_bupt, make_hitsz
 from star.cli import main
 from star.data import read_hitsz_vcm, write_keypoints
 
-SYNTH_ARGS = ["--ids", "6", "--test-ids", "3", "--tracklets", "2", "--max-frames", "13", "--height", "32", "--width", "16"]
+SYNTH_ARGS = [
+    "--ids",
+    "6",
+    "--test-ids",
+    "3",
+    "--tracklets",
+    "2",
+    "--max-frames",
+    "13",
+    "--height",
+    "32",
+    "--width",
+    "16",
+]
 
 
 def test_synth_then_check_data_json(tmp_path, capsys):
@@ -110,7 +123,10 @@ def test_check_data_keypoint_store(tmp_path, capsys):
     assert main(["check-data", "--dataset", "hitsz-vcm", "--root", str(tmp_path), "--keypoints", str(store)]) == 1
     assert "test.npy: has" in capsys.readouterr().err
 
-    assert main(["check-data", "--dataset", "hitsz-vcm", "--root", str(tmp_path), "--keypoints", str(tmp_path / "no")]) == 1
+    assert (
+        main(["check-data", "--dataset", "hitsz-vcm", "--root", str(tmp_path), "--keypoints", str(tmp_path / "no")])
+        == 1
+    )
     assert "meta.json" in capsys.readouterr().err
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_hitsz
 
+from data_fixtures import make_hitsz
 from star.data import (
     INFRARED,
     VISIBLE,
@@ -24,7 +24,9 @@ from star.data import (
     train_loader,
 )
 
-TINY = SynthConfig(ids=12, test_ids=4, tracklets=2, min_frames=12, max_frames=16, short_fraction=0.0, height=32, width=16, seed=5)
+TINY = SynthConfig(
+    ids=12, test_ids=4, tracklets=2, min_frames=12, max_frames=16, short_fraction=0.0, height=32, width=16, seed=5
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,18 @@ def test_corrupt_frame_is_replaced_with_a_warning(tmp_path, caplog):
 
 def test_loaders(synth):
     data, store = synth
-    loader = train_loader(data.train, store, num_frames=4, num_ids=4, num_per_modality=2, num_workers=2, seed=1,
-                          height=64, width=32, pin_memory=False)
+    loader = train_loader(
+        data.train,
+        store,
+        num_frames=4,
+        num_ids=4,
+        num_per_modality=2,
+        num_workers=2,
+        seed=1,
+        height=64,
+        width=32,
+        pin_memory=False,
+    )
     loader.batch_sampler.set_epoch(0)
     batches = list(loader)
     assert len(batches) == len(loader.batch_sampler) >= 1
@@ -110,7 +122,6 @@ def test_loaders(synth):
     ev = eval_loader(data.gallery, store, num_frames=4, batch_size=5, num_workers=0, height=64, width=32)
     got = torch.cat([b["index"] for b in ev])
     assert got.tolist() == list(range(len(data.gallery)))
-
 
 
 def test_dataset_turns_off_opencv_threads(synth):

@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-from data_fixtures import make_hitsz
 
+from data_fixtures import make_hitsz
 from star.data import (
     COCO17_KEYPOINTS,
     KeypointStore,
@@ -27,7 +27,9 @@ def _write_store(data, store_dir, **kw):
     arrays = {}
     for split, index in data.frame_index.items():
         arrays[split] = _random_keypoints(len(index), seed=len(split))
-        write_keypoints(store_dir, split, arrays[split], index.keys, pose_model="test-pose", input_size=(256, 192), **kw)
+        write_keypoints(
+            store_dir, split, arrays[split], index.keys, pose_model="test-pose", input_size=(256, 192), **kw
+        )
     return arrays
 
 
@@ -104,8 +106,13 @@ def test_missing_store_and_split(tmp_path):
     with pytest.raises(KeypointStoreError, match=r"missing .*keypoints/meta\.json"):
         open_keypoint_store(data)
 
-    write_keypoints(tmp_path / "keypoints", "train", _random_keypoints(len(data.frame_index["train"])),
-                    data.frame_index["train"].keys, pose_model="x")
+    write_keypoints(
+        tmp_path / "keypoints",
+        "train",
+        _random_keypoints(len(data.frame_index["train"])),
+        data.frame_index["train"].keys,
+        pose_model="x",
+    )
     with pytest.raises(KeypointStoreError, match="no split 'test'"):
         open_keypoint_store(data)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from data_fixtures import make_bupt, make_hitsz, make_list_dataset
 
+from data_fixtures import make_bupt, make_hitsz, make_list_dataset
 from star.data import (
     INFRARED,
     VISIBLE,
@@ -36,7 +36,10 @@ def test_hitsz_reader(tmp_path, layout):
 
     # Train: the 5-frame tracklet is dropped, pids 1 and 7 relabelled to 0 and 1.
     assert [(t.pid, t.modality, t.camid, len(t)) for t in data.train] == [
-        (0, INFRARED, 1, 12), (0, VISIBLE, 2, 13), (1, INFRARED, 1, 12), (1, VISIBLE, 3, 14)
+        (0, INFRARED, 1, 12),
+        (0, VISIBLE, 2, 13),
+        (1, INFRARED, 1, 12),
+        (1, VISIBLE, 3, 14),
     ]
     assert data.train_pid_map == {1: 0, 7: 1}
     first = data.train[0]
@@ -64,12 +67,15 @@ def test_hitsz_min_frames_option(tmp_path):
     assert len(data.train) == 5 and len(data.query) == 3 and len(data.gallery) == 3
 
 
-@pytest.mark.parametrize("name, row, text, match", [  # row None: ``text`` is the whole file
-    ("track_train_info.txt", 2, "1 40 30 0001 2", r"track_train_info\.txt:3: frame range 40\.\.30"),
-    ("test_name.txt", 4, "garbage.jpg", r"test_name\.txt:5: .*garbage"),
-    ("query_IDX.txt", None, "1 x", r"query_IDX\.txt:1: not an integer"),
-    ("query_IDX.txt", None, "1\n99", r"query_IDX\.txt:2: row 99"),
-])
+@pytest.mark.parametrize(
+    "name, row, text, match",
+    [  # row None: ``text`` is the whole file
+        ("track_train_info.txt", 2, "1 40 30 0001 2", r"track_train_info\.txt:3: frame range 40\.\.30"),
+        ("test_name.txt", 4, "garbage.jpg", r"test_name\.txt:5: .*garbage"),
+        ("query_IDX.txt", None, "1 x", r"query_IDX\.txt:1: not an integer"),
+        ("query_IDX.txt", None, "1\n99", r"query_IDX\.txt:2: row 99"),
+    ],
+)
 def test_hitsz_malformed_lines_name_file_and_line(tmp_path, name, row, text, match):
     make_hitsz(tmp_path, frames=False)
     path = tmp_path / "info" / name
@@ -107,7 +113,10 @@ def test_bupt_reader(tmp_path):
     data = read_bupt(tmp_path)
     # Two aligned pairs -> 4 tracklets (IR then RGB per pair), pids 1, 2 -> 0, 1.
     assert [(t.pid, t.modality, t.camid, t.tid, len(t)) for t in data.train] == [
-        (0, INFRARED, 0, "1", 3), (0, VISIBLE, 0, "1", 3), (1, INFRARED, 1, "1", 4), (1, VISIBLE, 1, "1", 4)
+        (0, INFRARED, 0, "1", 3),
+        (0, VISIBLE, 0, "1", 3),
+        (1, INFRARED, 1, "1", 4),
+        (1, VISIBLE, 1, "1", 4),
     ]
     assert data.train[0].paths[0] == str(tmp_path / "DATA/1/IR/LS3/1_IR_LS3_1_100.jpg")
     assert [(t.pid, t.modality, t.camid) for t in data.query] == [(5, INFRARED, 2), (5, VISIBLE, 2)]
@@ -124,11 +133,14 @@ def test_bupt_reader(tmp_path):
     assert len(aux.train) == 6 and aux.num_train_pids == 2
 
 
-@pytest.mark.parametrize("name, text, match", [
-    ("query.txt", "5 IR CQ1 1\n5 IR XX9 1\n", r"query\.txt:2: unknown camera 'XX9'"),
-    ("query.txt", "5 IR CQ1 7\n", r"query\.txt:1: tracklet 5/IR/CQ1/7 is not in data_paths\.json"),
-    ("data_paths.json", '{"1": \n [}', r"data_paths\.json:2: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "name, text, match",
+    [
+        ("query.txt", "5 IR CQ1 1\n5 IR XX9 1\n", r"query\.txt:2: unknown camera 'XX9'"),
+        ("query.txt", "5 IR CQ1 7\n", r"query\.txt:1: tracklet 5/IR/CQ1/7 is not in data_paths\.json"),
+        ("data_paths.json", '{"1": \n [}', r"data_paths\.json:2: invalid JSON"),
+    ],
+)
 def test_bupt_errors(tmp_path, name, text, match):
     make_bupt(tmp_path)
     (tmp_path / name).write_text(text)
@@ -141,7 +153,10 @@ def test_list_reader(tmp_path):
     data = read_list_dataset(tmp_path)
     # pids relabelled in increasing order: 4 -> 0, 10 -> 1; tracklets in order of first appearance.
     assert [(t.pid, t.camid, t.modality, t.tid, len(t)) for t in data.train] == [
-        (1, 1, INFRARED, "t1", 3), (1, 2, VISIBLE, "t1", 2), (0, 1, INFRARED, "x", 2), (0, 2, VISIBLE, "y", 2)
+        (1, 1, INFRARED, "t1", 3),
+        (1, 2, VISIBLE, "t1", 2),
+        (0, 1, INFRARED, "x", 2),
+        (0, 2, VISIBLE, "y", 2),
     ]
     assert data.train[0].paths == (str(tmp_path / "a/f 1.jpg"), str(tmp_path / "a/f2.jpg"), str(tmp_path / "a/f3.jpg"))
     assert data.train[0].rows == (0, 1, 3)  # rows count frame lines only (comments/blank skipped)
@@ -150,11 +165,14 @@ def test_list_reader(tmp_path):
     assert [(t.pid, t.modality) for t in data.gallery] == [(33, VISIBLE)]
 
 
-@pytest.mark.parametrize("text, error, match", [
-    ("g/1.jpg 33 2 rgb g\ng/2.jpg 33 2 thermal g\n", DataFormatError, r"gallery\.txt:2: modality"),
-    ("g/1.jpg 33 rgb g\n", DataFormatError, r"gallery\.txt:1: expected"),
-    (None, DatasetLayoutError, "gallery.txt"),  # the file is missing
-])
+@pytest.mark.parametrize(
+    "text, error, match",
+    [
+        ("g/1.jpg 33 2 rgb g\ng/2.jpg 33 2 thermal g\n", DataFormatError, r"gallery\.txt:2: modality"),
+        ("g/1.jpg 33 rgb g\n", DataFormatError, r"gallery\.txt:1: expected"),
+        (None, DatasetLayoutError, "gallery.txt"),  # the file is missing
+    ],
+)
 def test_list_reader_errors(tmp_path, text, error, match):
     make_list_dataset(tmp_path)
     gallery = tmp_path / "gallery.txt"
@@ -178,7 +196,6 @@ def test_count_warnings_only_for_real_datasets(tmp_path, capsys):
     make_bupt(tmp_path / "b")
     with pytest.warns(DataWarning, match=r"train\.ids: 2 \(expected 1074\)"):
         load_dataset("bupt", tmp_path / "b", verbose=False)
-
 
 
 def test_count_check_follows_the_protocol_options(tmp_path):

@@ -20,12 +20,18 @@ from star.data import (
     open_keypoint_store,
 )
 
-SMALL = SynthConfig(ids=6, test_ids=3, tracklets=2, min_frames=12, max_frames=14, short_fraction=0.3, height=32, width=16, seed=11)
+SMALL = SynthConfig(
+    ids=6, test_ids=3, tracklets=2, min_frames=12, max_frames=14, short_fraction=0.3, height=32, width=16, seed=11
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
     # keypoints/meta.json records its creation time; every other byte is a function of the config.
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "meta.json"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "meta.json"
+    }
 
 
 def test_same_seed_same_bytes_different_seed_differs(tmp_path):

@@ -32,7 +32,9 @@ def _bright_centroid(img: np.ndarray, channel: int) -> tuple[float, float]:
     return (xs.mean() + 0.5) / img.shape[1], (ys.mean() + 0.5) / img.shape[0]
 
 
-@pytest.mark.parametrize("params", [CropFlip(10, 10, False), CropFlip(0, 20, False), CropFlip(17, 3, True), CropFlip(20, 0, True)])
+@pytest.mark.parametrize(
+    "params", [CropFlip(10, 10, False), CropFlip(0, 20, False), CropFlip(17, 3, True), CropFlip(20, 0, True)]
+)
 def test_keypoints_follow_the_image(params):
     tf = TrackletTransform(288, 144, train=True)
     frame1, kp1 = _frame_with_dots({L_SH: (30, 12, RED), R_SH: (31, 33, GREEN)})
@@ -40,7 +42,7 @@ def test_keypoints_follow_the_image(params):
     frames = tf.apply_frames([frame1, frame2], params)
     kps = tf.apply_keypoints(np.stack([kp1, kp2]), params)
     assert frames.shape == (2, 288, 144, 3) and frames.dtype == np.uint8
-    for img, kp, src in zip(frames, kps, (kp1, kp2)):
+    for img, kp, src in zip(frames, kps, (kp1, kp2), strict=False):
         # The person's left shoulder is the red dot before, and after a flip (labels swap with the mirror).
         red_xy = _bright_centroid(img, 0)
         green_xy = _bright_centroid(img, 1)

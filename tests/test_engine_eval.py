@@ -1,4 +1,5 @@
-"""star.engine evaluation and star.reports: feature extraction, protocols, metrics.json, .npz files, rank-list pictures."""
+"""star.engine evaluation and star.reports: feature extraction, protocols, metrics.json, .npz files,
+rank-list pictures."""
 
 from __future__ import annotations
 
@@ -14,18 +15,34 @@ import torch
 from torch import nn
 
 from star.config import RunConfig
-from star.data import (INFRARED, VISIBLE, SynthConfig, eval_loader, generate_synthetic, load_dataset,
-                       normalize_frames, open_keypoint_store)
+from star.data import (
+    INFRARED,
+    VISIBLE,
+    SynthConfig,
+    eval_loader,
+    generate_synthetic,
+    load_dataset,
+    normalize_frames,
+    open_keypoint_store,
+)
 from star.engine import EvalResult, evaluate, evaluate_features, extract_features
-from star.metrics import official_dropped_keep, resolve_protocol
+from star.errors import StarError
+from star.metrics import MetricsInputError, evaluate_hitsz_vcm, official_dropped_keep, resolve_protocol
 from star.metrics import protocols as protocols_module
+from star.models import build_model
 from star.output_paths import OutputPathError
 from star.reports import FeatureFileError, Features, load_npz, save_npz, write_metrics, write_rank_lists
-from star.reports.rank_lists import (BORDER, LABEL_WIDTH, MATCH_COLOR, MISMATCH_COLOR, QUERY_COLOR, QUERY_GAP, ROW_GAP,
-                                     rank_list_size, similarity_labels)
-from star.errors import StarError
-from star.metrics import MetricsInputError, evaluate_hitsz_vcm
-from star.models import build_model
+from star.reports.rank_lists import (
+    BORDER,
+    LABEL_WIDTH,
+    MATCH_COLOR,
+    MISMATCH_COLOR,
+    QUERY_COLOR,
+    QUERY_GAP,
+    ROW_GAP,
+    rank_list_size,
+    similarity_labels,
+)
 
 T, H, W = 4, 32, 16  # frames per tracklet, frame size: tiny
 
@@ -33,8 +50,21 @@ T, H, W = 4, 32, 16  # frames per tracklet, frame size: tiny
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "ds"
-    generate_synthetic(root, SynthConfig(ids=8, test_ids=4, tracklets=2, cameras=3, min_frames=12, max_frames=14,
-                                         short_fraction=0.0, height=H, width=W, seed=3))
+    generate_synthetic(
+        root,
+        SynthConfig(
+            ids=8,
+            test_ids=4,
+            tracklets=2,
+            cameras=3,
+            min_frames=12,
+            max_frames=14,
+            short_fraction=0.0,
+            height=H,
+            width=W,
+            seed=3,
+        ),
+    )
     return load_dataset("synthetic", root, verbose=False)
 
 
@@ -44,12 +74,20 @@ def store(data):
 
 
 def make_cfg(data, **eval_options) -> RunConfig:
-    return RunConfig.from_dict({
-        "data": {"dataset": "synthetic", "root": data.root, "height": H, "width": W, "num_workers": 0,
-                 "eval_batch_size": 3},
-        "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}},
-        "eval": eval_options,
-    })
+    return RunConfig.from_dict(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "root": data.root,
+                "height": H,
+                "width": W,
+                "num_workers": 0,
+                "eval_batch_size": 3,
+            },
+            "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}},
+            "eval": eval_options,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +138,10 @@ def oracle_features(data, store, oracle):
 def bupt_like(data):
     """The synthetic test split re-cut like BUPTCampus: query and gallery both mix IR and RGB."""
     return dataclasses.replace(
-        data, name="bupt",
-        query=data.query[::2] + data.gallery[::2], gallery=data.query[1::2] + data.gallery[1::2],
+        data,
+        name="bupt",
+        query=data.query[::2] + data.gallery[::2],
+        gallery=data.query[1::2] + data.gallery[1::2],
     )
 
 
@@ -182,8 +222,14 @@ def test_evaluate_writes_metrics_matching_results(tmp_path, data, store, model):
     assert set(result.results) == {"IR->RGB", "RGB->IR"}
     assert "IR->RGB" in result.table and "RGB->IR" in result.table and "hitsz-vcm" in result.table
     # The same numbers as the metrics API on the returned features.
-    direct = evaluate_hitsz_vcm(result.query.feats, result.query.pids, result.query.camids,
-                                result.gallery.feats, result.gallery.pids, result.gallery.camids)
+    direct = evaluate_hitsz_vcm(
+        result.query.feats,
+        result.query.pids,
+        result.query.camids,
+        result.gallery.feats,
+        result.gallery.pids,
+        result.gallery.camids,
+    )
     for mode, r in direct.items():
         assert result.results[mode] == r
 
@@ -241,12 +287,20 @@ def test_bupt_official_dropped_protocol_is_labelled(monkeypatch, data, oracle_fe
     q, g = oracle_features
     cut = bupt_like(data)
     n = len(data.query) // 2
-    query = Features(torch.cat([q.feats[::2], g.feats[::2]]), np.r_[q.pids[::2], g.pids[::2]],
-                     np.r_[q.camids[::2], g.camids[::2]], np.r_[q.modalities[::2], g.modalities[::2]],
-                     [t.paths[0] for t in cut.query])
-    gallery = Features(torch.cat([q.feats[1::2], g.feats[1::2]]), np.r_[q.pids[1::2], g.pids[1::2]],
-                       np.r_[q.camids[1::2], g.camids[1::2]], np.r_[q.modalities[1::2], g.modalities[1::2]],
-                       [t.paths[0] for t in cut.gallery])
+    query = Features(
+        torch.cat([q.feats[::2], g.feats[::2]]),
+        np.r_[q.pids[::2], g.pids[::2]],
+        np.r_[q.camids[::2], g.camids[::2]],
+        np.r_[q.modalities[::2], g.modalities[::2]],
+        [t.paths[0] for t in cut.query],
+    )
+    gallery = Features(
+        torch.cat([q.feats[1::2], g.feats[1::2]]),
+        np.r_[q.pids[1::2], g.pids[1::2]],
+        np.r_[q.camids[1::2], g.camids[1::2]],
+        np.r_[q.modalities[1::2], g.modalities[1::2]],
+        [t.paths[0] for t in cut.gallery],
+    )
     full = evaluate_features(query, gallery, protocol="auto", dataset="bupt")
     assert full.protocol == "bupt" and "dropped" not in full.info and "NOTE" not in full.table
     monkeypatch.setattr(protocols_module, "OFFICIAL_TEST_BATCH", 3)  # n = 4 RGB per split: drop 1
@@ -276,8 +330,19 @@ def _row_border_colors(img: np.ndarray, num_rows: int) -> list[tuple[int, ...]]:
 def test_rank_lists_of_the_oracle(tmp_path, data, store, oracle_features):
     q, g = oracle_features
     topk, frames = 3, 3
-    paths = write_rank_lists(data, store, q, g, tmp_path, topk=topk, num_queries=4, num_frames=frames,
-                             height=H, width=W, modes=("IR->RGB", "RGB->IR"))
+    paths = write_rank_lists(
+        data,
+        store,
+        q,
+        g,
+        tmp_path,
+        topk=topk,
+        num_queries=4,
+        num_frames=frames,
+        height=H,
+        width=W,
+        modes=("IR->RGB", "RGB->IR"),
+    )
     assert len(paths) == 8 and len(set(paths)) == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
     for p in paths:
@@ -298,13 +363,15 @@ def test_rank_lists_of_the_oracle(tmp_path, data, store, oracle_features):
 
 def test_rank_lists_without_keypoints_and_misaligned_features(tmp_path, data, oracle_features):
     q, g = oracle_features
-    paths = write_rank_lists(data, None, q, g, tmp_path, topk=20, num_queries=1, num_frames=2, height=H, width=W,
-                             image_format="jpg")
+    paths = write_rank_lists(
+        data, None, q, g, tmp_path, topk=20, num_queries=1, num_frames=2, height=H, width=W, image_format="jpg"
+    )
     assert len(paths) == 1 and paths[0].suffix == ".jpg"
     img = cv2.imread(str(paths[0]))
     # topk past the gallery: every allowed gallery item (8 minus the same-camera same-pid ones) is drawn.
-    rows = 1 + len(data.gallery) - sum(
-        t.pid == data.query[0].pid and t.camid == data.query[0].camid for t in data.gallery)
+    rows = (
+        1 + len(data.gallery) - sum(t.pid == data.query[0].pid and t.camid == data.query[0].camid for t in data.gallery)
+    )
     assert img.shape[:2] == rank_list_size(rows, 2, H, W)
     with pytest.raises(ValueError, match="rows"):
         write_rank_lists(data, None, q.subset(np.arange(3)), g, tmp_path)
@@ -358,15 +425,20 @@ def test_load_npz_names_a_missing_key(tmp_path, oracle_features, key):
 
 
 def test_load_npz_truncated_garbage_and_inconsistent_files(tmp_path, oracle_features):
-    good = save_npz(dict(zip(("query", "gallery"), oracle_features)), tmp_path / "good.npz")
+    good = save_npz(dict(zip(("query", "gallery"), oracle_features, strict=False)), tmp_path / "good.npz")
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
     array = tmp_path / "array.npy"
     np.save(array, np.zeros(3))
-    cases = {truncated: "truncated", garbage: "not a features .npz", array: "single .npy array",
-             tmp_path / "none.npz": "not found", tmp_path: "is a folder"}
+    cases = {
+        truncated: "truncated",
+        garbage: "not a features .npz",
+        array: "single .npy array",
+        tmp_path / "none.npz": "not found",
+        tmp_path: "is a folder",
+    }
     for path, what in cases.items():
         with pytest.raises(FeatureFileError, match=what) as info:
             load_npz(path)
@@ -444,13 +516,22 @@ def test_similarity_labels_tell_near_identical_ranks_apart():
 _MODEL = {"num_classes": 4, "seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}}
 
 
-@pytest.mark.parametrize("state, match", [
-    ({"model": {}, "config": {"model": {**_MODEL, "backbone": {"name": "vgg", "pretrained": None}}}},
-     "recorded model configuration is invalid: backbone.name"),
-    ({"model": {}, "config": {"model": {**_MODEL, "num_classes": "many"}}}, "recorded model configuration is invalid"),
-    ({"model": {}, "config": {"model": {**_MODEL, "zzz": 1}}}, "recorded model configuration is invalid: .*zzz"),
-    ({"model": [1, 2], "config": {"model": _MODEL}}, "weights do not fit"),
-], ids=["backbone", "num_classes", "unknown-key", "weights-not-a-dict"])
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        (
+            {"model": {}, "config": {"model": {**_MODEL, "backbone": {"name": "vgg", "pretrained": None}}}},
+            "recorded model configuration is invalid: backbone.name",
+        ),
+        (
+            {"model": {}, "config": {"model": {**_MODEL, "num_classes": "many"}}},
+            "recorded model configuration is invalid",
+        ),
+        ({"model": {}, "config": {"model": {**_MODEL, "zzz": 1}}}, "recorded model configuration is invalid: .*zzz"),
+        ({"model": [1, 2], "config": {"model": _MODEL}}, "weights do not fit"),
+    ],
+    ids=["backbone", "num_classes", "unknown-key", "weights-not-a-dict"],
+)
 def test_damaged_checkpoint_configs_are_checkpoint_errors(tmp_path, state, match):
     from star.engine.checkpoint import CheckpointError
     from star.engine.inference import load_trained_model

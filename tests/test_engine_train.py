@@ -38,15 +38,15 @@ from star.engine.checkpoint import (
     save_checkpoint,
 )
 from star.engine.checkpointer import Checkpointer
+from star.engine.logs import drop_superseded, open_tensorboard, read_jsonl
 from star.engine.loop import HookBase
+from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
 from star.engine.state import TrainingState
 from star.engine.trainer import BuiltModel
-from star.engine.logs import drop_superseded, open_tensorboard, read_jsonl
 from star.errors import OutputLockedError
 from star.fileio import exclusive_dir_lock
 from star.losses import StarLoss
 from star.models import STAR
-from star.engine.schedule import build_optimizer, build_scheduler, lr_factor, param_groups
 from tiny_run import SYNTH, config, deep_update, subprocess_env
 
 TESTS = Path(__file__).resolve().parent
@@ -101,8 +101,17 @@ def test_end_to_end_run_writes_outputs(finished_run):
     records = read_jsonl(out / "log.jsonl")
     steps = [r for r in records if r["type"] == "train"]
     assert [(r["epoch"], r["iter"], r["step"]) for r in steps] == [(1, 1, 1), (1, 2, 2), (2, 1, 3), (2, 2, 4)]
-    for key in ("lr", "lr_pretrained", "loss", "loss_id", "loss_triplet", "loss_consistency", "time_per_iter",
-                "memory_mb", "grad_norm"):
+    for key in (
+        "lr",
+        "lr_pretrained",
+        "loss",
+        "loss_id",
+        "loss_triplet",
+        "loss_consistency",
+        "time_per_iter",
+        "memory_mb",
+        "grad_norm",
+    ):
         assert all(key in r for r in steps), key
     assert all(math.isfinite(r["loss"]) for r in steps)
     evals = [r for r in records if r["type"] == "eval"]
@@ -164,8 +173,12 @@ def _resume_config(cfg: RunConfig, out: Path, root: Path, seed: int) -> RunConfi
     the synthetic dataset at ``root`` generated with ``seed``."""
     out.mkdir()
     (out / "last.pt").write_bytes((Path(cfg.output_dir) / "last.pt").read_bytes())
-    over = {"output_dir": str(out), "optim": {"epochs": 3}, "train": {"progress": False},
-            "data": {"root": str(root), "synthetic": {"seed": seed}}}
+    over = {
+        "output_dir": str(out),
+        "optim": {"epochs": 3},
+        "train": {"progress": False},
+        "data": {"root": str(root), "synthetic": {"seed": seed}},
+    }
     return RunConfig.from_dict(deep_update(cfg.to_dict(), over))
 
 
@@ -242,7 +255,10 @@ def _run(cfg: dict, result: Path, tmp: Path, **env: str) -> subprocess.Popen:
     log = open(result.with_suffix(".log"), "w")
     return subprocess.Popen(
         [sys.executable, str(RUNNER), str(path), str(result)],
-        env=subprocess_env(**env), stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+        env=subprocess_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
     )
 
 
@@ -264,8 +280,9 @@ def test_killed_run_resumes_and_reproduces_an_uninterrupted_one(synth_root, tmp_
     # Run B: paused (then SIGKILLed) in the loss of epoch 3, iteration 2 -- after the
     # checkpoints of epochs 1 and 2, the evaluation after epoch 2 and step 5 (logged).
     flag = tmp_path / "paused"
-    proc_b = _run(cfg_b, tmp_path / "res_b1", tmp_path / "tb", STAR_TEST_PAUSE_AT_CALL="6",
-                  STAR_TEST_PAUSE_FILE=str(flag))
+    proc_b = _run(
+        cfg_b, tmp_path / "res_b1", tmp_path / "tb", STAR_TEST_PAUSE_AT_CALL="6", STAR_TEST_PAUSE_FILE=str(flag)
+    )
     proc_a = _run(cfg_a, tmp_path / "res_a", tmp_path / "ta")  # uninterrupted reference
     deadline = time.monotonic() + 240
     while not flag.exists():
@@ -385,15 +402,31 @@ def test_second_training_into_a_locked_output_dir_fails_at_once(synth_root, tmp_
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_identical_parameters(synth_root, tmp_path):
     # pose_weight 0 leaves the pose classifier without gradient: needs find_unused_parameters
-    cfg = config(synth_root, tmp_path / "run", optim={"epochs": 1}, data={"batches_per_epoch": 4},
-                 loss={"pose_weight": 0.0})
+    cfg = config(
+        synth_root, tmp_path / "run", optim={"epochs": 1}, data={"batches_per_epoch": 4}, loss={"pose_weight": 0.0}
+    )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     result = tmp_path / "result"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-         str(RUNNER), str(path), str(result)],
-        env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            str(RUNNER),
+            str(path),
+            str(result),
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert "find_unused_parameters=True" in proc.stdout and "pose_logits" in proc.stdout
@@ -442,7 +475,9 @@ class RecordingCheckpoints(Checkpointer):
     def write(self, state, path):
         super().write(state, path)
         finite = all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-        self.saved.append((Path(path).name, state["epoch"], finite, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+        self.saved.append(
+            (Path(path).name, state["epoch"], finite, hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        )
 
 
 class DivergingTrainer(Trainer):
@@ -474,10 +509,15 @@ DIVERGENCES = [
 def test_non_finite_loss_stops_within_a_log_period_and_never_reaches_a_checkpoint(
     synth_root, tmp_path, nan_call, found, written
 ):
-    cfg = RunConfig.from_dict(config(
-        synth_root, tmp_path / "run", optim={"epochs": 3},
-        data={"batches_per_epoch": 3}, train={"log_period": 2},
-    ))
+    cfg = RunConfig.from_dict(
+        config(
+            synth_root,
+            tmp_path / "run",
+            optim={"epochs": 3},
+            data={"batches_per_epoch": 3},
+            train={"log_period": 2},
+        )
+    )
     trainer = DivergingTrainer(cfg, nan_call)
     epoch, iteration, step, iterations = found
     with pytest.raises(TrainingDiverged, match=rf"epoch {epoch}, iteration {iteration} .*triplet=nan") as info:
@@ -506,8 +546,14 @@ class CountingTensor(torch.Tensor):
     """A tensor that counts its device->host conversions (the ones that synchronise on CUDA)."""
 
     conversions = 0
-    HOST_COPIES = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__float__,
-                   torch.Tensor.__int__, torch.Tensor.__bool__}
+    HOST_COPIES = {
+        torch.Tensor.item,
+        torch.Tensor.tolist,
+        torch.Tensor.numpy,
+        torch.Tensor.__float__,
+        torch.Tensor.__int__,
+        torch.Tensor.__bool__,
+    }
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -530,10 +576,15 @@ class CountingTrainer(Trainer):
 @pytest.mark.slow
 def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth_root, tmp_path, capfd):
     # 2 epochs of 4 iterations, log period 3: the meters reach the host after steps 3, 4, 6 and 8
-    cfg = RunConfig.from_dict(config(
-        synth_root, tmp_path / "run", data={"batches_per_epoch": 4},
-        train={"log_period": 3, "progress": True}, optim={"grad_clip": 5.0},
-    ))
+    cfg = RunConfig.from_dict(
+        config(
+            synth_root,
+            tmp_path / "run",
+            data={"batches_per_epoch": 4},
+            train={"log_period": 3, "progress": True},
+            optim={"grad_clip": 5.0},
+        )
+    )
     float(torch.tensor(1.0).as_subclass(CountingTensor))  # the seam counts a conversion
     assert CountingTensor.conversions == 1
     CountingTensor.conversions = 0
@@ -558,8 +609,16 @@ def test_a_step_makes_no_host_copy_and_logs_are_plain_lines_off_a_terminal(synth
 class OneBatchPerEpoch(Trainer):
     def build_train_loader(self):
         return train_loader(
-            self.data.train, self.keypoints, num_frames=4, num_ids=2, num_per_modality=1, height=32, width=16,
-            num_workers=0, seed=0, num_batches=1,
+            self.data.train,
+            self.keypoints,
+            num_frames=4,
+            num_ids=2,
+            num_per_modality=1,
+            height=32,
+            width=16,
+            num_workers=0,
+            seed=0,
+            num_batches=1,
         )
 
 
@@ -626,14 +685,17 @@ BUILD_OVERRIDES = {
     "build_model": (OwnModel, lambda t, s: isinstance(t.model, TaggedSTAR) and not t.pretrained_names),
     "build_optimizer": (
         PlainSGD,
-        lambda t, s: len(t.parts.optimizer.param_groups) == 1
-        and t.parts.optimizer.param_groups[0]["momentum"] == 0
-        and t.parts.optimizer.param_groups[0]["initial_lr"] == 0.05,
+        lambda t, s: (
+            len(t.parts.optimizer.param_groups) == 1
+            and t.parts.optimizer.param_groups[0]["momentum"] == 0
+            and t.parts.optimizer.param_groups[0]["initial_lr"] == 0.05
+        ),
     ),
     "build_scheduler": (HalfLr, lambda t, s: _lrs(t) == [0.005, 0.005]),
     "build_loss": (OwnLoss, lambda t, s: CallCountingLoss.calls == 2),
     "build_checkpointer": (
-        OwnCheckpointer, lambda t, s: [name for name, *_ in t.recorder.saved] == ["last.pt", "best.pt", "last.pt"]
+        OwnCheckpointer,
+        lambda t, s: [name for name, *_ in t.recorder.saved] == ["last.pt", "best.pt", "last.pt"],
     ),
     "build_hooks": (ExtraHook, lambda t, s: t.recorder.steps == [(0, 0, 1), (0, 1, 2)]),
 }
@@ -681,8 +743,9 @@ def test_output_dir_that_is_a_file_is_a_clear_error(synth_root, tmp_path):
 
 def test_required_pretrained_weights_missing(synth_root, tmp_path):
     missing = tmp_path / "nope.pth"
-    cfg = config(synth_root, tmp_path / "run",
-                 model={"backbone": {"pretrained": str(missing), "require_pretrained": True}})
+    cfg = config(
+        synth_root, tmp_path / "run", model={"backbone": {"pretrained": str(missing), "require_pretrained": True}}
+    )
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         train(RunConfig.from_dict(cfg))
 
@@ -754,10 +817,20 @@ def test_rng_state_round_trip_and_preserved_rng(tmp_path):
 
 
 def test_config_differences_ignores_resumable_settings():
-    a = {"seed": 0, "output_dir": "x", "train": {"eval_period": 1}, "optim": {"epochs": 10, "lr": 0.1},
-         "model": {"seq_len": 12}}
-    b = {"seed": 0, "output_dir": "y", "train": {"eval_period": 5}, "optim": {"epochs": 20, "lr": 0.2},
-         "model": {"seq_len": 6}}
+    a = {
+        "seed": 0,
+        "output_dir": "x",
+        "train": {"eval_period": 1},
+        "optim": {"epochs": 10, "lr": 0.1},
+        "model": {"seq_len": 12},
+    }
+    b = {
+        "seed": 0,
+        "output_dir": "y",
+        "train": {"eval_period": 5},
+        "optim": {"epochs": 20, "lr": 0.2},
+        "model": {"seq_len": 6},
+    }
     assert config_differences(a, b) == ["model.seq_len: checkpoint 12, now 6", "optim.lr: checkpoint 0.1, now 0.2"]
 
 
@@ -830,8 +903,11 @@ def test_tensorboard_missing_gives_one_warning(tmp_path, monkeypatch):
 
 def test_drop_superseded_keeps_each_step_epoch_and_evaluation_once():
     killed = [
-        {"type": "train", "step": 1}, {"type": "train", "step": 2}, {"type": "epoch", "epoch": 1},
-        {"type": "eval", "epoch": 1}, {"type": "train", "step": 3},  # killed in epoch 2, after step 3
+        {"type": "train", "step": 1},
+        {"type": "train", "step": 2},
+        {"type": "epoch", "epoch": 1},
+        {"type": "eval", "epoch": 1},
+        {"type": "train", "step": 3},  # killed in epoch 2, after step 3
     ]
     redone = [{"type": "resumed", "step": 2, "epoch": 1, "eval_pending": False}, {"type": "train", "step": 3}]
     assert drop_superseded(killed + redone) == killed[:4] + redone[1:]

@@ -22,27 +22,40 @@ from star.data.loaders import eval_loader
 from star.data.transforms import normalize_frames
 from star.engine import train
 from star.engine.inference import load_trained_model
-from star.models import STAR
-from star.models.ops import FUSED
 from star.explain import EXPLAIN_FILE, explain_checkpoint, explain_model
 from star.explain.figures import FIGURE_FILES
-from star.explain.probes import attention_received, keypoint_jacobian_squares, layer_attention, probe_batch
+from star.explain.probes import attention_received, keypoint_jacobian_squares, layer_attention
+from star.models import STAR
+from star.models.ops import FUSED
 
 SYNTH = {"ids": 8, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
 T = 4
 
 
 def run_config(root: Path, out: Path, **model) -> RunConfig:
-    return RunConfig.from_dict({
-        "output_dir": str(out), "seed": 0, "deterministic": True,
-        "data": {"dataset": "synthetic", "root": str(root), "height": 32, "width": 16, "num_ids": 2,
-                 "num_per_modality": 1, "num_workers": 0, "batches_per_epoch": 2, "eval_batch_size": 4,
-                 "synthetic": SYNTH},
-        "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}, **model},
-        "optim": {"epochs": 1, "warmup_epochs": 0, "milestones": [1], "lr": 0.01},
-        "train": {"device": "cpu", "eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
-        "eval": {"visrank_queries": 0},
-    })
+    return RunConfig.from_dict(
+        {
+            "output_dir": str(out),
+            "seed": 0,
+            "deterministic": True,
+            "data": {
+                "dataset": "synthetic",
+                "root": str(root),
+                "height": 32,
+                "width": 16,
+                "num_ids": 2,
+                "num_per_modality": 1,
+                "num_workers": 0,
+                "batches_per_epoch": 2,
+                "eval_batch_size": 4,
+                "synthetic": SYNTH,
+            },
+            "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}, **model},
+            "optim": {"epochs": 1, "warmup_epochs": 0, "milestones": [1], "lr": 0.01},
+            "train": {"device": "cpu", "eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
+            "eval": {"visrank_queries": 0},
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +79,9 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch(trained):
     data = load_dataset("synthetic", trained["root"], verbose=False)
-    loader = eval_loader(data.query[:3], open_keypoint_store(data), num_frames=T, batch_size=3, height=32, width=16,
-                         num_workers=0)
+    loader = eval_loader(
+        data.query[:3], open_keypoint_store(data), num_frames=T, batch_size=3, height=32, width=16, num_workers=0
+    )
     b = next(iter(loader))
     return normalize_frames(b["frames"]), b["keypoints"], b["modality"]
 
@@ -75,8 +89,10 @@ def batch(trained):
 def captured_gat_inputs(model: STAR, batch) -> dict[str, torch.Tensor]:
     seen = {}
     graph = model.sequence_guidance.graph
-    hooks = [layer.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, args[0]))
-             for name, layer in (("gat1", graph.gat1), ("gat2", graph.gat2))]
+    hooks = [
+        layer.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, args[0]))
+        for name, layer in (("gat1", graph.gat1), ("gat2", graph.gat2))
+    ]
     with torch.no_grad():
         model(*batch)
     for h in hooks:
@@ -125,7 +141,7 @@ def test_saliency_equals_finite_differences(trained, batch):
         plus[t, j, k] += step
         minus[t, j, k] -= step
         with torch.no_grad():
-            column = (model.embed_from_maps(maps, plus[None], aspect) - model.embed_from_maps(maps, minus[None], aspect))
+            column = model.embed_from_maps(maps, plus[None], aspect) - model.embed_from_maps(maps, minus[None], aspect)
         expected = float((column / (2 * step)).pow(2).sum())
         assert float(squares[t, j, k]) == pytest.approx(expected, rel=1e-4, abs=1e-12)
 
@@ -147,8 +163,12 @@ def test_explanation_is_deterministic_and_complete(trained):
 
 
 def test_switched_off_modules_are_absent_with_a_reason(trained):
-    cfg = run_config(trained["root"], trained["root"].parent / "unused", frame_correction={"enabled": False},
-                     sequence={"enabled": False})
+    cfg = run_config(
+        trained["root"],
+        trained["root"].parent / "unused",
+        frame_correction={"enabled": False},
+        sequence={"enabled": False},
+    )
     torch.manual_seed(0)
     model = STAR(cfg.model, 4).eval()
     data = load_dataset("synthetic", trained["root"], verbose=False)
@@ -182,8 +202,9 @@ def one_error_line(rc: int, err: str, *names) -> None:
 
 
 def test_cli_writes_json_and_pictures_beside_the_checkpoint(trained, capsys):
-    rc, out, err = cli(capsys, "explain", "--checkpoint", trained["best"], "--max-tracklets", "2",
-                       "--saliency-tracklets", "1")
+    rc, out, err = cli(
+        capsys, "explain", "--checkpoint", trained["best"], "--max-tracklets", "2", "--saliency-tracklets", "1"
+    )
     assert rc == 0, err
     folder = trained["best"].parent / "explain"
     assert str(folder) in out
@@ -211,6 +232,8 @@ def test_cli_errors_are_one_line(trained, tmp_path, capsys):
     (text / FIGURE_FILES[0]).write_text("my notes")
     rc, _, err = cli(capsys, "explain", "--checkpoint", trained["best"], "--out", text)
     one_error_line(rc, err, text / FIGURE_FILES[0], "--force")
-    rc, _, err = cli(capsys, "explain", "--checkpoint", trained["best"], "--max-tracklets", "-1", "--out", tmp_path / "y")
+    rc, _, err = cli(
+        capsys, "explain", "--checkpoint", trained["best"], "--max-tracklets", "-1", "--out", tmp_path / "y"
+    )
     one_error_line(rc, err, "--max-tracklets")
     assert afile.read_text() == "x" and not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -22,8 +22,7 @@ from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoi
 from star.engine import Trainer, evaluate_features, extract_features
 from star.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from star.errors import StarError
-from star.export import (PARITY_TOLERANCE, Embedder, ExportError, InferenceInputError, OnnxEmbedder,
-                         export_onnx)
+from star.export import PARITY_TOLERANCE, Embedder, ExportError, InferenceInputError, OnnxEmbedder, export_onnx
 from star.export.onnx_export import example_inputs
 from star.export.onnx_network import DenseGraphAttention
 from star_ext import reference
@@ -38,19 +37,42 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
     root = base / "synthetic"
     generate_synthetic(root, SynthConfig(**SYNTH))
-    cfg = RunConfig.from_dict({
-        "output_dir": str(base / "run"), "seed": 0,
-        "data": {"dataset": "synthetic", "root": str(root), "height": H, "width": W, "num_ids": 2,
-                 "num_per_modality": 1, "num_workers": 0, "batches_per_epoch": 3, "eval_batch_size": 32,
-                 "synthetic": SYNTH},
-        "model": {"seq_len": T, "neck_feat": "before", "backbone": {"name": "resnet18", "pretrained": None},
-                  "style": {"disturbance": False}, "sequence": {"visual_nodes": True}},
-        "loss": {"defence_weight": 0.0},
-        "optim": {"name": "adamw", "lr": 1e-3, "epochs": 1, "warmup_epochs": 0, "milestones": [],
-                  "pretrained_lr_mult": 1.0},
-        "train": {"eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
-        "eval": {"visrank_queries": 0},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "output_dir": str(base / "run"),
+            "seed": 0,
+            "data": {
+                "dataset": "synthetic",
+                "root": str(root),
+                "height": H,
+                "width": W,
+                "num_ids": 2,
+                "num_per_modality": 1,
+                "num_workers": 0,
+                "batches_per_epoch": 3,
+                "eval_batch_size": 32,
+                "synthetic": SYNTH,
+            },
+            "model": {
+                "seq_len": T,
+                "neck_feat": "before",
+                "backbone": {"name": "resnet18", "pretrained": None},
+                "style": {"disturbance": False},
+                "sequence": {"visual_nodes": True},
+            },
+            "loss": {"defence_weight": 0.0},
+            "optim": {
+                "name": "adamw",
+                "lr": 1e-3,
+                "epochs": 1,
+                "warmup_epochs": 0,
+                "milestones": [],
+                "pretrained_lr_mult": 1.0,
+            },
+            "train": {"eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
+            "eval": {"visrank_queries": 0},
+        }
+    )
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the box's cores are shared; one thread trains as fast here
@@ -125,12 +147,11 @@ class Block:
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
 import numpy as np, onnxruntime
-x = dict(np.load({str(tmp_path / 'x.npz')!r}))
+x = dict(np.load({str(tmp_path / "x.npz")!r}))
 out = onnxruntime.InferenceSession({str(exported[0])!r}).run(None, x)[0]
-np.save({str(tmp_path / 'out.npy')!r}, out)
+np.save({str(tmp_path / "out.npy")!r}, out)
 """
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
-                   env=subprocess_env())
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, env=subprocess_env())
     out = torch.from_numpy(np.load(tmp_path / "out.npy"))
     want = Embedder.from_checkpoint(trained[0], device="cpu").embed(*x)
     assert out.shape == want.shape == (3, 512)
@@ -194,7 +215,11 @@ def test_bad_checkpoints_are_clear_errors_naming_the_file(trained, tmp_path):
     checkpoint = trained[0]
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    state = {k: v for k, v in load_checkpoint(checkpoint).items() if k in ("model", "config", "epoch", "version", "num_classes")}
+    state = {
+        k: v
+        for k, v in load_checkpoint(checkpoint).items()
+        if k in ("model", "config", "epoch", "version", "num_classes")
+    }
     missing = dict(state, model={k: v for k, v in state["model"].items() if "head.classifier" not in k})
     save_checkpoint(missing, tmp_path / "missing_keys.pt")
     no_config = {k: v for k, v in state.items() if k != "config"}
@@ -233,11 +258,18 @@ def test_onnx_embedder_rejects_files_that_are_not_star_models(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
     lin = tmp_path / "identity.onnx"  # a valid ONNX model without star's metadata
     info = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [info],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [info],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
+    )
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(lin))
-    for path, message in ((tmp_path / "none.onnx", "not found"), (tmp_path / "junk.onnx", "not a loadable ONNX"),
-                          (lin, "not written by `star export`")):
+    for path, message in (
+        (tmp_path / "none.onnx", "not found"),
+        (tmp_path / "junk.onnx", "not a loadable ONNX"),
+        (lin, "not written by `star export`"),
+    ):
         with pytest.raises(ExportError, match=message):
             OnnxEmbedder(path)
 

@@ -38,7 +38,9 @@ def test_star_env_lists_every_op(capsys):
 
 
 def test_version_mismatch_says_how_to_rebuild():
-    with pytest.raises(star_ext.ExtensionMismatchError, match=r"built with torch 1\.0\.0 .* pip install --no-build-isolation"):
+    with pytest.raises(
+        star_ext.ExtensionMismatchError, match=r"built with torch 1\.0\.0 .* pip install --no-build-isolation"
+    ):
         _loader._check_versions({"torch": "1.0.0", "with_cuda": False})
     with pytest.raises(star_ext.ExtensionMismatchError, match="CUDA 99.9 kernels"):
         _loader._check_versions({"torch": torch.__version__, "with_cuda": True, "cuda": "99.9"})
@@ -60,7 +62,9 @@ def _python_only_copy(tmp_path: Path, build_info: dict | None = None) -> Path:
 def _run(code: str, path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "STAR_EXT_REQUIRED"}
     environ.update(PYTHONPATH=str(path), **env)
-    return subprocess.run([sys.executable, "-c", code], cwd=path, env=environ, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=path, env=environ, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_missing_extension_falls_back_with_one_warning(tmp_path):

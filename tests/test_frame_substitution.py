@@ -20,9 +20,21 @@ T, H, W = 4, 32, 16
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
-    return generate_synthetic(tmp_path_factory.mktemp("synth") / "ds", SynthConfig(
-        ids=8, test_ids=4, tracklets=2, cameras=3, min_frames=12, max_frames=14, short_fraction=0.0,
-        height=H, width=W, seed=3))
+    return generate_synthetic(
+        tmp_path_factory.mktemp("synth") / "ds",
+        SynthConfig(
+            ids=8,
+            test_ids=4,
+            tracklets=2,
+            cameras=3,
+            min_frames=12,
+            max_frames=14,
+            short_fraction=0.0,
+            height=H,
+            width=W,
+            seed=3,
+        ),
+    )
 
 
 @pytest.fixture
@@ -39,11 +51,20 @@ def _garble(root, fraction: float = 1.0) -> list[str]:
 
 
 def _cfg(root, **data) -> RunConfig:
-    return RunConfig.from_dict({
-        "data": {"dataset": "synthetic", "root": str(root), "height": H, "width": W, "num_workers": 0,
-                 "eval_batch_size": 3, **data},
-        "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}},
-    })
+    return RunConfig.from_dict(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "root": str(root),
+                "height": H,
+                "width": W,
+                "num_workers": 0,
+                "eval_batch_size": 3,
+                **data,
+            },
+            "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}},
+        }
+    )
 
 
 def _evaluate(root, **data):
@@ -81,7 +102,9 @@ def test_counter_stops_early_once_the_whole_allowance_is_spent():
     counter = FrameSubstitutions("epoch 1", 0.01, expected_frames=1000)
     batch = {"frames": torch.zeros(2, 4, 1), "substituted": torch.tensor([4, 4]), "substituted_files": ["a\nb", "c"]}
     counter.add(batch)  # 8 of an allowance of 10
-    with pytest.raises(TooManySubstitutedFramesError, match=r"epoch 1: 16 frames .* among 16 of the 1000 frames read so far.*a, b, c"):
+    with pytest.raises(
+        TooManySubstitutedFramesError, match=r"epoch 1: 16 frames .* among 16 of the 1000 frames read so far.*a, b, c"
+    ):
         counter.add(batch)
     small = FrameSubstitutions("evaluation", 0.01)
     small.add({"frames": torch.zeros(1, 4, 1), "substituted": torch.tensor([1]), "substituted_files": ["a"]})
@@ -91,12 +114,26 @@ def test_counter_stops_early_once_the_whole_allowance_is_spent():
 
 def test_training_on_garbage_frames_stops_with_one_error(root, tmp_path, capsys):
     _garble(root)
-    rc = main([
-        "train", "--config", str(_config_file()), f"data.root={root}", f"output_dir={tmp_path / 'O'}",
-        "optim.epochs=1", "optim.warmup_epochs=0", "optim.milestones=[]", "data.batches_per_epoch=2",
-        "data.num_ids=2", "data.num_workers=0", f"data.height={H}", f"data.width={W}", f"model.seq_len={T}",
-        "train.progress=false", "train.tensorboard=false",
-    ])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(_config_file()),
+            f"data.root={root}",
+            f"output_dir={tmp_path / 'O'}",
+            "optim.epochs=1",
+            "optim.warmup_epochs=0",
+            "optim.milestones=[]",
+            "data.batches_per_epoch=2",
+            "data.num_ids=2",
+            "data.num_workers=0",
+            f"data.height={H}",
+            f"data.width={W}",
+            f"model.seq_len={T}",
+            "train.progress=false",
+            "train.tensorboard=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]

@@ -91,8 +91,16 @@ def fake_output(seed: int = 0, **none_fields) -> StarOutput:
         return torch.randn(*shape, generator=gen).requires_grad_()
 
     out = StarOutput(
-        z=r(B, C), logits=r(B, K), frame_logits=r(B, T, K), f=r(B, T, C),
-        frame_logits_dis=r(B, T, K), f_dis=r(B, T, C), h_t=r(B, C), g=r(B, C), s=r(B, 2 * C), pose_logits=r(B, K),
+        z=r(B, C),
+        logits=r(B, K),
+        frame_logits=r(B, T, K),
+        f=r(B, T, C),
+        frame_logits_dis=r(B, T, K),
+        f_dis=r(B, T, C),
+        h_t=r(B, C),
+        g=r(B, C),
+        s=r(B, 2 * C),
+        pose_logits=r(B, K),
     )
     for name in none_fields:
         setattr(out, name, None)
@@ -113,9 +121,7 @@ def test_total_is_weighted_sum_of_named_terms():
     weights = dict(id=1.5, triplet=0.5, frame_id=1.0, frame_id_dis=1.0, defence=1.0, pose=0.25, consistency=2.0)
     assert terms["total"] == pytest.approx(sum(weights[k] * terms[k] for k in weights), rel=1e-6)
     assert total.item() == pytest.approx(terms["total"], rel=1e-6)
-    torch.testing.assert_close(
-        tensors["id"], F.cross_entropy(out.logits, PIDS).detach()
-    )
+    torch.testing.assert_close(tensors["id"], F.cross_entropy(out.logits, PIDS).detach())
     torch.testing.assert_close(
         tensors["frame_id_dis"],
         F.cross_entropy(out.frame_logits_dis.flatten(0, 1), PIDS.repeat_interleave(T)).detach(),

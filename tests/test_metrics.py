@@ -14,10 +14,10 @@ from star.metrics import RankingResult, evaluate_ranking
 from star.metrics import ranking as ranking_module
 from star.metrics import rerank as rerank_module
 
-
 # ----------------------------------------------------------------------------
 # oracles: the classic loops, deliberately naive
 # ----------------------------------------------------------------------------
+
 
 def loop_ranking(dist, q_pids, g_pids, q_camids=None, g_camids=None, max_rank=20):
     """Classic per-query evaluation; returns (cmc, mAP, mINP, num_valid)."""
@@ -53,7 +53,7 @@ def loop_rerank(all_dist, num_query, k1, k2, lam):
     k_half = round(k1 / 2) + 1
     V = np.zeros((n, n))
     for i in range(n):
-        recip = [j for j in rank[i, :k1 + 1] if i in rank[j, :k1 + 1]]
+        recip = [j for j in rank[i, : k1 + 1] if i in rank[j, : k1 + 1]]
         expansion = list(recip)
         for j in recip:
             half = [h for h in rank[j, :k_half] if j in rank[h, :k_half]]
@@ -98,6 +98,7 @@ def random_problem(rng, num_q, num_g, num_ids, num_cams, integer_dist):
 # evaluate_ranking vs the loop
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("integer_dist", [False, True])
 @pytest.mark.parametrize("cameras", [False, True])
@@ -114,8 +115,7 @@ def test_matches_loop_on_random_problems(seed, integer_dist, cameras):
 def test_matches_loop_with_long_gallery_and_many_ids():
     rng = np.random.default_rng(11)
     dist, qp, gp, qc, gc = random_problem(rng, 60, 300, 40, 3, integer_dist=False)
-    assert_matches_loop(evaluate_ranking(dist, qp, gp, qc, gc, max_rank=50), dist, qp, gp, qc, gc,
-                        max_rank=50)
+    assert_matches_loop(evaluate_ranking(dist, qp, gp, qc, gc, max_rank=50), dist, qp, gp, qc, gc, max_rank=50)
 
 
 @settings(max_examples=80, deadline=None)
@@ -125,10 +125,14 @@ def test_property_matches_loop(data):
     num_g = data.draw(st.integers(1, 15), label="num_g")
     num_ids = data.draw(st.integers(1, 5), label="num_ids")
     cams = data.draw(st.booleans(), label="cameras")
-    values = st.integers(-2, 2) if data.draw(st.booleans(), label="ties") else \
-        st.floats(-1e3, 1e3, allow_nan=False, width=32)
-    dist = np.array(data.draw(st.lists(values, min_size=num_q * num_g, max_size=num_q * num_g)),
-                    dtype=np.float32).reshape(num_q, num_g)
+    values = (
+        st.integers(-2, 2)
+        if data.draw(st.booleans(), label="ties")
+        else st.floats(-1e3, 1e3, allow_nan=False, width=32)
+    )
+    dist = np.array(
+        data.draw(st.lists(values, min_size=num_q * num_g, max_size=num_q * num_g)), dtype=np.float32
+    ).reshape(num_q, num_g)
     ids = st.lists(st.integers(0, num_ids - 1), min_size=1, max_size=1)
     qp = np.array([data.draw(ids)[0] for _ in range(num_q)])
     gp = np.array([data.draw(ids)[0] for _ in range(num_g)])
@@ -148,6 +152,7 @@ def test_property_matches_loop(data):
 # ----------------------------------------------------------------------------
 # hand-computed cases
 # ----------------------------------------------------------------------------
+
 
 def test_hand_computed_camera_filter():
     # query: pid 1, camera 0.  gallery (already in distance order):
@@ -200,12 +205,14 @@ def test_kept_list_shorter_than_max_rank():
 # input kinds and chunking
 # ----------------------------------------------------------------------------
 
+
 def test_numpy_and_torch_inputs_agree():
     rng = np.random.default_rng(3)
     dist, qp, gp, qc, gc = random_problem(rng, 30, 40, 6, 3, integer_dist=False)
     from_numpy = evaluate_ranking(dist, qp, gp, qc, gc)
-    from_torch = evaluate_ranking(torch.from_numpy(dist), torch.from_numpy(qp), torch.from_numpy(gp),
-                                  torch.from_numpy(qc), torch.from_numpy(gc))
+    from_torch = evaluate_ranking(
+        torch.from_numpy(dist), torch.from_numpy(qp), torch.from_numpy(gp), torch.from_numpy(qc), torch.from_numpy(gc)
+    )
     from_lists = evaluate_ranking(dist.tolist(), qp.tolist(), gp.tolist(), qc.tolist(), gc.tolist())
     assert from_numpy == from_torch == from_lists
     assert_matches_loop(from_torch, dist, qp, gp, qc, gc)
@@ -295,19 +302,23 @@ def test_cuda_matches_cpu_and_stays_chunked():
 # errors and the result object
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(dist=np.zeros(5)), "dist"),
-    (dict(dist=np.zeros((2, 3), dtype=bool)), "dist"),
-    (dict(q_pids=[1, 2, 3]), "q_pids"),
-    (dict(g_pids=[[1, 2, 3]]), "g_pids"),
-    (dict(g_pids=[1.0, 2.0, 3.0]), "g_pids"),
-    (dict(q_camids=[0, 1]), "g_camids"),
-    (dict(g_camids=[0, 1, 0]), "q_camids"),
-    (dict(q_camids=[0, 1, 1], g_camids=[0, 1, 0]), "q_camids"),
-    (dict(max_rank=0), "max_rank"),
-    (dict(chunk_size=0), "chunk_size"),
-    (dict(dist=np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])), "NaN"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(dist=np.zeros(5)), "dist"),
+        (dict(dist=np.zeros((2, 3), dtype=bool)), "dist"),
+        (dict(q_pids=[1, 2, 3]), "q_pids"),
+        (dict(g_pids=[[1, 2, 3]]), "g_pids"),
+        (dict(g_pids=[1.0, 2.0, 3.0]), "g_pids"),
+        (dict(q_camids=[0, 1]), "g_camids"),
+        (dict(g_camids=[0, 1, 0]), "q_camids"),
+        (dict(q_camids=[0, 1, 1], g_camids=[0, 1, 0]), "q_camids"),
+        (dict(max_rank=0), "max_rank"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(dist=np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])), "NaN"),
+    ],
+)
 def test_bad_inputs_name_the_argument(kwargs, name):
     args = dict(dist=np.zeros((2, 3)), q_pids=[1, 2], g_pids=[1, 2, 3])
     args.update(kwargs)
@@ -332,8 +343,7 @@ def test_result_reads_as_mapping_and_serialises():
     assert dict(r)["num_valid"] == 1
     with pytest.raises(KeyError):
         r["R1"]
-    assert json.loads(json.dumps(r.to_dict())) == {"cmc": [0.0, 1.0], "mAP": 0.5, "mINP": 0.5,
-                                                   "num_valid": 1}
+    assert json.loads(json.dumps(r.to_dict())) == {"cmc": [0.0, 1.0], "mAP": 0.5, "mINP": 0.5, "num_valid": 1}
     assert r.rank(2) == 1.0 and r.rank(20) == 1.0  # curve reached 1 at the gallery's end
     short = RankingResult(cmc=np.array([0.5, 0.75]), mAP=0.5, mINP=0.5, num_valid=4)
     with pytest.raises(ValueError, match="beyond"):
@@ -343,6 +353,7 @@ def test_result_reads_as_mapping_and_serialises():
 # ----------------------------------------------------------------------------
 # protocols
 # ----------------------------------------------------------------------------
+
 
 def vcm_like(rng, num_ids=6, n_ir=30, n_rgb=36, dim=16, noise=1.5):
     centres = rng.standard_normal((num_ids, dim))
@@ -399,8 +410,12 @@ def test_bupt_modes_subsets_without_camera_filter():
     assert list(results) == ["IR->RGB", "RGB->IR", "RGB->RGB", "IR->IR"]
     dist = M.cosine_distance(qf, gf).numpy()
     q_ir, g_ir = np.char.upper(q_mod) == "IR", np.char.upper(g_mod) == "IR"
-    for mode, qm, gm in [("IR->RGB", q_ir, ~g_ir), ("RGB->IR", ~q_ir, g_ir),
-                         ("RGB->RGB", ~q_ir, ~g_ir), ("IR->IR", q_ir, g_ir)]:
+    for mode, qm, gm in [
+        ("IR->RGB", q_ir, ~g_ir),
+        ("RGB->IR", ~q_ir, g_ir),
+        ("RGB->RGB", ~q_ir, ~g_ir),
+        ("IR->IR", q_ir, g_ir),
+    ]:
         assert_matches_loop(results[mode], dist[np.ix_(qm, gm)], qp[qm], gp[gm])
     assert list(M.evaluate_bupt(qf, qp, q_mod, gf, gp, g_mod)) == ["IR->RGB", "RGB->IR"]
 
@@ -424,8 +439,15 @@ def test_format_table():
     lines = M.format_table(results).splitlines()
     assert lines[0].split() == ["Mode", "R1", "R5", "R10", "R20", "mAP", "mINP"]
     r5 = 100 * (0.5 + 4 * 0.5 / 19)
-    assert lines[1].split() == ["IR->RGB", "50.00", f"{r5:.2f}", f"{100 * (0.5 + 9 * 0.5 / 19):.2f}",
-                                "100.00", "45.68", "30.00"]
+    assert lines[1].split() == [
+        "IR->RGB",
+        "50.00",
+        f"{r5:.2f}",
+        f"{100 * (0.5 + 9 * 0.5 / 19):.2f}",
+        "100.00",
+        "45.68",
+        "30.00",
+    ]
     assert lines[2].split() == ["RGB->IR", "25.00", "-", "-", "-", "12.30", "5.00"]
     assert len({len(line) for line in lines}) == 1  # aligned columns
 
@@ -433,6 +455,7 @@ def test_format_table():
 # ----------------------------------------------------------------------------
 # re-ranking
 # ----------------------------------------------------------------------------
+
 
 def squared_euclidean(x):
     sq = (x * x).sum(1)
@@ -445,12 +468,15 @@ def clustered_points(rng, n, dim=12, num_ids=6):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("num_q, num_g, k1, k2, chunk", [
-    (20, 40, 20, 6, None),   # the paper's parameters
-    (15, 30, 5, 3, 4),       # odd k1: round(k1 / 2) rounds half to even
-    (12, 25, 4, 1, 1),       # k2 = 1 skips query expansion
-    (3, 4, 20, 6, 2),        # k1 larger than the whole set
-])
+@pytest.mark.parametrize(
+    "num_q, num_g, k1, k2, chunk",
+    [
+        (20, 40, 20, 6, None),  # the paper's parameters
+        (15, 30, 5, 3, 4),  # odd k1: round(k1 / 2) rounds half to even
+        (12, 25, 4, 1, 1),  # k2 = 1 skips query expansion
+        (3, 4, 20, 6, 2),  # k1 larger than the whole set
+    ],
+)
 def test_rerank_matches_loop(num_q, num_g, k1, k2, chunk):
     rng = np.random.default_rng(num_q * 100 + k1)
     d = squared_euclidean(clustered_points(rng, num_q + num_g))
@@ -496,13 +522,16 @@ def test_rerank_row_blocks_are_bounded(monkeypatch):
     np.testing.assert_allclose(small.numpy(), loop_rerank(d, 12, 6, 3, 0.3), atol=1e-5)
 
 
-@pytest.mark.parametrize("args, kwargs, name", [
-    ((np.zeros((3, 4)), 1), {}, "all_dist"),
-    ((np.zeros((4, 4)), 0), {}, "num_query"),
-    ((np.zeros((4, 4)), 4), {}, "num_query"),
-    ((np.zeros((4, 4)), 2), dict(k1=0), "k1"),
-    ((np.zeros((4, 4)), 2), dict(lambda_value=1.5), "lambda_value"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, name",
+    [
+        ((np.zeros((3, 4)), 1), {}, "all_dist"),
+        ((np.zeros((4, 4)), 0), {}, "num_query"),
+        ((np.zeros((4, 4)), 4), {}, "num_query"),
+        ((np.zeros((4, 4)), 2), dict(k1=0), "k1"),
+        ((np.zeros((4, 4)), 2), dict(lambda_value=1.5), "lambda_value"),
+    ],
+)
 def test_rerank_bad_inputs(args, kwargs, name):
     with pytest.raises(ValueError, match=name):
         M.k_reciprocal_rerank_dist(*args, **kwargs)
@@ -518,6 +547,14 @@ def test_rerank_of_identical_features_warns_and_ties_instead_of_nan():
     rng = np.random.default_rng(7)
     qf, qp, qc, gf, gp, gc = vcm_like(rng, n_ir=6, n_rgb=8)
     with pytest.warns(RuntimeWarning, match="degenerate distances"):
-        results = M.evaluate_hitsz_vcm(np.ones_like(qf), qp, qc, np.ones_like(gf), gp, gc, rerank=True,
-                                       rerank_params=dict(k1=3, k2=2, lambda_value=0.3))
+        results = M.evaluate_hitsz_vcm(
+            np.ones_like(qf),
+            qp,
+            qc,
+            np.ones_like(gf),
+            gp,
+            gc,
+            rerank=True,
+            rerank_params=dict(k1=3, k2=2, lambda_value=0.3),
+        )
     assert all(np.isfinite(r.mAP) for r in results.values())

@@ -110,8 +110,12 @@ def test_dims_scale_with_backbone():
     assert model.sequence_guidance.guide_bn.num_features == 2 * c
     assert model.sequence_guidance.pooling.score.out_features == 5 * c
     assert model.sequence_guidance.graph.readout is None  # avg_pool: no parameters
-    linear = STAR(ModelConfig.from_dict(config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12,
-                                               sequence={"readout": "linear"})), CLASSES)
+    linear = STAR(
+        ModelConfig.from_dict(
+            config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12, sequence={"readout": "linear"})
+        ),
+        CLASSES,
+    )
     assert linear.sequence_guidance.graph.readout.in_features == 12 * 17 * 12
     assert model.head.classifier.in_features == c
 
@@ -393,7 +397,9 @@ def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
     assert expected == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     expected.parent.mkdir(parents=True)
     state = _save_resnet18(expected)
-    model = build_model(config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}), CLASSES)
+    model = build_model(
+        config(backbone={"name": "resnet18", "pretrained": "imagenet", "require_pretrained": True}), CLASSES
+    )
     torch.testing.assert_close(model.backbone.infrared_stem.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
 
 
@@ -464,7 +470,7 @@ def test_num_classes_is_given_to_the_model_not_its_config():
 
 
 def test_coco_skeleton_is_defined_once():
-    from star.data import COCO_BONES, COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
+    from star.data import COCO17_KEYPOINTS, COCO_BONES, NUM_COCO_KEYPOINTS
     from star.pose.runtime import NUM_COCO_KEYPOINTS as POSE_KEYPOINTS  # a copy: star.pose must not import torch
 
     assert COCO_BONES is star_ext.COCO_BONES and NUM_COCO_KEYPOINTS == star_ext.NUM_COCO_KEYPOINTS

@@ -90,7 +90,7 @@ def test_traced_stem_selection_matches_the_indexed_one(visible, training):
     stem = torch.compile(traced.stem, backend="eager", fullgraph=True)
     for _ in range(2):  # the second call sees the running statistics of the first
         torch.testing.assert_close(stem(x, visible), eager.stem(x, visible), rtol=1e-5, atol=1e-5)
-    for ours, theirs in zip(traced.buffers(), eager.buffers()):
+    for ours, theirs in zip(traced.buffers(), eager.buffers(), strict=False):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
@@ -101,7 +101,9 @@ def test_traced_lstm_is_nn_lstm():
     reference = nn.LSTM(5, 4, batch_first=True, bidirectional=True)
     torch.manual_seed(0)
     lstm = BiLSTM(5, 4)
-    for (name, ours), (ref_name, theirs) in zip(lstm.state_dict().items(), reference.state_dict().items()):
+    for (name, ours), (ref_name, theirs) in zip(
+        lstm.state_dict().items(), reference.state_dict().items(), strict=False
+    ):
         assert name == ref_name and torch.equal(ours, theirs)
     x = torch.randn(3, 6, 5, requires_grad=True)
     want = reference(x)[0]
@@ -109,7 +111,9 @@ def test_traced_lstm_is_nn_lstm():
     for run in (lstm, torch.compile(lstm, backend="eager", fullgraph=True)):
         out = run(x)
         torch.testing.assert_close(out, want)
-        for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *lstm.parameters()]), want_grads):
+        for got, expected in zip(
+            torch.autograd.grad(out.square().sum(), [x, *lstm.parameters()]), want_grads, strict=False
+        ):
             torch.testing.assert_close(got, expected)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from star_ext import reference
 from op_cases import DEVICES, TOLERANCES, as64, assert_close_scaled, grads, leaf
 from op_cases import guided_gem_pool_inputs as gem_inputs
 from op_cases import keypoint_graph_attention_inputs as graph_inputs
 from op_cases import keypoint_pool_inputs as pool_inputs
+from star_ext import reference
 
 AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 
@@ -60,7 +60,7 @@ def test_mixed_dtypes_run_in_the_feature_dtype(device, case):
     assert out.dtype == low
 
     # The reference on the values the kernel saw: the cast inputs rounded to the feature dtype.
-    seen = [as64(t.to(low) if c else t) if t.is_floating_point() else t for t, c in zip(inputs, cast)]
+    seen = [as64(t.to(low) if c else t) if t.is_floating_point() else t for t, c in zip(inputs, cast, strict=False)]
     expected = getattr(reference, name)(*seen, **kwargs)
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[low])
 
@@ -68,7 +68,7 @@ def test_mixed_dtypes_run_in_the_feature_dtype(device, case):
     got = grads(out, leaves)
     assert [g.dtype for g in got] == [t.dtype for t in leaves]  # each input's gradient in its own dtype
     want = grads(expected, [t for t in seen if t.is_floating_point()])
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         assert_close_scaled(g, w, low)
 
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from op_cases import (
-    DEVICES, OP_CASES, OpCase, assert_compiled_matches_eager, assert_double_backward_rejected, leaf,
+    DEVICES,
+    OP_CASES,
+    OpCase,
+    assert_compiled_matches_eager,
+    assert_double_backward_rejected,
+    leaf,
     opcheck_with_and_without_grad,
 )
 

@@ -21,8 +21,13 @@ def _gem_args():
 
 def _gat_args():
     rowptr, col = torch.tensor([0, 1, 2, 2]), torch.tensor([1, 2])  # edges 1 -> 0, 2 -> 1
-    return {"h": torch.randn(2, 3, 1, 4), "a_src": torch.randn(2, 3, 1), "a_dst": torch.randn(2, 3, 1),
-            "rowptr": rowptr, "col": col}
+    return {
+        "h": torch.randn(2, 3, 1, 4),
+        "a_src": torch.randn(2, 3, 1),
+        "a_dst": torch.randn(2, 3, 1),
+        "rowptr": rowptr,
+        "col": col,
+    }
 
 
 CASES = [
@@ -53,5 +58,7 @@ def test_the_edge_mask_device_is_checked_too():
 
 
 def test_all_on_meta_is_shape_inference():
-    out = torch.ops.star.keypoint_pool(torch.randn(2, 4, 5, 5, device="meta"), torch.rand(2, 17, 3, device="meta"), 0.1, 1e-6)
+    out = torch.ops.star.keypoint_pool(
+        torch.randn(2, 4, 5, 5, device="meta"), torch.rand(2, 17, 3, device="meta"), 0.1, 1e-6
+    )
     assert out.device.type == "meta" and out.shape == (2, 17, 4)

@@ -9,12 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import star_ext
-from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, STAR_P, TOLERANCES, grads, leaf
 from op_cases import (
-    assert_compiled_matches_eager, assert_matches_reference, assert_same_non_finite, opcheck_with_and_without_grad,
+    DEVICES,
+    LOW_PRECISION,
+    STAR_P,
+    TOLERANCES,
+    assert_compiled_matches_eager,
+    assert_matches_reference,
+    assert_same_non_finite,
+    grads,
+    leaf,
+    opcheck_with_and_without_grad,
 )
 from op_cases import guided_gem_pool_inputs as make_inputs
+from star_ext import reference
 
 op = torch.ops.star.guided_gem_pool
 
@@ -107,8 +115,11 @@ def test_low_precision(device, dtype):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    b=st.integers(0, 3), t=st.integers(1, 13), c=st.integers(1, 9),
-    p=st.lists(st.floats(0.3, 9.0), min_size=0, max_size=5), seed=st.integers(0, 2**16),
+    b=st.integers(0, 3),
+    t=st.integers(1, 13),
+    c=st.integers(1, 9),
+    p=st.lists(st.floats(0.3, 9.0), min_size=0, max_size=5),
+    seed=st.integers(0, 2**16),
 )
 def test_fuzz_against_reference(b, t, c, p, seed):
     inputs = [leaf(v) for v in make_inputs(b, t, c, p=tuple(p), seed=seed)]
@@ -177,7 +188,10 @@ def test_exponents_outside_the_supported_range_are_rejected_by_both(bad):
     low, high = reference.SUPPORTED_EXPONENTS
     x, weight, _ = make_inputs(2, 4, 3, p=(1.0, 1.0), dtype=torch.float32)
     p = torch.tensor([1.0, bad])
-    message = rf"guided_gem_pool: p\[1\] = .* is outside the supported range: each exponent needs {low:g} <= \|p\| <= {high:g}"
+    message = (
+        rf"guided_gem_pool: p\[1\] = .* is outside the supported range: "
+        rf"each exponent needs {low:g} <= \|p\| <= {high:g}"
+    )
     with pytest.raises(ValueError, match=message):
         op(x, weight, p, 1e-6)
     with pytest.raises(ValueError, match=message):
@@ -192,7 +206,7 @@ def test_range_limits_are_accurate_in_float32(device):
     x64, w64, p64 = (leaf(t) for t in inputs)
     out, expected = op(x32, w32, p32, 1e-6), reference.guided_gem_pool(x64, w64, p64)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
-    for g, e in zip(grads(out, [x32, w32, p32]), grads(expected, [x64, w64, p64])):
+    for g, e in zip(grads(out, [x32, w32, p32]), grads(expected, [x64, w64, p64]), strict=False):
         torch.testing.assert_close(g.double(), e, rtol=2e-3, atol=1e-3)
 
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import star_ext
-from star_ext import reference
 from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, assert_matches_reference, assert_same_non_finite, leaf
 from op_cases import keypoint_graph_attention_inputs as make_inputs
+from star_ext import reference
 
 op = torch.ops.star.keypoint_graph_attention
 
@@ -34,7 +34,7 @@ def per_edge_loop(h, a_src, a_dst, rowptr, col, slope, keep=None, scale=1.0):
                     scores.append(s if s > 0 else s * slope)
                 top = max(scores)
                 z = sum(math.exp(s - top) for s in scores)
-                for e, s in zip(edges, scores):
+                for e, s in zip(edges, scores, strict=False):
                     alpha = math.exp(s - top) / z
                     if keep is not None:
                         alpha *= float(keep[b, e, k]) * scale
@@ -55,7 +55,9 @@ def test_reference_matches_per_edge_loop():
     keep = torch.rand(2, col.numel(), 2, generator=torch.Generator().manual_seed(1)) > 0.3
     for mask, scale in ((None, 1.0), (keep, 1.0 / 0.7)):
         expected = per_edge_loop(h, a_src, a_dst, rowptr, col, 0.2, mask, scale)
-        torch.testing.assert_close(reference.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, 0.2, mask, scale), expected)
+        torch.testing.assert_close(
+            reference.keypoint_graph_attention(h, a_src, a_dst, rowptr, col, 0.2, mask, scale), expected
+        )
         torch.testing.assert_close(op(h, a_src, a_dst, rowptr, col, 0.2, mask, scale), expected)
 
 
@@ -113,8 +115,14 @@ def test_low_precision(device, dtype):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    b=st.integers(0, 3), v=st.integers(1, 12), e=st.integers(0, 40), heads=st.integers(1, 3), d=st.integers(1, 5),
-    slope=st.floats(0.0, 1.0), dropout=st.booleans(), seed=st.integers(0, 2**16),
+    b=st.integers(0, 3),
+    v=st.integers(1, 12),
+    e=st.integers(0, 40),
+    heads=st.integers(1, 3),
+    d=st.integers(1, 5),
+    slope=st.floats(0.0, 1.0),
+    dropout=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_fuzz_random_graphs_against_reference(b, v, e, heads, d, slope, dropout, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -159,7 +167,11 @@ def test_bad_tensors_name_the_argument():
         ((h, a_src[:, :-1], a_dst), {}, r"a_src must have shape"),
         ((h, a_src, a_dst[..., :1]), {}, r"a_dst must have shape"),
         ((h, a_src.double(), a_dst), {}, r"a_src must have the dtype of h"),
-        ((h, a_src, a_dst), {"edge_keep": torch.ones(2, 3, 2, dtype=torch.bool)}, r"edge_keep must have shape \[B, E, heads\]"),
+        (
+            (h, a_src, a_dst),
+            {"edge_keep": torch.ones(2, 3, 2, dtype=torch.bool)},
+            r"edge_keep must have shape \[B, E, heads\]",
+        ),
     ]
     for (x, s, d), kwargs, message in cases:
         with pytest.raises(RuntimeError, match=message):
@@ -174,7 +186,7 @@ def test_skeleton_graph_structure(num_frames):
     v = 17 * num_frames
     star_ext.validate_csr(rowptr, col, v)
     dst = torch.repeat_interleave(torch.arange(v), rowptr[1:] - rowptr[:-1])
-    edges = set(zip(col.tolist(), dst.tolist()))
+    edges = set(zip(col.tolist(), dst.tolist(), strict=False))
     assert len(edges) == col.numel()  # no duplicates
     expected = 2 * 19 * num_frames + 2 * 17 * (num_frames - 1) + v
     assert col.numel() == expected  # 1034 at T = 12
@@ -206,7 +218,9 @@ def test_edge_keep_must_be_bool_in_both(device, keep_dtype):
     # Before this check, a uint8 mask holding 2 was read as 1 by the kernels, as 2 by the reference.
     h, a_src, a_dst, rowptr, col = make_inputs(2, 2, 2, 3, device=device)
     keep = torch.full((2, col.numel(), 2), 2, dtype=keep_dtype, device=device)
-    message = rf"keypoint_graph_attention: edge_keep must be a bool mask \(True keeps the edge\), got .*edge_keep.bool\(\)"
+    message = (
+        r"keypoint_graph_attention: edge_keep must be a bool mask \(True keeps the edge\), got .*edge_keep.bool\(\)"
+    )
     with pytest.raises(TypeError, match=message):
         op(h, a_src, a_dst, rowptr, col, 0.2, keep, 1.0)
     with pytest.raises(TypeError, match=message):

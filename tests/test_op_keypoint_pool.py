@@ -8,10 +8,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from star_ext import reference
-from op_cases import DEVICES, LOW_PRECISION, TOLERANCES, assert_close_scaled, assert_matches_reference, leaf
-from op_cases import assert_same_non_finite
+from op_cases import (
+    DEVICES,
+    LOW_PRECISION,
+    TOLERANCES,
+    assert_close_scaled,
+    assert_matches_reference,
+    assert_same_non_finite,
+    leaf,
+)
 from op_cases import keypoint_pool_inputs as make_inputs
+from star_ext import reference
 
 op = torch.ops.star.keypoint_pool
 SHAPES = [(3, 5, 7, 4, 17), (1, 1, 1, 1, 1), (2, 6, 18, 9, 3), (4, 3, 5, 5, 2)]
@@ -99,8 +106,13 @@ def test_low_precision(device, dtype):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(0, 3), c=st.integers(1, 6), h=st.integers(1, 7), w=st.integers(1, 7), k=st.integers(0, 5),
-    sigma=st.floats(0.02, 2.0), seed=st.integers(0, 2**16),
+    n=st.integers(0, 3),
+    c=st.integers(1, 6),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    k=st.integers(0, 5),
+    sigma=st.floats(0.02, 2.0),
+    seed=st.integers(0, 2**16),
 )
 def test_fuzz_against_reference(n, c, h, w, k, sigma, seed):
     inputs = [leaf(t) for t in make_inputs(n, c, h, w, k, seed=seed)]
@@ -123,7 +135,9 @@ def test_fuzz_against_reference(n, c, h, w, k, sigma, seed):
 )
 def test_bad_input_names_the_argument(feat_shape, kpts_shape, kwargs, error, message):
     feat = torch.ones(feat_shape, dtype=kwargs.get("feat_dtype", torch.float32))
-    kpts = torch.ones(kpts_shape, dtype=kwargs.get("kpts_dtype", feat.dtype if feat.is_floating_point() else torch.float32))
+    kpts = torch.ones(
+        kpts_shape, dtype=kwargs.get("kpts_dtype", feat.dtype if feat.is_floating_point() else torch.float32)
+    )
     if not feat.is_floating_point():
         kpts = kpts.to(feat.dtype)
     with pytest.raises(error, match=message):
@@ -133,7 +147,9 @@ def test_bad_input_names_the_argument(feat_shape, kpts_shape, kwargs, error, mes
 def test_backward_op_checks_grad_out_shape():
     feat, kpts = make_inputs(2, 3, 4, 4, 5)
     with pytest.raises(RuntimeError, match=r"grad_out must have the output's shape"):
-        torch.ops.star.keypoint_pool_backward(torch.ones(2, 5, 4, dtype=feat.dtype), feat, kpts, 0.2, 1e-6, [True, True])
+        torch.ops.star.keypoint_pool_backward(
+            torch.ones(2, 5, 4, dtype=feat.dtype), feat, kpts, 0.2, 1e-6, [True, True]
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)

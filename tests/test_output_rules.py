@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from star.data import SynthConfig, generate_synthetic
-from star.output_paths import OutputRefusedError, check_output_file, file_kind
 from star.errors import WriteFailedError
 from star.fileio import atomic_write, dataset_lock
+from star.output_paths import OutputRefusedError, check_output_file, file_kind
 from test_cli import assert_error, cli, run  # noqa: F401  (run: the CLI's tiny trained run, a fixture)
 from tiny_run import SYNTH
 
@@ -25,8 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _holder(code: str):
     """A child process that runs ``code`` (holding a lock) until killed; returns it once ready."""
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code) + "\nprint('ready', flush=True)\ntime.sleep(120)"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code) + "\nprint('ready', flush=True)\ntime.sleep(120)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -64,9 +67,11 @@ def test_no_output_into_a_folder_a_running_training_holds(run, tmp_path, capsys)
         lock.__enter__()
     """)
     try:
-        for argv in (["eval", "--checkpoint", run["best"], "--output-dir", live],
-                     ["extract", "--checkpoint", run["best"], "--out", live / "feats.npz"],
-                     ["export", "--checkpoint", run["best"], "--out", live / "model.onnx"]):
+        for argv in (
+            ["eval", "--checkpoint", run["best"], "--output-dir", live],
+            ["extract", "--checkpoint", run["best"], "--out", live / "feats.npz"],
+            ["export", "--checkpoint", run["best"], "--out", live / "model.onnx"],
+        ):
             rc, _, err = cli(capsys, *argv)
             assert_error(rc, err, live, "the output folder of a running star train", f"pid {proc.pid}")
         assert sorted(p.name for p in live.iterdir()) == [".star.lock"]
@@ -133,8 +138,15 @@ def test_readers_refuse_a_dataset_being_replaced(dataset, run, tmp_path, capsys)
     try:
         rc, _, err = cli(capsys, "check-data", "--dataset", "synthetic", "--root", dataset)
         assert_error(rc, err, f"cannot read the dataset {dataset}: it is being replaced by pid {proc.pid}")
-        rc, _, err = cli(capsys, "train", "--config", run["config"], f"data.root={dataset}",
-                         f"output_dir={tmp_path / 'o'}", "train.progress=false")
+        rc, _, err = cli(
+            capsys,
+            "train",
+            "--config",
+            run["config"],
+            f"data.root={dataset}",
+            f"output_dir={tmp_path / 'o'}",
+            "train.progress=false",
+        )
         assert_error(rc, err, "it is being replaced by")
     finally:
         proc.kill()

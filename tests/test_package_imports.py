@@ -22,16 +22,26 @@ ROOT = Path(star.__file__).resolve().parent
 
 # Layer of each subpackage / top-level module: imports go to the same or a lower layer.
 LAYERS = {
-    "_version": 0, "errors": 0, "fileio": 0, "progress": 0, "config_tree": 0, "output_paths": 0, "dotted_keys": 0,
+    "_version": 0,
+    "errors": 0,
+    "fileio": 0,
+    "progress": 0,
+    "config_tree": 0,
+    "output_paths": 0,
+    "dotted_keys": 0,
     "console": 0,
     "data": 1,
-    "models": 2, "losses": 2, "pose": 2,
+    "models": 2,
+    "losses": 2,
+    "pose": 2,
     "metrics": 3,
     "config": 4,
     "reports": 5,
     "engine": 6,
-    "export": 7, "explain": 7,
-    "cli": 8, "demo": 8,
+    "export": 7,
+    "explain": 7,
+    "cli": 8,
+    "demo": 8,
 }
 
 

@@ -27,7 +27,8 @@ def png_size(path) -> tuple[int, int]:
 
 def metrics(cmc_a, cmc_b) -> dict:
     return {
-        "dataset": "synthetic", "protocol": "hitsz-vcm",
+        "dataset": "synthetic",
+        "protocol": "hitsz-vcm",
         "modes": {
             "IR->RGB": {"R1": cmc_a[0], "mAP": 0.4321, "mINP": 0.1234, "cmc": cmc_a},
             "RGB->IR": {"R1": cmc_b[0], "mAP": 0.5, "mINP": None, "cmc": cmc_b},
@@ -77,10 +78,20 @@ def test_curves_are_drawn_where_the_data_say(tmp_path):
 
 def test_every_metrics_json_gets_a_cmc_png_beside_it(tmp_path):
     g = torch.Generator().manual_seed(0)
-    q = Features(torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1), np.arange(6) % 3,
-                 np.zeros(6, dtype=np.int64), np.zeros(6, dtype=np.int64), [f"q{i}" for i in range(6)])
-    gal = Features(torch.nn.functional.normalize(torch.randn(9, 8, generator=g), dim=1), np.arange(9) % 3,
-                   np.ones(9, dtype=np.int64), np.ones(9, dtype=np.int64), [f"g{i}" for i in range(9)])
+    q = Features(
+        torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1),
+        np.arange(6) % 3,
+        np.zeros(6, dtype=np.int64),
+        np.zeros(6, dtype=np.int64),
+        [f"q{i}" for i in range(6)],
+    )
+    gal = Features(
+        torch.nn.functional.normalize(torch.randn(9, 8, generator=g), dim=1),
+        np.arange(9) % 3,
+        np.ones(9, dtype=np.int64),
+        np.ones(9, dtype=np.int64),
+        [f"g{i}" for i in range(9)],
+    )
     result = evaluate_features(q, gal, protocol="hitsz-vcm", dataset="synthetic")
     written = write_metrics(result, tmp_path / "eval" / "metrics.json")
     png = tmp_path / "eval" / CMC_PLOT_FILE
@@ -100,7 +111,7 @@ assert "matplotlib" not in sys.modules, "matplotlib imported eagerly"
 sys.modules["matplotlib"] = None  # as if not installed
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    assert plot.write_cmc_plot({{"modes": {{}}}}, {str(tmp_path / 'x.png')!r}) is None
+    assert plot.write_cmc_plot({{"modes": {{}}}}, {str(tmp_path / "x.png")!r}) is None
 assert any("matplotlib is not installed" in str(w.message) for w in caught), caught
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -16,9 +16,16 @@ import pytest
 import rtmlib  # the oracle; installed with the test extra (the pose tests must run, not skip)
 
 from data_fixtures import make_hitsz
-from pose_fixtures import (make_list_dataset, person_frame, random_frame, repaint, rtmlib_rows, start_slow_pose,
-                           store_files, wait_for)
-
+from pose_fixtures import (
+    make_list_dataset,
+    person_frame,
+    random_frame,
+    repaint,
+    rtmlib_rows,
+    start_slow_pose,
+    store_files,
+    wait_for,
+)
 from star.cli import main as cli_main
 from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
 from star.data.keypoint_store import index_digest
@@ -97,8 +104,8 @@ def test_rtmpose_equals_rtmlib(models, which):
         k, s = mine(img, boxes)
         for i, b in enumerate(boxes):
             k_ref, s_ref = ref(img, bboxes=[b])
-            np.testing.assert_array_equal(k[i:i + 1], k_ref)
-            np.testing.assert_array_equal(s[i:i + 1], s_ref)
+            np.testing.assert_array_equal(k[i : i + 1], k_ref)
+            np.testing.assert_array_equal(s[i : i + 1], s_ref)
 
 
 def test_tiny_rtmpose_finds_a_white_cross(models):
@@ -166,8 +173,9 @@ def test_index_digest_matches_the_store():
 
 def test_extract_store_equals_rtmlib(tmp_path, models, listdata):
     out = tmp_path / "kp"
-    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=4, shard_size=5,
-                                                  dtype="float32", **FAST))
+    run = extract_keypoints(
+        listdata, PoseOptions(out=out, model=models["pose"], batch=4, shard_size=5, dtype="float32", **FAST)
+    )
     assert run.complete and run.shards_computed == run.shards == 3 + 1 + 2 and run.frames_computed == 24
     assert not (out / ".pose-work").exists()
     rows = _store_rows(out, listdata)
@@ -187,12 +195,24 @@ def test_extract_store_equals_rtmlib(tmp_path, models, listdata):
 
 
 def test_detector_path_and_frames_without_person(tmp_path, models):
-    root = make_list_dataset(tmp_path / "data", counts=(("train", 7), ("query", 3), ("gallery", 3)), seed=5,
-                             kind="person", empty_every=4)
+    root = make_list_dataset(
+        tmp_path / "data", counts=(("train", 7), ("query", 3), ("gallery", 3)), seed=5, kind="person", empty_every=4
+    )
     data = load_dataset("list", root, verbose=False)
     out = tmp_path / "kp"
-    run = extract_keypoints(data, PoseOptions(out=out, model=models["pose"], detector="yolox",
-                                              det_model=models["det"], batch=3, shard_size=4, dtype="float32", **FAST))
+    run = extract_keypoints(
+        data,
+        PoseOptions(
+            out=out,
+            model=models["pose"],
+            detector="yolox",
+            det_model=models["det"],
+            batch=3,
+            shard_size=4,
+            dtype="float32",
+            **FAST,
+        ),
+    )
     assert run.complete
     rows = _store_rows(out, data)
     expected = rtmlib_rows(models["pose"], _all_paths(data), det_path=models["det"])
@@ -202,8 +222,9 @@ def test_detector_path_and_frames_without_person(tmp_path, models):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["pose_extraction"]["detector"]["name"] == "yolox"
     # the whole-frame default gives other keypoints for the same frames
-    whole = extract_keypoints(data, PoseOptions(out=tmp_path / "kp_whole", model=models["pose"], dtype="float32",
-                                                **FAST))
+    whole = extract_keypoints(
+        data, PoseOptions(out=tmp_path / "kp_whole", model=models["pose"], dtype="float32", **FAST)
+    )
     assert not np.array_equal(_store_rows(whole.out, data), rows)
 
 
@@ -214,8 +235,24 @@ def test_cli_pose_on_hitsz_layout(tmp_path, models, capsys):
     data = load_dataset("hitsz-vcm", root, verbose=False)
     repaint(_all_paths(data), seed=3)
     out = tmp_path / "kp"
-    argv = ["pose", "--dataset", "hitsz-vcm", "--root", str(root), "--out", str(out), "--model", models["pose"],
-            "--batch", "16", "--shard-size", "40", "--threads", "1", "--quiet"]
+    argv = [
+        "pose",
+        "--dataset",
+        "hitsz-vcm",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--model",
+        models["pose"],
+        "--batch",
+        "16",
+        "--shard-size",
+        "40",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     assert cli_main(argv) == 0
     assert "keypoint store written" in capsys.readouterr().out
     store = open_keypoint_store(data, out)
@@ -227,8 +264,9 @@ def test_cli_pose_on_hitsz_layout(tmp_path, models, capsys):
 
 
 def test_synthetic_dataset(tmp_path, models):
-    root = generate_synthetic(tmp_path / "synth", SynthConfig(ids=4, tracklets=1, cameras=2, min_frames=12,
-                                                              max_frames=12, short_fraction=0.0))
+    root = generate_synthetic(
+        tmp_path / "synth", SynthConfig(ids=4, tracklets=1, cameras=2, min_frames=12, max_frames=12, short_fraction=0.0)
+    )
     data = load_dataset("synthetic", root, verbose=False)
     out = tmp_path / "pose_kp"
     run = extract_keypoints(data, PoseOptions(out=out, model=models["pose"], batch=16, shard_size=32, **FAST))
@@ -279,7 +317,9 @@ def test_shards_and_merge(tmp_path, models, listdata, capsys):
     merge = ["pose", "--dataset", "list", "--root", root, "--out", str(out), "--merge", "--quiet"]
     assert cli_main(merge) == 1
     err = capsys.readouterr().err
-    missing = [s.name for s in select_part(plan_shards({s: len(ix) for s, ix in listdata.frame_index.items()}, 3), 1, 3)]
+    missing = [
+        s.name for s in select_part(plan_shards({s: len(ix) for s, ix in listdata.frame_index.items()}, 3), 1, 3)
+    ]
     assert f"{len(missing)} of 9 shards missing" in err and all(m in err for m in missing)
     with pytest.raises(PoseError, match=missing[0]):
         merge_shards(listdata, out)
@@ -288,8 +328,12 @@ def test_shards_and_merge(tmp_path, models, listdata, capsys):
     assert store_files(out) == store_files(ref)
     # several worker processes give the same store
     out_w = tmp_path / "kp_workers"
-    run = extract_keypoints(listdata, PoseOptions(out=out_w, model=models["pose"], shard_size=3, workers=2,
-                                                  progress=False, threads=1, decode_threads=1))
+    run = extract_keypoints(
+        listdata,
+        PoseOptions(
+            out=out_w, model=models["pose"], shard_size=3, workers=2, progress=False, threads=1, decode_threads=1
+        ),
+    )
     assert run.shards_computed == 9 and store_files(out_w) == store_files(ref)
 
 
@@ -299,7 +343,12 @@ def test_shard_spec_and_parts():
         with pytest.raises(ValueError, match="I/N"):
             parse_shard_spec(bad)
     shards = plan_shards({"train": 10, "test": 3}, 4)
-    assert [(s.split, s.start, s.stop) for s in shards] == [("train", 0, 4), ("train", 4, 8), ("train", 8, 10), ("test", 0, 3)]
+    assert [(s.split, s.start, s.stop) for s in shards] == [
+        ("train", 0, 4),
+        ("train", 4, 8),
+        ("train", 8, 10),
+        ("test", 0, 3),
+    ]
     parts = [select_part(shards, i, 3) for i in range(3)]
     assert sum(parts, []) == shards and all(len(p) >= 1 for p in parts)
 
@@ -350,8 +399,10 @@ def test_unreadable_frames(tmp_path, models):
         extract_keypoints(data, PoseOptions(out=tmp_path / "kp", model=models["pose"], batch=2, shard_size=2, **FAST))
     assert not (tmp_path / "kp" / "meta.json").exists()
     with pytest.warns(PoseWarning, match="f4.png is unreadable"):
-        run = extract_keypoints(data, PoseOptions(out=tmp_path / "kp", model=models["pose"], batch=2, shard_size=2,
-                                                  skip_unreadable=True, **FAST))
+        run = extract_keypoints(
+            data,
+            PoseOptions(out=tmp_path / "kp", model=models["pose"], batch=2, shard_size=2, skip_unreadable=True, **FAST),
+        )
     assert run.unreadable == [paths[4]] and run.shards_skipped == 2  # shards before the bad frame were kept
     rows = np.asarray(open_keypoint_store(data, tmp_path / "kp").array("train"))
     assert np.all(rows[4] == 0) and np.all(rows[[0, 1, 2, 3, 5], :, 2] > 0)
@@ -359,7 +410,9 @@ def test_unreadable_frames(tmp_path, models):
     Path(paths[1]).unlink()
     with pytest.raises(UnreadableFrameError, match=r"f1.png \(frame 2 of .*train.txt\)"):
         extract_keypoints(data, PoseOptions(out=tmp_path / "kp2", model=models["pose"], **FAST))
-    assert not (tmp_path / "kp2" / ".pose-work" / "shards").exists() or not any((tmp_path / "kp2" / ".pose-work" / "shards").iterdir())
+    assert not (tmp_path / "kp2" / ".pose-work" / "shards").exists() or not any(
+        (tmp_path / "kp2" / ".pose-work" / "shards").iterdir()
+    )
 
 
 # ----------------------------------------------------------------------------- compute-realistic stand-ins (benchmarks)
@@ -387,5 +440,9 @@ def test_pose_workers_start_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, star.pose, star.pose.workers; print(sorted(m for m in ('torch', 'star.data') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, star.pose, star.pose.workers; print(sorted(m for m in ('torch', 'star.data') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

@@ -7,11 +7,10 @@ import json
 import numpy as np
 
 from pose_fixtures import make_list_dataset
-
 from star.cli import main as cli_main
 from star.data import COCO17_KEYPOINTS, SynthConfig, generate_synthetic, load_dataset, open_keypoint_store
-from star.pose import PoseOptions, extract_keypoints
 from star.data.keypoint_quality import pose_quality, row_modalities, store_pose_quality
+from star.pose import PoseOptions, extract_keypoints
 from star.pose.testing import make_tiny_rtmpose
 
 
@@ -32,15 +31,18 @@ def test_quality_numbers():
     assert ir["worst_joints"][0] == {"joint": COCO17_KEYPOINTS[0], "mean_conf": 0.0} and len(ir["worst_joints"]) == 5
     assert q["all"]["frames"] == 4 and q["all"]["frames_without_joints"] == 0.25
     # chunked reading gives the same numbers
-    assert pose_quality({"train": arr}, {"train": mod}, "s", chunk_rows=3) == pose_quality({"train": arr}, {"train": mod}, "s")
+    assert pose_quality({"train": arr}, {"train": mod}, "s", chunk_rows=3) == pose_quality(
+        {"train": arr}, {"train": mod}, "s"
+    )
 
 
 def test_star_pose_stores_it_and_check_data_prints_it(tmp_path, capsys):
     root = make_list_dataset(tmp_path / "data")
     data = load_dataset("list", root, verbose=False)
     out = tmp_path / "kp"
-    extract_keypoints(data, PoseOptions(out=out, model=make_tiny_rtmpose(tmp_path / "pose.onnx"), progress=False,
-                                        threads=1))
+    extract_keypoints(
+        data, PoseOptions(out=out, model=make_tiny_rtmpose(tmp_path / "pose.onnx"), progress=False, threads=1)
+    )
     meta = json.loads((out / "meta.json").read_text())
     stored = meta["pose_quality"]
     assert stored["store_created_at"] == meta["created_at"] and set(stored["splits"]) == {"train", "query", "gallery"}
@@ -61,13 +63,27 @@ def test_star_pose_stores_it_and_check_data_prints_it(tmp_path, capsys):
 
 def test_an_older_store_gets_it_computed(tmp_path, capsys):
     """The synthetic generator's store has no quality section: check-data computes it from the arrays."""
-    root = generate_synthetic(tmp_path / "synth", SynthConfig(ids=3, tracklets=1, cameras=2, min_frames=12,
-                                                              max_frames=12, short_fraction=0.0))
+    root = generate_synthetic(
+        tmp_path / "synth", SynthConfig(ids=3, tracklets=1, cameras=2, min_frames=12, max_frames=12, short_fraction=0.0)
+    )
     data = load_dataset("synthetic", root, verbose=False)
     store = open_keypoint_store(data)
     assert "pose_quality" not in store.meta
-    assert cli_main(["check-data", "--dataset", "synthetic", "--root", str(root), "--keypoints", str(root / "keypoints"),
-                     "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "check-data",
+                "--dataset",
+                "synthetic",
+                "--root",
+                str(root),
+                "--keypoints",
+                str(root / "keypoints"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     q = json.loads(capsys.readouterr().out)["pose_quality"]
     assert q == store_pose_quality(store, data)
     for split, groups in q["splits"].items():

@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 
 from pose_fixtures import alive, descendants, make_list_dataset, start_slow_pose, store_files, wait_for
-
 from star.cli import main as cli_main
 from star.data import load_dataset
 from star.errors import OutputLockedError
@@ -29,8 +28,12 @@ def models(tmp_path_factory):
     (d / "empty.onnx").write_bytes(b"")
     (d / "garbage.onnx").write_bytes(b"this is not a protobuf \x00\xff" * 8)
     (d / "truncated.onnx").write_bytes(data[: len(data) // 2])
-    return {"pose": pose, "det": make_tiny_yolox(d / "det.onnx"), "det_raw": make_tiny_yolox(d / "raw.onnx", nms=False),
-            **{k: str(d / f"{k}.onnx") for k in ("empty", "garbage", "truncated")}}
+    return {
+        "pose": pose,
+        "det": make_tiny_yolox(d / "det.onnx"),
+        "det_raw": make_tiny_yolox(d / "raw.onnx", nms=False),
+        **{k: str(d / f"{k}.onnx") for k in ("empty", "garbage", "truncated")},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def listdata(tmp_path_factory):
     return load_dataset("list", root, verbose=False)
 
 
-# ----------------------------------------------------------------------------- 17: models that are not what they should be
+# ------------------------------------------------------------------------ models that are not what they should be
 
 
 @pytest.mark.parametrize("bad", ["empty", "garbage", "truncated"])
@@ -57,11 +60,15 @@ def test_a_file_that_is_not_onnx_is_one_error_naming_it(tmp_path, models, listda
 
 def test_a_model_of_the_wrong_kind_is_named_at_load(tmp_path, models, listdata):
     for det in ("det", "det_raw"):
-        with pytest.raises(PoseError, match=r"pose model .* does not look like an RTMPose .*simcc_x \[N, 17, 1280\].*--det-model"):
+        with pytest.raises(
+            PoseError, match=r"pose model .* does not look like an RTMPose .*simcc_x \[N, 17, 1280\].*--det-model"
+        ):
             extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models[det], **FAST))
     with pytest.raises(PoseError, match=r"detector model .*pose.onnx does not look like a YOLOX detector.*simcc_x"):
-        extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], detector="yolox",
-                                                det_model=models["pose"], **FAST))
+        extract_keypoints(
+            listdata,
+            PoseOptions(out=tmp_path / "kp", model=models["pose"], detector="yolox", det_model=models["pose"], **FAST),
+        )
     assert not (tmp_path / "kp").exists()  # nothing started
 
 
@@ -74,8 +81,11 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(tmp_path, models,
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], batch=1, shard_size=2, workers=2)
     try:
         # workers started and past their initializer (a shard written), the resource tracker with them
-        wait_for(lambda: len(descendants(proc.pid)) >= 3 and any((out / ".pose-work" / "shards").glob("*.npy")),
-                 proc, "the workers")
+        wait_for(
+            lambda: len(descendants(proc.pid)) >= 3 and any((out / ".pose-work" / "shards").glob("*.npy")),
+            proc,
+            "the workers",
+        )
         children = descendants(proc.pid)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -99,8 +109,22 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, models, listd
         wait_for(lambda: any(shards.glob("*.npy")), proc, "the first run")
         with pytest.raises(OutputLockedError, match=f"{out} is in use by another run \\(star pose, pid {proc.pid} "):
             extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST))
-        argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(out), "--model", models["pose"],
-                "--batch", "2", "--shard-size", "4", "--quiet"]
+        argv = [
+            "pose",
+            "--dataset",
+            "list",
+            "--root",
+            listdata.root,
+            "--out",
+            str(out),
+            "--model",
+            models["pose"],
+            "--batch",
+            "2",
+            "--shard-size",
+            "4",
+            "--quiet",
+        ]
         assert cli_main(argv) == 1 and f"pid {proc.pid}" in capsys.readouterr().err
         assert cli_main([*argv[:7], "--merge", "--quiet"]) == 1 and "in use" in capsys.readouterr().err
     finally:
@@ -110,8 +134,11 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, models, listd
     stale = shards / f".train-000002.npy.{proc.pid}.0123abcd.tmp"
     stale.write_bytes(b"half a shard")
     seen = []
-    run = extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST),
-                                                  on_shard_done=lambda name: seen.append(sorted(p.name for p in shards.glob(".*.tmp"))))
+    run = extract_keypoints(
+        listdata,
+        PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST),
+        on_shard_done=lambda name: seen.append(sorted(p.name for p in shards.glob(".*.tmp"))),
+    )
     assert run.complete and seen and seen[0] == []
     assert store_files(out) == store_files(ref)
 
@@ -124,8 +151,9 @@ def test_parts_run_side_by_side_but_not_twice(tmp_path, models, listdata):
     proc = start_slow_pose(tmp_path, listdata, out, models["pose"], shard_size=3, shard="0/2")
     try:
         wait_for(lambda: any((out / ".pose-work" / "shards").glob("*.npy")), proc, "part 0/2")
-        assert not extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], shard="1/2",
-                                                           **kw)).complete  # alongside
+        assert not extract_keypoints(
+            listdata, PoseOptions(out=out, model=models["pose"], shard="1/2", **kw)
+        ).complete  # alongside
         for other in (dict(shard="0/2"), {}, dict(shard="1/2", force=True)):
             with pytest.raises(OutputLockedError, match=f"star pose --shard 0/2, pid {proc.pid}"):
                 extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], **other, **kw))
@@ -143,7 +171,18 @@ def test_parts_run_side_by_side_but_not_twice(tmp_path, models, listdata):
 
 
 def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys):
-    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--model", models["pose"], "--quiet", "--threads", "1"]
+    argv = [
+        "pose",
+        "--dataset",
+        "list",
+        "--root",
+        listdata.root,
+        "--model",
+        models["pose"],
+        "--quiet",
+        "--threads",
+        "1",
+    ]
     if "CUDAExecutionProvider" in ort.get_available_providers():  # the pose-gpu extra: --device cuda is honoured
         assert RTMPoseModel(models["pose"], "cuda").session.get_providers()[0] == "CUDAExecutionProvider"
     else:
@@ -186,8 +225,19 @@ def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listda
     with counting_progress(5, "pose", stream=io.StringIO()) as advance:
         assert advance.__self__.__class__ is PlainProgress  # a StringIO is no terminal
     # the CLI, its stderr captured (no terminal): no bar redraws, one closing line
-    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--model",
-            models["pose"], "--threads", "1"]
+    argv = [
+        "pose",
+        "--dataset",
+        "list",
+        "--root",
+        listdata.root,
+        "--out",
+        str(tmp_path / "kp"),
+        "--model",
+        models["pose"],
+        "--threads",
+        "1",
+    ]
     assert cli_main(argv) == 0
     err = capsys.readouterr().err
     n = sum(len(ix) for ix in listdata.frame_index.values())
@@ -198,15 +248,29 @@ def test_more_workers_than_shards_is_said(tmp_path, models, listdata):
     from star.pose import PoseWarning
 
     with pytest.warns(PoseWarning, match="2 workers but 1 shard"):
-        extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], shard="0/3", shard_size=8,
-                                                workers=2, **FAST))
+        extract_keypoints(
+            listdata,
+            PoseOptions(out=tmp_path / "kp", model=models["pose"], shard="0/3", shard_size=8, workers=2, **FAST),
+        )
 
 
 @pytest.mark.parametrize("flag", ["--threads", "--decode-threads"])
 @pytest.mark.parametrize("value", ["-4", "0"])
 def test_non_positive_thread_counts_are_refused(tmp_path, models, listdata, capsys, flag, value):
-    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--quiet",
-            "--model", models["pose"], flag, value]
+    argv = [
+        "pose",
+        "--dataset",
+        "list",
+        "--root",
+        listdata.root,
+        "--out",
+        str(tmp_path / "kp"),
+        "--quiet",
+        "--model",
+        models["pose"],
+        flag,
+        value,
+    ]
     assert cli_main(argv) == 1
     err = capsys.readouterr().err
     name = flag[2:].replace("-", "_")

@@ -33,8 +33,7 @@ EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, .
 
 def _tracked_text_files() -> list[Path]:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True,
-                             capture_output=True).stdout
+        out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"not a git checkout (git ls-files failed: {e})")
     files = []
@@ -108,24 +107,33 @@ def _broken_links(md: Path, root: Path = ROOT) -> list[str]:
     return broken
 
 
-@pytest.mark.parametrize("line, cites", [
-    (f"Evaluation follows {_WORD} §6.", True),
-    (f"scale the map by conf (as {_WORD} section 2 says).", True),
-    (f"{_WORD}'s target is met.", True),
-    (f"# not listed in {_WORD}.", True),
-    ("_LATEX_SPECIAL = {...}", False),
-    ("a SPECIFIC case; the specification; spec = 'cuda'", False),
-    (f"{_WORD}_VERSION = 2; torch.{_WORD.lower()}", False),
-    ("see docs/method.md, frame level", False),
-])
+@pytest.mark.parametrize(
+    "line, cites",
+    [
+        (f"Evaluation follows {_WORD} §6.", True),
+        (f"scale the map by conf (as {_WORD} section 2 says).", True),
+        (f"{_WORD}'s target is met.", True),
+        (f"# not listed in {_WORD}.", True),
+        ("_LATEX_SPECIAL = {...}", False),
+        ("a SPECIFIC case; the specification; spec = 'cuda'", False),
+        (f"{_WORD}_VERSION = 2; torch.{_WORD.lower()}", False),
+        ("see docs/method.md, frame level", False),
+    ],
+)
 def test_the_citation_pattern(line, cites):
     assert bool(CITATION.search(line)) is cites
 
 
-@pytest.mark.parametrize("line, cites", [
-    (f"({_ISSUE} 14, item 3)", True), (f"# {_ISSUE.title()} 17 item 4: ...", True), (f"{_ISSUE} #22", True),
-    ("a known issue with onnxruntime", False), ("tissue 3", False),
-])
+@pytest.mark.parametrize(
+    "line, cites",
+    [
+        (f"({_ISSUE} 14, item 3)", True),
+        (f"# {_ISSUE.title()} 17 item 4: ...", True),
+        (f"{_ISSUE} #22", True),
+        ("a known issue with onnxruntime", False),
+        ("tissue 3", False),
+    ],
+)
 def test_the_issue_number_pattern(line, cites):
     assert bool(ISSUE_NUMBER.search(line)) is cites
 
@@ -150,10 +158,16 @@ def test_the_docs_exist_and_the_readme_links_them():
 
 def test_the_link_check_finds_a_broken_link(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Title\n\n[ok](#title) [gone](missing.md) [bad anchor](#nope)\n"
-                    "```\n[in code](also-missing.md)\n```\n[web](https://example.org)\n", encoding="utf-8")
+    page.write_text(
+        "# Title\n\n[ok](#title) [gone](missing.md) [bad anchor](#nope)\n"
+        "```\n[in code](also-missing.md)\n```\n[web](https://example.org)\n",
+        encoding="utf-8",
+    )
     broken = _broken_links(page, root=tmp_path)
-    assert [b.split(": ", 1)[1] for b in broken] == ["missing.md (no such file)", "#nope (no heading with anchor #nope)"]
+    assert [b.split(": ", 1)[1] for b in broken] == [
+        "missing.md (no such file)",
+        "#nope (no heading with anchor #nope)",
+    ]
 
 
 @pytest.mark.parametrize("md", _markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -18,8 +18,19 @@ from star.reports.run_table import RunTableError, build_table, format_run_table,
 MODES = ("IR->RGB", "RGB->IR")
 
 
-def make_run(root: Path, name: str, *, seed: int = 0, mAP: float = 0.2, r1: float = 0.1, dataset="synthetic",
-             protocol="hitsz-vcm", rerank=False, config: dict | None = None, modes=MODES) -> Path:
+def make_run(
+    root: Path,
+    name: str,
+    *,
+    seed: int = 0,
+    mAP: float = 0.2,
+    r1: float = 0.1,
+    dataset="synthetic",
+    protocol="hitsz-vcm",
+    rerank=False,
+    config: dict | None = None,
+    modes=MODES,
+) -> Path:
     """A run folder as training leaves it: config.yaml (star.config.run_info) and metrics.json."""
     out = root / name
     tree = {"output_dir": str(out), "seed": seed, "data": {"dataset": "synthetic", "root": str(root / "data")}}
@@ -30,9 +41,15 @@ def make_run(root: Path, name: str, *, seed: int = 0, mAP: float = 0.2, r1: floa
             node = node.setdefault(p, {})
         node[last] = value
     save_run_info(RunConfig.from_dict(tree), out)
-    metrics = {"dataset": dataset, "protocol": protocol, "rerank": rerank,
-               "modes": {m: {"R1": r1 + i / 100, "R5": 0.5, "R10": 0.7, "R20": 0.9, "mAP": mAP + i / 100,
-                             "mINP": 0.05, "cmc": [r1]} for i, m in enumerate(modes)}}
+    metrics = {
+        "dataset": dataset,
+        "protocol": protocol,
+        "rerank": rerank,
+        "modes": {
+            m: {"R1": r1 + i / 100, "R5": 0.5, "R10": 0.7, "R20": 0.9, "mAP": mAP + i / 100, "mINP": 0.05, "cmc": [r1]}
+            for i, m in enumerate(modes)
+        },
+    }
     (out / "metrics.json").write_text(json.dumps(metrics))
     return out
 
@@ -44,8 +61,10 @@ BASELINE = {"model.frame_correction.enabled": False, "model.sequence.enabled": F
 def ablation(tmp_path):
     """3 seeds of STAR, 2 of the baseline (also with another loader worker count, which must not split rows)."""
     runs = [make_run(tmp_path, f"star_{s}", seed=s, mAP=m) for s, m in ((0, 0.19), (1, 0.22), (2, 0.20))]
-    runs += [make_run(tmp_path, f"baseline_{s}", seed=s, mAP=m, config={**BASELINE, "data.num_workers": 1 + s})
-             for s, m in ((0, 0.055), (1, 0.064))]
+    runs += [
+        make_run(tmp_path, f"baseline_{s}", seed=s, mAP=m, config={**BASELINE, "data.num_workers": 1 + s})
+        for s, m in ((0, 0.055), (1, 0.064))
+    ]
     return runs
 
 
@@ -95,8 +114,10 @@ def test_dataset_protocol_and_rerank_are_never_averaged_together(tmp_path):
     table = build_table([read_run(p) for p in runs])
     assert [len(r.runs) for r in table.rows] == [2, 1, 1, 1]
     assert {r.split for r in table.rows} == {
-        ("synthetic", "hitsz-vcm", False), ("synthetic", "bupt-official-dropped", False),
-        ("bupt", "hitsz-vcm", False), ("synthetic", "hitsz-vcm", True),
+        ("synthetic", "hitsz-vcm", False),
+        ("synthetic", "bupt-official-dropped", False),
+        ("bupt", "hitsz-vcm", False),
+        ("synthetic", "hitsz-vcm", True),
     }
     # --group-by cannot merge them either
     grouped = build_table([read_run(p) for p in runs], group_by=["data.dataset"])
@@ -108,7 +129,9 @@ def test_group_by_a_key_and_report_what_else_differs(ablation, tmp_path):
     extra = make_run(tmp_path, "star_lr", seed=5, config={"optim.lr": 0.5})
     table = build_table([read_run(p) for p in [*ablation, extra]], group_by=["model.sequence.enabled"])
     assert [(row.label, len(row.runs)) for row in table.rows] == [
-        ("model.sequence.enabled=True", 4), ("model.sequence.enabled=False", 2)]
+        ("model.sequence.enabled=True", 4),
+        ("model.sequence.enabled=False", 2),
+    ]
     assert table.notes == ["row model.sequence.enabled=True: averages runs that also differ in optim.lr"]
 
 

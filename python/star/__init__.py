@@ -7,6 +7,8 @@ module that parses command-line arguments.
 
 from ._version import __version__
 
+__all__ = ["__version__", "build_model", "evaluate", "train"]
+
 
 def build_model(cfg, num_classes):
     """Build the STAR network for ``num_classes`` identities from a ``star.models.ModelConfig``

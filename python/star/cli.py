@@ -59,9 +59,8 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    import time
-
     import dataclasses
+    import time
 
     from star.config import check_ranges
     from star.data import SynthConfig, generate_synthetic, load_dataset
@@ -81,7 +80,6 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     import json
 
     from star.data import check_dataset
-
     from star.data.synthetic import dataset_read_lock
 
     with dataset_read_lock(args.root, "star check-data"):
@@ -89,7 +87,11 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.stats if report.pose_quality is None else {**report.stats, "pose_quality": report.pose_quality}))
+        print(
+            json.dumps(
+                report.stats if report.pose_quality is None else {**report.stats, "pose_quality": report.pose_quality}
+            )
+        )
     else:
         print(report.summary)
         print(f"  {report.frames_checked} frames present" + (" and decodable" if args.decode else ""))
@@ -113,22 +115,37 @@ def _extract_poses(args: argparse.Namespace) -> int:
     from star.pose import PoseOptions, extract_keypoints, merge_shards
 
     # every frame is extracted, so no split is required; --skip-unreadable tolerates missing frames
-    data = load_dataset(args.dataset, args.root, verbose=not args.quiet, required_splits=(),
-                        check_frames=not args.skip_unreadable)
+    data = load_dataset(
+        args.dataset, args.root, verbose=not args.quiet, required_splits=(), check_frames=not args.skip_unreadable
+    )
     if args.merge:
         out = merge_shards(data, args.out)
         print(f"merged every shard: keypoint store written to {out}")
         return 0
     options = PoseOptions(
-        out=args.out, model=args.model, detector=args.detector, det_model=args.det_model, batch=args.batch,
-        workers=args.workers, shard=args.shard, shard_size=args.shard_size, device=args.device,
-        threads=args.threads, decode_threads=args.decode_threads, dtype=args.dtype,
-        skip_unreadable=args.skip_unreadable, force=args.force, progress=not args.quiet,
+        out=args.out,
+        model=args.model,
+        detector=args.detector,
+        det_model=args.det_model,
+        batch=args.batch,
+        workers=args.workers,
+        shard=args.shard,
+        shard_size=args.shard_size,
+        device=args.device,
+        threads=args.threads,
+        decode_threads=args.decode_threads,
+        dtype=args.dtype,
+        skip_unreadable=args.skip_unreadable,
+        force=args.force,
+        progress=not args.quiet,
     )
     run = extract_keypoints(data, options)
     print(run.summary().replace("force=True", "--force"))
     if not run.complete:
-        print(f"when every part has finished: star pose --dataset {args.dataset} --root {args.root} --out {run.out} --merge")
+        print(
+            f"when every part has finished: star pose --dataset {args.dataset} --root {args.root} "
+            f"--out {run.out} --merge"
+        )
     return 0
 
 
@@ -173,8 +190,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         sets = load_dataset_features(args.features, cfg.data.dataset)
         require_sets(sets, ("query", "gallery"), args.features)
         result = evaluate_features(
-            sets["query"], sets["gallery"], protocol=cfg.eval.protocol, dataset=cfg.data.dataset,
-            same_modality=cfg.eval.same_modality, rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
+            sets["query"],
+            sets["gallery"],
+            protocol=cfg.eval.protocol,
+            dataset=cfg.data.dataset,
+            same_modality=cfg.eval.same_modality,
+            rerank=cfg.eval.rerank,
+            max_rank=cfg.eval.max_rank,
         )
         if out is not None:
             write_metrics(result, out / METRICS_FILE)
@@ -225,25 +247,28 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     out = args.out if args.out is not None else default_output_dir(args.checkpoint)
-    limits = {name: value for name, value in (("max_tracklets", args.max_tracklets),
-                                              ("saliency_tracklets", args.saliency_tracklets)) if value is not None}
+    limits = {
+        name: value
+        for name, value in (("max_tracklets", args.max_tracklets), ("saliency_tracklets", args.saliency_tracklets))
+        if value is not None
+    }
     result = explain_checkpoint(cfg, args.checkpoint, split=args.split, output_dir=out, force=args.force, **limits)
     used = ", ".join(f"{m.modality} {m.tracklets}" for m in result.modalities.values())
     absent = sorted({s for m in result.modalities.values() for s in m.absent})
-    print(f"explained {used} tracklets of {result.dataset} ({result.split}); wrote explain.json and "
-          f"{', '.join(result.figures) or 'no pictures'} to {out}"
-          + (f"; absent: {', '.join(absent)} (reasons in explain.json)" if absent else ""))
+    print(
+        f"explained {used} tracklets of {result.dataset} ({result.split}); wrote explain.json and "
+        f"{', '.join(result.figures) or 'no pictures'} to {out}"
+        + (f"; absent: {', '.join(absent)} (reasons in explain.json)" if absent else "")
+    )
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
-
-    from star.engine import train
-    from star.demo import demo_config
-
     from pathlib import Path
 
+    from star.demo import demo_config
+    from star.engine import train
     from star.engine.checkpoint import BEST
     from star.explain import default_output_dir, explain_checkpoint
 
@@ -288,15 +313,16 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def add_dataset(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME",
-                       help="dataset: %(choices)s")
+        p.add_argument("--dataset", required=True, choices=_DatasetNames(), metavar="NAME", help="dataset: %(choices)s")
         p.add_argument("--root", required=True, help="dataset root directory")
 
     p = sub.add_parser("env", help="print torch/CUDA versions and which fused ops have CPU/CUDA kernels")
     p.set_defaults(func=_cmd_env)
 
     p = sub.add_parser("synth", help="generate the synthetic VVI dataset (HITSZ-VCM layout + keypoint store)")
-    p.add_argument("--out", required=True, help="output directory (must not exist, be empty, or be replaced with --force)")
+    p.add_argument(
+        "--out", required=True, help="output directory (must not exist, be empty, or be replaced with --force)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing synthetic dataset at --out")
     size = p.add_argument_group("dataset settings (defaults: star.data.SynthConfig; 80 ids, seconds on 2 cores)")
     for flag, kind, text in (
@@ -315,44 +341,76 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-data", help="validate a dataset layout, its frames and keypoint store; print counts")
     add_dataset(p)
-    p.add_argument("--keypoints", default=None, help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too")
+    p.add_argument(
+        "--keypoints",
+        default=None,
+        help="keypoint store directory (default: <root>/keypoints if present); given, pose quality is reported too",
+    )
     p.add_argument("--decode", action="store_true", help="also decode every frame (slow; finds corrupt JPEGs)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the per-split counts (and pose_quality with --keypoints)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object with the per-split counts (and pose_quality with --keypoints)",
+    )
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("pose", help="extract COCO-17 keypoints with RTMPose (onnxruntime) into the keypoint store")
     add_dataset(p)
     p.add_argument("--out", default=None, help="keypoint store directory (default: <root>/keypoints)")
-    p.add_argument("--model", default="rtmpose-m",
-                   help="RTMPose .onnx path, or rtmpose-s/-m/-x from rtmlib's cache (default rtmpose-m); never downloaded")
-    p.add_argument("--detector", choices=["yolox"], default=None,
-                   help="run a person detector first (default: none, the whole frame is the box)")
+    p.add_argument(
+        "--model",
+        default="rtmpose-m",
+        help="RTMPose .onnx path, or rtmpose-s/-m/-x from rtmlib's cache (default rtmpose-m); never downloaded",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["yolox"],
+        default=None,
+        help="run a person detector first (default: none, the whole frame is the box)",
+    )
     p.add_argument("--det-model", default=None, help="YOLOX .onnx path or yolox-tiny/-m/-x (default yolox-m)")
     p.add_argument("--batch", type=int, default=32, help="frames per inference call (default 32)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per worker (default: CPUs / workers)")
     p.add_argument("--decode-threads", type=int, default=None, help="frame decoding threads per worker")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N (onnxruntime's CUDA provider: the pose-gpu extra) or auto (cuda if present)")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="compute only part I of N (0 <= I < N, e.g. $SLURM_ARRAY_TASK_ID/8); then run --merge")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N (onnxruntime's CUDA provider: the pose-gpu extra) or auto (cuda if present)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="compute only part I of N (0 <= I < N, e.g. $SLURM_ARRAY_TASK_ID/8); then run --merge",
+    )
     p.add_argument("--merge", action="store_true", help="check that every shard is present and assemble the store")
     p.add_argument("--shard-size", type=int, default=1024, help="frames per resumable shard (default 1024)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="store dtype (default float16)")
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="warn and store conf 0 for missing/undecodable frames instead of stopping")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="warn and store conf 0 for missing/undecodable frames instead of stopping",
+    )
     p.add_argument("--force", action="store_true", help="discard unfinished shards / recompute a complete store")
     p.add_argument("--quiet", action="store_true", help="no progress bar or dataset summary")
     p.set_defaults(func=_cmd_pose)
 
     def add_config(p: argparse.ArgumentParser, *, required: bool) -> None:
         p.add_argument("--config", required=required, help="YAML config (configs/...); _base_ files are inherited")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="config overrides, e.g. optim.lr=0.01 data.root=/data/HITSZ-VCM train.amp=false")
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="config overrides, e.g. optim.lr=0.01 data.root=/data/HITSZ-VCM train.amp=false",
+        )
 
     def add_force(p: argparse.ArgumentParser, kind: str) -> None:
-        p.add_argument("--force", action="store_true",
-                       help=f"replace an existing output file that is not a {kind} (never an input of the command)")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help=f"replace an existing output file that is not a {kind} (never an input of the command)",
+        )
 
     def add_checkpoint_or_features(p: argparse.ArgumentParser) -> None:
         add_config(p, required=False)
@@ -372,40 +430,64 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="write query/gallery embeddings with pids, cameras, modalities, paths (.npz)")
     add_config(p, required=False)
-    p.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)")
+    p.add_argument(
+        "--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)"
+    )
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--splits", nargs="+", default=["query", "gallery"], choices=["train", "query", "gallery"])
     add_force(p, "features .npz")
     p.set_defaults(func=_cmd_extract)
 
-    p = sub.add_parser("visrank", help="draw rank lists: query strip, top-k gallery strips, green/red borders, skeletons")
+    p = sub.add_parser(
+        "visrank", help="draw rank lists: query strip, top-k gallery strips, green/red borders, skeletons"
+    )
     add_checkpoint_or_features(p)
     p.add_argument("--out", required=True, help="output directory for the pictures")
-    p.add_argument("--topk", type=int, default=None, help="gallery tracklets per query (default: EvalConfig.visrank_topk)")
-    p.add_argument("--num-queries", type=int, default=None,
-                   help="pictures to draw (default: EvalConfig.visrank_queries)")
+    p.add_argument(
+        "--topk", type=int, default=None, help="gallery tracklets per query (default: EvalConfig.visrank_topk)"
+    )
+    p.add_argument(
+        "--num-queries", type=int, default=None, help="pictures to draw (default: EvalConfig.visrank_queries)"
+    )
     p.set_defaults(func=_cmd_visrank)
 
-    p = sub.add_parser("explain", help="what the skeleton guidance does per modality: joint attention and saliency, "
-                                        "exponent mix, frame correction (explain.json + pictures)")
+    p = sub.add_parser(
+        "explain",
+        help="what the skeleton guidance does per modality: joint attention and saliency, "
+        "exponent mix, frame correction (explain.json + pictures)",
+    )
     add_config(p, required=False)
-    p.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)")
+    p.add_argument(
+        "--checkpoint", required=True, help="best.pt / last.pt of a run (its config is used unless --config)"
+    )
     p.add_argument("--split", default="test", choices=["test", "train"], help="test = query + gallery (default)")
     p.add_argument("--out", default=None, help="output folder (default: explain/ beside the checkpoint)")
-    p.add_argument("--max-tracklets", type=int, default=None, metavar="N",
-                   help="tracklets per modality, spread over the split (default: star.explain."
-                        "DEFAULT_MAX_TRACKLETS; 0 = all)")
-    p.add_argument("--saliency-tracklets", type=int, default=None, metavar="N",
-                   help="of those, tracklets whose keypoint saliency (an exact Jacobian, slow) is measured "
-                        "(default: star.explain.DEFAULT_SALIENCY_TRACKLETS; 0 = all)")
+    p.add_argument(
+        "--max-tracklets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tracklets per modality, spread over the split (default: star.explain.DEFAULT_MAX_TRACKLETS; 0 = all)",
+    )
+    p.add_argument(
+        "--saliency-tracklets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="of those, tracklets whose keypoint saliency (an exact Jacobian, slow) is measured "
+        "(default: star.explain.DEFAULT_SALIENCY_TRACKLETS; 0 = all)",
+    )
     add_force(p, "explain.json / picture")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("demo", help="generate the synthetic dataset, train STAR on the CPU, evaluate, draw rank lists")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; a rerun resumes/reports)")
-    p.add_argument("--data", default=None,
-                   help="synthetic dataset folder (default $STAR_CACHE_DIR/synthetic or ~/.cache/star-reid/synthetic; "
-                        "generated when missing)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="synthetic dataset folder (default $STAR_CACHE_DIR/synthetic or ~/.cache/star-reid/synthetic; "
+        "generated when missing)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seed=1 optim.epochs=4")
     p.set_defaults(func=_cmd_demo)
 
@@ -418,10 +500,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("table", help="aggregate runs: one row per configuration, mean ± std over seeds")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (each with metrics.json and config.yaml)")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (each with metrics.json and config.yaml)"
+    )
     p.add_argument("--format", default="markdown", help="markdown (default), csv or latex")
-    p.add_argument("--group-by", action="append", default=[], metavar="KEY",
-                   help="rows by this config key (repeatable, e.g. model.sequence.enabled) instead of by whole config")
+    p.add_argument(
+        "--group-by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="rows by this config key (repeatable, e.g. model.sequence.enabled) instead of by whole config",
+    )
     p.set_defaults(func=_cmd_table)
 
     return parser

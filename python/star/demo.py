@@ -21,7 +21,9 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "config" / "synthetic.yaml"
 
 def default_data_root() -> Path:
     """Where the demo caches its synthetic dataset: ``$STAR_CACHE_DIR`` or ``~/.cache/star-reid``."""
-    base = os.environ.get("STAR_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "star-reid"
+    base = (
+        os.environ.get("STAR_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "star-reid"
+    )
     return Path(base) / "synthetic"
 
 
@@ -32,4 +34,3 @@ def demo_config(
     root = Path(data_root) if data_root is not None else default_data_root()
     given = [f"output_dir={Path(output_dir)}", f"data.root={root}", *overrides]
     return load_config(DEMO_CONFIG, given)
-

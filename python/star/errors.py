@@ -12,7 +12,12 @@ import errno
 import os
 
 __all__ = [
-    "StarError", "DatasetBusyError", "OutputLockedError", "WriteFailedError", "is_environment_write_error", "write_failure_reason",
+    "StarError",
+    "DatasetBusyError",
+    "OutputLockedError",
+    "WriteFailedError",
+    "is_environment_write_error",
+    "write_failure_reason",
 ]
 
 
@@ -33,7 +38,7 @@ class WriteFailedError(StarError, OSError):
     """Writing an output failed for a reason of the machine, not of the package (disk full,
     read-only file system, no permission); the message names the path and the reason."""
 
-    def __init__(self, path: "str | os.PathLike[str]", error: OSError):
+    def __init__(self, path: str | os.PathLike[str], error: OSError):
         self.path = str(path)
         super().__init__(error.errno, f"cannot write {self.path}: {write_failure_reason(error)}")
 

@@ -16,9 +16,9 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import DatasetBusyError, OutputLockedError, WriteFailedError, is_environment_write_error
 
@@ -30,8 +30,9 @@ def not_utf8(raw: bytes, error: UnicodeDecodeError) -> tuple[int, str]:
     return line, f"not a UTF-8 text file (byte 0x{raw[error.start]:02x} at offset {error.start}: {error.reason})"
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb", *,
-                 durable: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb", *, durable: bool = False
+) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file in the same folder, then
     rename it into place: readers see the old file or the new one, never a half-written one.
 
@@ -194,8 +195,13 @@ def exclusive_dir_lock(directory: str | os.PathLike[str], what: str) -> Iterator
                 f"another output folder (lock file {path})"
             ) from None
         os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "what": what,
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
         _HELD_LOCK_FDS.add(fd)
         _HELD_LOCK_DIRS[fd] = directory.resolve()
@@ -210,8 +216,9 @@ DATASET_LOCK_FILE = ".star-dataset.lock"
 
 
 @contextlib.contextmanager
-def dataset_lock(root: str | os.PathLike[str], what: str, *, exclusive: bool = False,
-                 create: bool = True) -> Iterator[None]:
+def dataset_lock(
+    root: str | os.PathLike[str], what: str, *, exclusive: bool = False, create: bool = True
+) -> Iterator[None]:
     """Hold the lock of the dataset folder ``root`` while reading it (shared: any number of
     readers) or replacing it (``exclusive``: no reader, no other writer), so a dataset is never
     replaced under a running training or evaluation.
@@ -243,8 +250,7 @@ def dataset_lock(root: str | os.PathLike[str], what: str, *, exclusive: bool = F
                     "wait for it to finish or write the dataset elsewhere"
                 ) from None
             raise DatasetBusyError(
-                f"cannot read the dataset {root}: it is being replaced by {'; '.join(others)}; "
-                "wait for it to finish"
+                f"cannot read the dataset {root}: it is being replaced by {'; '.join(others)}; wait for it to finish"
             ) from None
         if exclusive:
             os.ftruncate(fd, 0)
@@ -310,8 +316,10 @@ def lock_holder(directory: str | os.PathLike[str]) -> str | None:
 def _read_lock_holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return (f"{info.get('what', 'a run')}, pid {info.get('pid')} on {info.get('host')}, "
-                f"started {info.get('started')}: {info.get('command')}")
+        return (
+            f"{info.get('what', 'a run')}, pid {info.get('pid')} on {info.get('host')}, "
+            f"started {info.get('started')}: {info.get('command')}"
+        )
     except (OSError, ValueError):
         return "holder unknown"
 

@@ -12,14 +12,21 @@ import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
 
 from .errors import StarError
 from .fileio import lock_holder
 
 __all__ = [
-    "OutputPathError", "OutputNotAFolderError", "OutputNotWritableError", "OutputRefusedError", "check_folder_free",
-    "check_output_file", "check_output_dir", "file_kind", "prepare_output_file", "prepare_output_dir",
+    "OutputPathError",
+    "OutputNotAFolderError",
+    "OutputNotWritableError",
+    "OutputRefusedError",
+    "check_folder_free",
+    "check_output_file",
+    "check_output_dir",
+    "file_kind",
+    "prepare_output_file",
+    "prepare_output_dir",
 ]
 
 
@@ -39,8 +46,14 @@ class OutputNotWritableError(OutputPathError, PermissionError):
     """An output folder (or the nearest existing folder above it) is not writable."""
 
 
-def check_output_file(path: str | os.PathLike[str], what: str, *, kind: Optional[str] = None,
-                      inputs: Iterable[str | os.PathLike[str]] = (), force: bool = False) -> Path:
+def check_output_file(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    kind: str | None = None,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    force: bool = False,
+) -> Path:
     """``path`` can become the output file ``what`` (e.g. ``"features file"``): not a folder, and
     its folder exists writable or can be created. Creates nothing (a command that fails
     later leaves no empty folders behind).

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
-from typing import Callable, Optional, TextIO
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 DEFAULT_PERIOD_S = 30.0
 
@@ -30,7 +30,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def on_terminal(stream: Optional[TextIO] = None) -> bool:
+def on_terminal(stream: TextIO | None = None) -> bool:
     """Whether ``stream`` (default stderr, where bars go) is a terminal: bars there, plain lines elsewhere."""
     stream = stream if stream is not None else sys.stderr
     isatty = getattr(stream, "isatty", None)
@@ -40,8 +40,15 @@ def on_terminal(stream: Optional[TextIO] = None) -> bool:
 class PlainProgress:
     """Counts items and prints ``desc: done/total unit (%), unit/s, ETA`` once per ``period_s``."""
 
-    def __init__(self, total: int, desc: str, stream: TextIO, period_s: float = DEFAULT_PERIOD_S,
-                 clock: Callable[[], float] = time.monotonic, unit: str = "frames"):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        stream: TextIO,
+        period_s: float = DEFAULT_PERIOD_S,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "frames",
+    ):
         self.total, self.desc, self.stream, self.period_s, self.clock = total, desc, stream, period_s, clock
         self.unit = unit
         self.done = 0
@@ -74,8 +81,14 @@ class PlainProgress:
 
 
 @contextlib.contextmanager
-def counting_progress(total: int, desc: str, enabled: bool = True, stream: TextIO | None = None,
-                      period_s: float = DEFAULT_PERIOD_S, unit: str = "frames") -> Iterator[Callable[[int], None]]:
+def counting_progress(
+    total: int,
+    desc: str,
+    enabled: bool = True,
+    stream: TextIO | None = None,
+    period_s: float = DEFAULT_PERIOD_S,
+    unit: str = "frames",
+) -> Iterator[Callable[[int], None]]:
     """An ``update(n)`` callable: tqdm when ``stream`` (default stderr) is a terminal, else plain lines."""
     stream = stream if stream is not None else sys.stderr
     if not enabled:

@@ -9,7 +9,15 @@
   resolved config and a ``_run_`` section: version, git SHA, torch, date, argv).
 """
 
-from .loader import ConfigError, ConfigFileNotFoundError, config_from_dict, config_to_dict, format_config, load_config, parse_override
+from .loader import (
+    ConfigError,
+    ConfigFileNotFoundError,
+    config_from_dict,
+    config_to_dict,
+    format_config,
+    load_config,
+    parse_override,
+)
 from .ranges import check_ranges
 from .run_info import git_sha, read_run_info, run_info, save_run_info
 from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig

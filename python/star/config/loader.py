@@ -51,8 +51,8 @@ from typing import Any
 
 import yaml
 
-from ..fileio import not_utf8
 from ..config_tree import ConfigError, dataclass_from_dict, is_section, section_fields
+from ..fileio import not_utf8
 from .ranges import check_ranges
 from .schema import RunConfig
 
@@ -158,7 +158,7 @@ def _load_tree(path: Path, stack: list[Path], included_by: Path | None) -> tuple
     """The merged content of ``path`` and its bases, and dotted key -> the file that set it."""
     resolved = path.resolve()
     if resolved in stack:
-        chain = " -> ".join(str(p) for p in [*stack[stack.index(resolved):], resolved])
+        chain = " -> ".join(str(p) for p in [*stack[stack.index(resolved) :], resolved])
         raise ConfigError(f"{BASE_KEY} inheritance cycle: {chain}")
     data = _read_yaml(path, included_by)
     data.pop(RUN_KEY, None)
@@ -252,9 +252,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
     return _resolve(tree, origins, overrides, str(path))
 
 
-def config_from_dict(
-    tree: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "a mapping"
-) -> RunConfig:
+def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "a mapping") -> RunConfig:
     """Like ``load_config`` for an already parsed config tree (e.g. the one a checkpoint records)."""
     tree, origins = _deep_merge({}, tree), {}
     _record_origins(tree, source, origins)

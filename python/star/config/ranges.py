@@ -20,15 +20,19 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import star_ext.reference
 
+from ..config_tree import ConfigError
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
-from ..config_tree import ConfigError
 from ..models.config import (
-    BackboneConfig, FrameCorrectionConfig, ModelConfig, PoolingConfig, SequenceGuidanceConfig,
+    BackboneConfig,
+    FrameCorrectionConfig,
+    ModelConfig,
+    PoolingConfig,
+    SequenceGuidanceConfig,
     StyleConfig,
 )
 from ..models.guided_pooling import MIN_EXPONENT
@@ -45,8 +49,8 @@ MAX_SEED = 2**32 - 1
 class Range:
     """``low <= value <= high`` (``<`` where the end is open); ``None`` = unbounded."""
 
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False
     high_open: bool = False
 
@@ -74,32 +78,54 @@ NON_NEGATIVE = Range(0)
 AT_LEAST_1 = Range(1)
 FRACTION_BELOW_1 = Range(0, 1, high_open=True)  # dropout, label smoothing, momentum
 # guided_gem_pool's supported exponents, and not below the model's clamp of learnable ones
-EXPONENTS = Range(max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]), star_ext.reference.SUPPORTED_EXPONENTS[1])
+EXPONENTS = Range(
+    max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]), star_ext.reference.SUPPORTED_EXPONENTS[1]
+)
 
 # (dataclass, field) -> range. For tuple fields the range applies to each element; None
 # values (optional fields left unset) are not checked.
 FIELD_RANGES: dict[type, dict[str, Range]] = {
     RunConfig: {"seed": Range(0, MAX_SEED)},
     DataConfig: {
-        "height": Range(16), "width": Range(8), "num_ids": Range(2), "num_per_modality": AT_LEAST_1,
-        "num_workers": NON_NEGATIVE, "batches_per_epoch": AT_LEAST_1, "eval_batch_size": AT_LEAST_1,
+        "height": Range(16),
+        "width": Range(8),
+        "num_ids": Range(2),
+        "num_per_modality": AT_LEAST_1,
+        "num_workers": NON_NEGATIVE,
+        "batches_per_epoch": AT_LEAST_1,
+        "eval_batch_size": AT_LEAST_1,
         "max_substituted_fraction": Range(0, 1),
     },
     SynthConfig: {
-        "ids": Range(2, 9999), "test_ids": AT_LEAST_1, "tracklets": AT_LEAST_1, "cameras": Range(2),
-        "min_frames": AT_LEAST_1, "max_frames": AT_LEAST_1, "short_fraction": Range(0, 1),
-        "height": Range(16), "width": Range(8), "group_size": AT_LEAST_1, "jpeg_quality": Range(0, 100),
+        "ids": Range(2, 9999),
+        "test_ids": AT_LEAST_1,
+        "tracklets": AT_LEAST_1,
+        "cameras": Range(2),
+        "min_frames": AT_LEAST_1,
+        "max_frames": AT_LEAST_1,
+        "short_fraction": Range(0, 1),
+        "height": Range(16),
+        "width": Range(8),
+        "group_size": AT_LEAST_1,
+        "jpeg_quality": Range(0, 100),
         "seed": Range(0, MAX_SEED),
     },
     BackboneConfig: {"last_stride": Range(1, 2)},
     StyleConfig: {"scale_range": POSITIVE, "mean": Range(0, 1), "std": POSITIVE},
     FrameCorrectionConfig: {
-        "bone_embed_dim": AT_LEAST_1, "num_heads": AT_LEAST_1, "attention_dropout": FRACTION_BELOW_1,
+        "bone_embed_dim": AT_LEAST_1,
+        "num_heads": AT_LEAST_1,
+        "attention_dropout": FRACTION_BELOW_1,
         "offset": NON_NEGATIVE,
     },
     SequenceGuidanceConfig: {
-        "visual_dim": AT_LEAST_1, "sigma": POSITIVE, "hidden_dim": AT_LEAST_1, "hidden_heads": AT_LEAST_1,
-        "out_dim": AT_LEAST_1, "dropout": FRACTION_BELOW_1, "attention_dropout": FRACTION_BELOW_1,
+        "visual_dim": AT_LEAST_1,
+        "sigma": POSITIVE,
+        "hidden_dim": AT_LEAST_1,
+        "hidden_heads": AT_LEAST_1,
+        "out_dim": AT_LEAST_1,
+        "dropout": FRACTION_BELOW_1,
+        "attention_dropout": FRACTION_BELOW_1,
     },
     PoolingConfig: {
         "exponents": EXPONENTS,
@@ -109,56 +135,75 @@ FIELD_RANGES: dict[type, dict[str, Range]] = {
     },
     ModelConfig: {"seq_len": AT_LEAST_1},
     LossConfig: {
-        "id_weight": NON_NEGATIVE, "label_smoothing": FRACTION_BELOW_1, "triplet_weight": NON_NEGATIVE,
-        "triplet_margin": NON_NEGATIVE, "frame_id_weight": NON_NEGATIVE, "defence_weight": NON_NEGATIVE,
-        "pose_weight": NON_NEGATIVE, "consistency_weight": NON_NEGATIVE, "consistency_tau": POSITIVE,
+        "id_weight": NON_NEGATIVE,
+        "label_smoothing": FRACTION_BELOW_1,
+        "triplet_weight": NON_NEGATIVE,
+        "triplet_margin": NON_NEGATIVE,
+        "frame_id_weight": NON_NEGATIVE,
+        "defence_weight": NON_NEGATIVE,
+        "pose_weight": NON_NEGATIVE,
+        "consistency_weight": NON_NEGATIVE,
+        "consistency_tau": POSITIVE,
     },
     OptimConfig: {
-        "lr": POSITIVE, "momentum": FRACTION_BELOW_1, "weight_decay": NON_NEGATIVE,
-        "pretrained_lr_mult": NON_NEGATIVE, "epochs": AT_LEAST_1, "warmup_epochs": NON_NEGATIVE,
-        "warmup_start_factor": Range(0, 1, low_open=True), "milestones": AT_LEAST_1,
-        "gamma": Range(0, 1, low_open=True), "grad_clip": POSITIVE,  # gamma > 1 would raise the lr
+        "lr": POSITIVE,
+        "momentum": FRACTION_BELOW_1,
+        "weight_decay": NON_NEGATIVE,
+        "pretrained_lr_mult": NON_NEGATIVE,
+        "epochs": AT_LEAST_1,
+        "warmup_epochs": NON_NEGATIVE,
+        "warmup_start_factor": Range(0, 1, low_open=True),
+        "milestones": AT_LEAST_1,
+        "gamma": Range(0, 1, low_open=True),
+        "grad_clip": POSITIVE,  # gamma > 1 would raise the lr
     },
     TrainConfig: {"eval_period": NON_NEGATIVE, "checkpoint_period": AT_LEAST_1, "log_period": AT_LEAST_1},
     EvalConfig: {"max_rank": AT_LEAST_1, "visrank_topk": AT_LEAST_1, "visrank_queries": NON_NEGATIVE},
 }
 
 
-def _heads_divide_features(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _heads_divide_features(cfg: RunConfig) -> tuple[str, Any, str] | None:
     fc, dim = cfg.model.frame_correction, cfg.model.feature_dim
     if fc.enabled and dim % fc.num_heads:
-        return ("model.frame_correction.num_heads", fc.num_heads,
-                f"a divisor of the feature size {dim} of model.backbone.name={cfg.model.backbone.name}")
+        return (
+            "model.frame_correction.num_heads",
+            fc.num_heads,
+            f"a divisor of the feature size {dim} of model.backbone.name={cfg.model.backbone.name}",
+        )
     return None
 
 
-def _warmup_within_epochs(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _warmup_within_epochs(cfg: RunConfig) -> tuple[str, Any, str] | None:
     o = cfg.optim
-    return ("optim.warmup_epochs", o.warmup_epochs, f"<= optim.epochs = {o.epochs}") if o.warmup_epochs > o.epochs else None
+    return (
+        ("optim.warmup_epochs", o.warmup_epochs, f"<= optim.epochs = {o.epochs}")
+        if o.warmup_epochs > o.epochs
+        else None
+    )
 
 
-def _milestones_increasing(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _milestones_increasing(cfg: RunConfig) -> tuple[str, Any, str] | None:
     ms = list(cfg.optim.milestones)
     return ("optim.milestones", ms, "increasing") if ms != sorted(ms) else None
 
 
-def _scale_range_ordered(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _scale_range_ordered(cfg: RunConfig) -> tuple[str, Any, str] | None:
     lo, hi = cfg.model.style.scale_range
     return ("model.style.scale_range", [lo, hi], "[low, high] with low <= high") if lo > hi else None
 
 
-def _exponents_given(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _exponents_given(cfg: RunConfig) -> tuple[str, Any, str] | None:
     return ("model.pooling.exponents", [], "a non-empty list") if not cfg.model.pooling.exponents else None
 
 
-def _pooling_clamp_or_floor(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _pooling_clamp_or_floor(cfg: RunConfig) -> tuple[str, Any, str] | None:
     p = cfg.model.pooling
     if p.eps == 0 and p.floor == 0:  # the mean of x^p would reach 0, which has no log
         return ("model.pooling.floor", p.floor, "> 0 when model.pooling.eps = 0")
     return None
 
 
-def _pretrained_source_when_required(cfg: RunConfig) -> Optional[tuple[str, Any, str]]:
+def _pretrained_source_when_required(cfg: RunConfig) -> tuple[str, Any, str] | None:
     b = cfg.model.backbone
     if b.require_pretrained and b.pretrained is None:
         return ("model.backbone.require_pretrained", True, "false when model.backbone.pretrained is null")
@@ -166,9 +211,14 @@ def _pretrained_source_when_required(cfg: RunConfig) -> Optional[tuple[str, Any,
 
 
 # Rules over several fields: each returns (dotted key, value, what it must be) when broken.
-CROSS_FIELD_RULES: tuple[Callable[[RunConfig], Optional[tuple[str, Any, str]]], ...] = (
-    _warmup_within_epochs, _milestones_increasing, _scale_range_ordered, _exponents_given, _pooling_clamp_or_floor,
-    _pretrained_source_when_required, _heads_divide_features,
+CROSS_FIELD_RULES: tuple[Callable[[RunConfig], tuple[str, Any, str] | None], ...] = (
+    _warmup_within_epochs,
+    _milestones_increasing,
+    _scale_range_ordered,
+    _exponents_given,
+    _pooling_clamp_or_floor,
+    _pretrained_source_when_required,
+    _heads_divide_features,
 )
 
 
@@ -211,8 +261,10 @@ def check_ranges(config: Any, where: str = "") -> None:
                 continue
             if not math.isfinite(item) or item not in valid:
                 shown = f"{value!r}" if not isinstance(value, tuple) else f"{list(value)} (element {item!r})"
-                raise ConfigError(f"{dotted} = {shown} is out of range: it must be {valid}"
-                                  + (" and finite" if str(valid) != "finite" else ""))
+                raise ConfigError(
+                    f"{dotted} = {shown} is out of range: it must be {valid}"
+                    + (" and finite" if str(valid) != "finite" else "")
+                )
     if isinstance(config, RunConfig):
         check_loss_terms(config)
         for rule in CROSS_FIELD_RULES:

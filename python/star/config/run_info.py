@@ -31,9 +31,7 @@ CONFIG_FILE = "config.yaml"
 
 def _git(args: Sequence[str], cwd: Path) -> str:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=10, check=True
-    )
+    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=10, check=True)
     return result.stdout.strip()
 
 

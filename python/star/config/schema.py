@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
+from ..config_tree import Kind, dataclass_from_dict, require_choice, setting, to_plain
 from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
 from ..metrics.protocols import PROTOCOL_CHOICES
-from ..config_tree import Kind, dataclass_from_dict, require_choice, setting, to_plain
 from ..models.config import ModelConfig
 
 
@@ -33,13 +33,13 @@ class DataConfig:
     dataset: str = setting(Kind.DATA, "hitsz-vcm")
     root: str = setting(Kind.LOCATION, "data/HITSZ-VCM")
     # keypoint store directory; None = the dataset's default (<root>/keypoints)
-    keypoints: Optional[str] = setting(Kind.LOCATION, None)
+    keypoints: str | None = setting(Kind.LOCATION, None)
     height: int = setting(Kind.DATA, 288)
     width: int = setting(Kind.DATA, 144)
     num_ids: int = setting(Kind.TRAINING, 8)  # P identities per batch
     num_per_modality: int = setting(Kind.TRAINING, 2)  # K tracklets of each modality per identity
     num_workers: int = setting(Kind.RUNTIME, 4)
-    batches_per_epoch: Optional[int] = setting(Kind.TRAINING, None)  # None = the sampler's natural epoch length
+    batches_per_epoch: int | None = setting(Kind.TRAINING, None)  # None = the sampler's natural epoch length
     eval_batch_size: int = setting(Kind.RUNTIME, 32)
     # Frames that cannot be decoded are substituted (a warning each); above this fraction of an
     # epoch's or an evaluation's frames the run stops (star.data.substitution).
@@ -70,7 +70,7 @@ class OptimConfig:
     warmup_start_factor: float = setting(Kind.TRAINING, 0.01)
     milestones: tuple[int, ...] = setting(Kind.TRAINING, (60, 120))
     gamma: float = setting(Kind.TRAINING, 0.1)
-    grad_clip: Optional[float] = setting(Kind.TRAINING, None)  # max total gradient norm; None = no clipping
+    grad_clip: float | None = setting(Kind.TRAINING, None)  # max total gradient norm; None = no clipping
 
     def __post_init__(self) -> None:
         require_choice("optim.name", self.name, OPTIMIZERS)
@@ -123,7 +123,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Build from a nested mapping; unknown keys raise ``ConfigError`` listing the valid ones."""
         return dataclass_from_dict(cls, data)
 

@@ -7,11 +7,27 @@
 """
 
 from .build import (
-    ConfigError, dataclass_from_dict, is_section, require, require_choice, section_fields, to_plain,
+    ConfigError,
+    dataclass_from_dict,
+    is_section,
+    require,
+    require_choice,
+    section_fields,
+    to_plain,
 )
 from .kinds import Kind, field_kinds, key_matches, keys_where, setting
 
 __all__ = [
-    "ConfigError", "Kind", "dataclass_from_dict", "field_kinds", "is_section", "key_matches", "keys_where",
-    "require", "require_choice", "section_fields", "setting", "to_plain",
+    "ConfigError",
+    "Kind",
+    "dataclass_from_dict",
+    "field_kinds",
+    "is_section",
+    "key_matches",
+    "keys_where",
+    "require",
+    "require_choice",
+    "section_fields",
+    "setting",
+    "to_plain",
 ]

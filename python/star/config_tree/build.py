@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from ..errors import StarError
 
@@ -22,7 +22,7 @@ class ConfigError(StarError, ValueError):
 
 
 def dataclass_from_dict(
-    cls: type[D], data: Mapping[str, Any] | D, where: str = "", origins: Optional[Mapping[str, str]] = None
+    cls: type[D], data: Mapping[str, Any] | D, where: str = "", origins: Mapping[str, str] | None = None
 ) -> D:
     """Build dataclass ``cls`` from a (nested) mapping: the one check of config keys and types.
 
@@ -114,7 +114,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             return tuple(_coerce(v, args[0]) for v in value)
         if len(value) != len(args):
             raise _TypeMismatch
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
+        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=False))
     if hint is bool:
         if isinstance(value, bool):
             return value

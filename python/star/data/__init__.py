@@ -21,8 +21,15 @@ from .bupt import read_bupt
 from .check import CheckReport, check_dataset
 from .dataset import TrackletDataset
 from .errors import (
-    DataError, DataFormatError, DatasetLayoutError, EmptySplitError, KeypointStoreError, MissingFramesError,
-    SynthConfigError, SynthOutputError, UnreadableFolderError,
+    DataError,
+    DataFormatError,
+    DatasetLayoutError,
+    EmptySplitError,
+    KeypointStoreError,
+    MissingFramesError,
+    SynthConfigError,
+    SynthOutputError,
+    UnreadableFolderError,
 )
 from .hitsz_vcm import decode_frame_name, read_hitsz_vcm
 from .keypoint_store import KeypointStore, open_keypoint_store, write_keypoints
@@ -31,19 +38,58 @@ from .loaders import eval_loader, train_loader
 from .registry import DATASET_NAMES, EXPECTED_COUNTS, DataWarning, format_summary, load_dataset
 from .samplers import CrossModalIdentitySampler
 from .sampling import chunk_indices, sample_frame_indices
-from .skeleton import COCO_BONES, COCO17_FLIP, COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
+from .skeleton import COCO17_FLIP, COCO17_KEYPOINTS, COCO_BONES, NUM_COCO_KEYPOINTS
 from .synthetic import SynthConfig, generate_synthetic, prepare_synthetic
 from .tracklet import INFRARED, MODALITY_NAMES, SPLITS, VISIBLE, FrameIndex, Tracklet, VideoReidData
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, CropFlip, TrackletTransform, normalize_frames
 
 __all__ = [
-    "CheckReport", "COCO_BONES", "COCO17_FLIP", "COCO17_KEYPOINTS", "CropFlip", "CrossModalIdentitySampler",
-    "DATASET_NAMES", "DataError", "DataFormatError", "DataWarning", "DatasetLayoutError", "EXPECTED_COUNTS",
-    "EmptySplitError", "MissingFramesError", "SynthConfigError", "SynthOutputError", "UnreadableFolderError",
-    "FrameIndex", "IMAGENET_MEAN", "IMAGENET_STD", "INFRARED", "KeypointStore", "KeypointStoreError",
-    "MODALITY_NAMES", "NUM_COCO_KEYPOINTS", "SPLITS", "SynthConfig", "Tracklet", "TrackletDataset",
-    "TrackletTransform", "VISIBLE", "VideoReidData", "check_dataset", "chunk_indices", "decode_frame_name",
-    "format_summary", "generate_synthetic", "load_dataset", "normalize_frames", "open_keypoint_store",
-    "prepare_synthetic", "read_bupt", "read_hitsz_vcm", "read_list_dataset", "sample_frame_indices", "eval_loader", "train_loader",
+    "CheckReport",
+    "COCO_BONES",
+    "COCO17_FLIP",
+    "COCO17_KEYPOINTS",
+    "CropFlip",
+    "CrossModalIdentitySampler",
+    "DATASET_NAMES",
+    "DataError",
+    "DataFormatError",
+    "DataWarning",
+    "DatasetLayoutError",
+    "EXPECTED_COUNTS",
+    "EmptySplitError",
+    "MissingFramesError",
+    "SynthConfigError",
+    "SynthOutputError",
+    "UnreadableFolderError",
+    "FrameIndex",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INFRARED",
+    "KeypointStore",
+    "KeypointStoreError",
+    "MODALITY_NAMES",
+    "NUM_COCO_KEYPOINTS",
+    "SPLITS",
+    "SynthConfig",
+    "Tracklet",
+    "TrackletDataset",
+    "TrackletTransform",
+    "VISIBLE",
+    "VideoReidData",
+    "check_dataset",
+    "chunk_indices",
+    "decode_frame_name",
+    "format_summary",
+    "generate_synthetic",
+    "load_dataset",
+    "normalize_frames",
+    "open_keypoint_store",
+    "prepare_synthetic",
+    "read_bupt",
+    "read_hitsz_vcm",
+    "read_list_dataset",
+    "sample_frame_indices",
+    "eval_loader",
+    "train_loader",
     "write_keypoints",
 ]

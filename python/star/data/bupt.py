@@ -86,8 +86,12 @@ def _read_split(
             if span is None:
                 raise DataFormatError(path, lineno, f"tracklet {pid}/{m}/{cam}/{tid} is not in data_paths.json")
             if (pid, m, cam, tid) in first_line:  # a duplicated line would count a tracklet twice
-                raise DataFormatError(path, lineno, f"tracklet {pid}/{m}/{cam}/{tid} is already listed on line "
-                                                    f"{first_line[pid, m, cam, tid]}: duplicated row")
+                raise DataFormatError(
+                    path,
+                    lineno,
+                    f"tracklet {pid}/{m}/{cam}/{tid} is already listed on line "
+                    f"{first_line[pid, m, cam, tid]}: duplicated row",
+                )
             first_line[pid, m, cam, tid] = lineno
             start, end = span
             if end - start < max(min_frames, 1):
@@ -134,7 +138,9 @@ def read_bupt(root: str | Path, auxiliary: bool = False, min_frames: int = 0) ->
         splits[split] = [t for tracklets, _ in read for t in tracklets]
         dropped[split] = sum(n for _, n in read)
     return VideoReidData.from_splits(
-        "bupt", root, **splits,
+        "bupt",
+        root,
+        **splits,
         frame_index={STORE_SPLIT: index},
         sources={split: " + ".join(str(root / f) for f in files) for split, files in split_files.items()},
         min_frames=max(min_frames, 1),

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataFormatError
-from .source_files import read_frame
 from .keypoint_quality import store_pose_quality
 from .keypoint_store import META_FILE, KeypointStore
 from .registry import format_summary, load_dataset
+from .source_files import read_frame
 from .tracklet import FrameIndex
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .source_files import read_frame
 from .keypoint_store import KeypointStore
 from .sampling import sample_frame_indices
 from .skeleton import NUM_COCO_KEYPOINTS
+from .source_files import read_frame
 from .substitution import SUBSTITUTED, SUBSTITUTED_FILES
 from .tracklet import Tracklet
 from .transforms import TrackletTransform

@@ -20,9 +20,7 @@ class DatasetLayoutError(DataError):
 
     def __init__(self, missing: str | Path, expected_tree: str, what: str = "dataset"):
         self.missing = str(missing)
-        super().__init__(
-            f"{what} layout not found: missing {self.missing}\nexpected layout:\n{expected_tree.rstrip()}"
-        )
+        super().__init__(f"{what} layout not found: missing {self.missing}\nexpected layout:\n{expected_tree.rstrip()}")
 
 
 class DataFormatError(DataError):
@@ -37,7 +35,6 @@ class DataFormatError(DataError):
 
 class KeypointStoreError(DataError):
     """The keypoint store is missing, malformed or not aligned with the dataset."""
-
 
 
 class SynthConfigError(DataError, ValueError):

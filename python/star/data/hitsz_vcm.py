@@ -86,7 +86,9 @@ def _read_tracks(path: Path, num_frames: int) -> np.ndarray:
                 raise ValueError
             mod, start, end, pid, cam = (int(x) for x in fields)
         except ValueError:
-            raise DataFormatError(path, i, f"expected 5 integers 'modality start end pid camid', got {line!r}") from None
+            raise DataFormatError(
+                path, i, f"expected 5 integers 'modality start end pid camid', got {line!r}"
+            ) from None
         if mod not in _MODALITY_CODE:
             raise DataFormatError(path, i, f"modality must be 1 (infrared) or 2 (visible), got {mod}")
         if not 1 <= start <= end <= num_frames:
@@ -185,7 +187,11 @@ def read_hitsz_vcm(root: str | Path, min_frames: int = MIN_FRAMES, name: str = "
         "gallery": int(gallery_mask.sum()) - len(gallery),
     }
     return VideoReidData.from_splits(
-        name, root, train, query, gallery,
+        name,
+        root,
+        train,
+        query,
+        gallery,
         frame_index={"train": train_index, "test": test_index},
         warnings=warnings,
         sources={

@@ -45,8 +45,13 @@ def row_modalities(data, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
 
 def _summary(frames: int, conf_sum: np.ndarray, undetected: np.ndarray, empty_frames: int) -> dict:
     if frames == 0:
-        return {"frames": 0, "mean_conf": None, "undetected_joints": None, "frames_without_joints": None,
-                "worst_joints": []}
+        return {
+            "frames": 0,
+            "mean_conf": None,
+            "undetected_joints": None,
+            "frames_without_joints": None,
+            "worst_joints": [],
+        }
     joint_mean = conf_sum / frames
     worst = np.argsort(joint_mean, kind="stable")[:WORST_JOINTS]
     return {
@@ -58,8 +63,12 @@ def _summary(frames: int, conf_sum: np.ndarray, undetected: np.ndarray, empty_fr
     }
 
 
-def pose_quality(arrays: Mapping[str, np.ndarray], modalities: Mapping[str, np.ndarray], created_at: str | None,
-                 chunk_rows: int = CHUNK_ROWS) -> dict:
+def pose_quality(
+    arrays: Mapping[str, np.ndarray],
+    modalities: Mapping[str, np.ndarray],
+    created_at: str | None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> dict:
     """The quality section for store ``arrays`` (split -> [n, 17, 3], memory-mapped is fine), read chunk by chunk.
 
     ``created_at`` is the store's ``meta.json`` stamp: a split rewritten later (``write_keypoints``
@@ -71,8 +80,8 @@ def pose_quality(arrays: Mapping[str, np.ndarray], modalities: Mapping[str, np.n
         groups = [ALL] + [MODALITY_NAMES[m] for m in range(len(MODALITY_NAMES)) if np.any(mod == m)]
         acc = {g: [0, np.zeros(NUM_COCO_KEYPOINTS), np.zeros(NUM_COCO_KEYPOINTS), 0] for g in groups}
         for start in range(0, arr.shape[0], chunk_rows):
-            conf = np.asarray(arr[start:start + chunk_rows, :, 2], np.float64)
-            m = mod[start:start + chunk_rows]
+            conf = np.asarray(arr[start : start + chunk_rows, :, 2], np.float64)
+            m = mod[start : start + chunk_rows]
             for g in groups:
                 c = conf if g == ALL else conf[m == MODALITY_NAMES.index(g)]
                 zero = c == 0
@@ -89,8 +98,13 @@ def store_pose_quality(store, data) -> dict:
     """The quality of a verified ``KeypointStore`` for ``data``: its ``meta.json`` section, or computed now."""
     stored = store.meta.get(META_KEY)
     created_at = store.meta.get("created_at")
-    if (isinstance(stored, dict) and stored.get("format") == QUALITY_FORMAT and created_at is not None
-            and stored.get("store_created_at") == created_at and set(stored.get("splits", {})) == set(data.frame_index)):
+    if (
+        isinstance(stored, dict)
+        and stored.get("format") == QUALITY_FORMAT
+        and created_at is not None
+        and stored.get("store_created_at") == created_at
+        and set(stored.get("splits", {})) == set(data.frame_index)
+    ):
         return stored
     arrays = {split: store.array(split) for split in data.frame_index}
     return pose_quality(arrays, row_modalities(data, {s: a.shape[0] for s, a in arrays.items()}), created_at)

@@ -19,17 +19,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import tokenize
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .._version import __version__
-from .errors import DataFormatError, KeypointStoreError
 from ..fileio import atomic_write, lines_digest
-from .source_files import read_lines, read_text
+from .errors import DataFormatError, KeypointStoreError
 from .keypoint_values import first_bad_value
 from .skeleton import COCO17_KEYPOINTS, NUM_COCO_KEYPOINTS
+from .source_files import read_lines, read_text
 from .tracklet import FrameIndex, VideoReidData
 
 META_FILE = "meta.json"
@@ -64,7 +64,9 @@ def write_keypoints(
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     keypoints = np.asarray(keypoints)
     if keypoints.shape != (len(index), NUM_COCO_KEYPOINTS, 3):
-        raise ValueError(f"keypoints must be [{len(index)}, {NUM_COCO_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}")
+        raise ValueError(
+            f"keypoints must be [{len(index)}, {NUM_COCO_KEYPOINTS}, 3] (one row per index key), got {keypoints.shape}"
+        )
     with np.errstate(over="ignore"):  # float16 turns large values into inf: checked after the cast
         stored = keypoints.astype(dtype, copy=False)
     bad = first_bad_value(stored)
@@ -176,7 +178,8 @@ class KeypointStore:
             raise KeypointStoreError(f"{npy}: not a readable .npy array ({type(e).__name__}: {e})") from None
         if arr.ndim != 3 or arr.shape[1:] != (NUM_COCO_KEYPOINTS, 3) or str(arr.dtype) not in _DTYPES:
             raise KeypointStoreError(
-                f"{npy}: expected float16/float32 [num_frames, {NUM_COCO_KEYPOINTS}, 3], got {arr.dtype} {list(arr.shape)}"
+                f"{npy}: expected float16/float32 [num_frames, {NUM_COCO_KEYPOINTS}, 3], "
+                f"got {arr.dtype} {list(arr.shape)}"
             )
         if arr.shape[0] != info["num_frames"]:
             raise KeypointStoreError(
@@ -212,7 +215,7 @@ class KeypointStore:
     @staticmethod
     def _compare_index(index_file: Path, index: FrameIndex) -> None:
         stored = read_lines(index_file)
-        for i, (a, b) in enumerate(zip(stored, index.keys)):
+        for i, (a, b) in enumerate(zip(stored, index.keys, strict=False)):
             if a != b:
                 raise KeypointStoreError(
                     f"{index_file}:{i + 1}: {a!r} but frame {i + 1} of {index.source} is {b!r}; "

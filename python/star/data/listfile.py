@@ -26,7 +26,14 @@ LIST_TREE = """\
   train.txt  query.txt  gallery.txt      one frame per line: path pid camid modality tracklet
   <frames, at the paths listed (relative to <root> or absolute)>
 """
-_MODALITY_TOKENS = {"ir": INFRARED, "infrared": INFRARED, "0": INFRARED, "rgb": VISIBLE, "visible": VISIBLE, "1": VISIBLE}
+_MODALITY_TOKENS = {
+    "ir": INFRARED,
+    "infrared": INFRARED,
+    "0": INFRARED,
+    "rgb": VISIBLE,
+    "visible": VISIBLE,
+    "1": VISIBLE,
+}
 
 
 def _read_list(path: Path, root: Path, split: str, min_frames: int) -> tuple[list[Tracklet], FrameIndex, int]:
@@ -47,7 +54,9 @@ def _read_list(path: Path, root: Path, split: str, min_frames: int) -> tuple[lis
         except ValueError:
             raise DataFormatError(path, lineno, f"pid and camid must be integers, got {pid!r} {cam!r}") from None
         except KeyError:
-            raise DataFormatError(path, lineno, f"modality must be ir/infrared/0 or rgb/visible/1, got {mod!r}") from None
+            raise DataFormatError(
+                path, lineno, f"modality must be ir/infrared/0 or rgb/visible/1, got {mod!r}"
+            ) from None
         groups.setdefault(key, []).append(len(keys))
         keys.append(frame)
         lines.append(lineno)
@@ -73,7 +82,9 @@ def read_list_dataset(root: str | Path, min_frames: int = 1) -> VideoReidData:
             raise DatasetLayoutError(path, LIST_TREE, "list-file dataset")
         splits[split], index[split], dropped[split] = _read_list(path, root, split, min_frames)
     return VideoReidData.from_splits(
-        "list", root, **splits,
+        "list",
+        root,
+        **splits,
         frame_index=index,
         sources={split: str(root / f"{split}.txt") for split in SPLITS},
         min_frames=min_frames,

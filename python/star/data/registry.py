@@ -5,14 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .bupt import read_bupt
+from .errors import DataError
 from .hitsz_vcm import read_hitsz_vcm
 from .listfile import read_list_dataset
-from .errors import DataError
 from .tracklet import SPLITS, VideoReidData
 from .validate import require_frames, require_splits
 
@@ -36,14 +37,26 @@ DATASET_NAMES: tuple[str, ...] = tuple(_READERS)
 # "<split>.<count>" (split "test" = query and gallery together).
 EXPECTED_COUNTS: dict[str, dict[str, int]] = {
     "hitsz-vcm": {
-        "train.tracklets": 9751, "train.ir": 4291, "train.rgb": 5460, "train.ids": 500,
-        "query.tracklets": 4584, "query.ir": 4584, "gallery.tracklets": 5099, "gallery.rgb": 5099,
+        "train.tracklets": 9751,
+        "train.ir": 4291,
+        "train.rgb": 5460,
+        "train.ids": 500,
+        "query.tracklets": 4584,
+        "query.ir": 4584,
+        "gallery.tracklets": 5099,
+        "gallery.rgb": 5099,
         "test.ids": 427,
     },
     "bupt": {
-        "train.ids": 1074, "train.ir": 3574, "train.rgb": 3574,
-        "query.tracklets": 1076, "query.ir": 536, "query.rgb": 540,
-        "gallery.tracklets": 4844, "gallery.ir": 2422, "gallery.rgb": 2422,
+        "train.ids": 1074,
+        "train.ir": 3574,
+        "train.rgb": 3574,
+        "query.tracklets": 1076,
+        "query.ir": 536,
+        "query.rgb": 540,
+        "gallery.tracklets": 4844,
+        "gallery.ir": 2422,
+        "gallery.rgb": 2422,
     },
 }
 
@@ -67,9 +80,7 @@ def format_summary(data: VideoReidData) -> str:
     ]
     for split in SPLITS:
         s = stats[split]
-        lines.append(
-            f"  {split:<8} {s['tracklets']:>9} {s['ids']:>6} {s['frames']:>9} {s['ir']:>7} {s['rgb']:>7}"
-        )
+        lines.append(f"  {split:<8} {s['tracklets']:>9} {s['ids']:>6} {s['frames']:>9} {s['ir']:>7} {s['rgb']:>7}")
     return "\n".join(lines)
 
 
@@ -99,7 +110,9 @@ def load_dataset(
     if name not in _READERS:
         raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if Path(root).exists() and not Path(root).is_dir():  # else each reader reports its first file "missing"
-        raise DataError(f"the dataset root {root} is a file, not a folder; give the folder that holds the {name} dataset")
+        raise DataError(
+            f"the dataset root {root} is a file, not a folder; give the folder that holds the {name} dataset"
+        )
     data = _READERS[name](root, **options)
     if verbose:
         logger.info("%s", format_summary(data))

@@ -16,9 +16,7 @@ def chunk_indices(n: int, num_frames: int) -> np.ndarray:
     return idx.reshape(num_frames, size)
 
 
-def sample_frame_indices(
-    n: int, num_frames: int, train: bool, rng: np.random.Generator | None = None
-) -> np.ndarray:
+def sample_frame_indices(n: int, num_frames: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
     """The ``num_frames`` indices used from an ``n``-frame tracklet.
 
     Test: the first frame of every chunk. Train: one uniformly random frame of every

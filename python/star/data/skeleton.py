@@ -7,8 +7,6 @@ the same names (tests/test_models.py ties the joint names to the count).
 
 from __future__ import annotations
 
-from star_ext.graph import COCO_BONES, NUM_COCO_KEYPOINTS
-
 COCO17_KEYPOINTS: tuple[str, ...] = (
     "nose",
     "left_eye",
@@ -32,6 +30,7 @@ COCO17_KEYPOINTS: tuple[str, ...] = (
 
 def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
     """Index of the mirrored joint for every joint (left <-> right, centre joints fixed)."""
+
     def mirror(n: str) -> str:
         if n.startswith("left_"):
             return "right_" + n[5:]

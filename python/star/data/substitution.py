@@ -12,7 +12,7 @@ count already exceeds the allowance of the whole part, else when the part ends.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from .errors import DataError
 
@@ -29,7 +29,7 @@ class TooManySubstitutedFramesError(DataError):
 class FrameSubstitutions:
     """The substituted frames of one part of a run (``what``: ``"epoch 3"``, ``"evaluation"``)."""
 
-    def __init__(self, what: str, max_fraction: float, expected_frames: Optional[int] = None):
+    def __init__(self, what: str, max_fraction: float, expected_frames: int | None = None):
         self.what = what
         self.max_fraction = max_fraction
         self.expected_frames = expected_frames  # frames the whole part loads, for the early stop
@@ -69,5 +69,7 @@ class FrameSubstitutions:
         """``3 of 2880 frames substituted (unreadable: a.jpg, ...)``, or ``no frame substituted``."""
         if not self.substituted:
             return f"no frame substituted (of {self.frames})"
-        return (f"{self.substituted} of {self.frames} frames substituted "
-                f"(unreadable: {', '.join(self.files)}{', ...' if self.substituted > len(self.files) else ''})")
+        return (
+            f"{self.substituted} of {self.frames} frames substituted "
+            f"(unreadable: {', '.join(self.files)}{', ...' if self.substituted > len(self.files) else ''})"
+        )

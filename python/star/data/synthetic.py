@@ -82,8 +82,10 @@ class SynthConfig:
         if self.height < 16 or self.width < 8:
             raise SynthConfigError("frames must be at least 16 x 8 pixels")
         if max(self.height, self.width) > MAX_JPEG_SIDE:
-            raise SynthConfigError(f"frames of {self.height} x {self.width} pixels do not fit a JPEG "
-                                   f"(at most {MAX_JPEG_SIDE} pixels a side)")
+            raise SynthConfigError(
+                f"frames of {self.height} x {self.width} pixels do not fit a JPEG "
+                f"(at most {MAX_JPEG_SIDE} pixels a side)"
+            )
         # a tracklet's frames are rendered in memory (uint8 RGB) before they are written
         needed = self.height * self.width * 3 * self.max_frames
         available = memory if memory is not None else _available_memory()
@@ -225,8 +227,15 @@ def _write_dataset(root: Path, cfg: SynthConfig) -> None:
                     rng = _tracklet_rng(cfg, pid, code, k)
                     n = _tracklet_length(cfg, rng)
                     frames, kps = render_tracklet(
-                        ident, code == 1, cam - 1, backgrounds[(cam, code)],
-                        palettes[(pid - 1) // cfg.group_size], n, cfg.height, cfg.width, rng,
+                        ident,
+                        code == 1,
+                        cam - 1,
+                        backgrounds[(cam, code)],
+                        palettes[(pid - 1) // cfg.group_size],
+                        n,
+                        cfg.height,
+                        cfg.width,
+                        rng,
                     )
                     writer.add(pid, code, cam, frames, kps, rng)
         writer.finish(split)

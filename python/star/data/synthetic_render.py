@@ -47,7 +47,7 @@ class Identity:
     lean: float  # forward torso lean, rad
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Identity":
+    def sample(rng: np.random.Generator) -> Identity:
         u = rng.uniform
         legs = u(0.40, 0.54)
         leg_ratio = u(0.85, 1.2)  # thigh / shin
@@ -131,8 +131,14 @@ def project(joints: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
 # Drawn parts: (joint a, joint b, width factor, colour slot). Slots: 0 upper clothing,
 # 1 lower clothing, 2 skin, 3 sleeves (upper clothing or skin, per tracklet).
 _LIMBS = (
-    (5, 7, 0.85, 0), (6, 8, 0.85, 0), (7, 9, 0.7, 3), (8, 10, 0.7, 3),
-    (11, 13, 1.15, 1), (12, 14, 1.15, 1), (13, 15, 0.95, 1), (14, 16, 0.95, 1),
+    (5, 7, 0.85, 0),
+    (6, 8, 0.85, 0),
+    (7, 9, 0.7, 3),
+    (8, 10, 0.7, 3),
+    (11, 13, 1.15, 1),
+    (12, 14, 1.15, 1),
+    (13, 15, 0.95, 1),
+    (14, 16, 0.95, 1),
 )
 
 
@@ -159,7 +165,9 @@ def draw_figure(
     limb_px = max(1.0, ident.limb * scale)
     parts = []
     for a, b, wf, slot in _LIMBS:
-        parts.append(((depth[a] + depth[b]) / 2, "line", (pts[a], pts[b]), max(1, int(round(limb_px * wf))), colours[slot]))
+        parts.append(
+            ((depth[a] + depth[b]) / 2, "line", (pts[a], pts[b]), max(1, int(round(limb_px * wf))), colours[slot])
+        )
     torso = np.array([pts[5], pts[6], pts[12], pts[11]])
     parts.append((float(depth[[5, 6, 11, 12]].mean()), "torso", torso, max(1, int(round(limb_px * 2.0))), colours[0]))
     head_c = (pts[3] + pts[4]) / 2
@@ -182,7 +190,9 @@ def draw_figure(
             cv2.circle(img, _pt(centre), max(_ONE, int(round(size * _ONE))), colour, -1, cv2.LINE_AA, _SHIFT)
 
 
-def smooth_texture(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int], channels: int) -> np.ndarray:
+def smooth_texture(
+    rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int], channels: int
+) -> np.ndarray:
     """Smooth random float32 texture in [0, 1] of ``shape`` (H, W) from a ``cells`` grid."""
     low = rng.random((cells[0], cells[1], channels), dtype=np.float32)
     tex = cv2.resize(low, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
@@ -329,7 +339,9 @@ def render_tracklet(
         kp[:, 0] = pts[:, 0] / width + rng.normal(0.0, sigma)
         kp[:, 1] = pts[:, 1] / height + rng.normal(0.0, sigma)
         kp[:, 2] = rng.uniform(conf_lo, conf_hi, NUM_COCO_KEYPOINTS) * visible_conf
-        lost = (rng.random(NUM_COCO_KEYPOINTS) < drop) | (kp[:, 0] < 0) | (kp[:, 0] > 1) | (kp[:, 1] < 0) | (kp[:, 1] > 1)
+        lost = (
+            (rng.random(NUM_COCO_KEYPOINTS) < drop) | (kp[:, 0] < 0) | (kp[:, 0] > 1) | (kp[:, 1] < 0) | (kp[:, 1] > 1)
+        )
         if rng.random() < miss:
             lost[:] = True
         kp[lost] = 0.0

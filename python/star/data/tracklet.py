@@ -81,13 +81,15 @@ class VideoReidData:
     dropped: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_splits(cls, name: str, root, train: list[Tracklet], query: list[Tracklet],
-                    gallery: list[Tracklet], **fields) -> "VideoReidData":
+    def from_splits(
+        cls, name: str, root, train: list[Tracklet], query: list[Tracklet], gallery: list[Tracklet], **fields
+    ) -> VideoReidData:
         """What a reader returns: training pids relabelled to 0..N-1 (``train_pid_map`` keeps the
         dataset's), query and gallery pids as read; ``fields``: the other attributes."""
         train, pid_map = relabel_train(train)
-        return cls(name=name, root=str(root), train=train, query=query, gallery=gallery,
-                   train_pid_map=pid_map, **fields)
+        return cls(
+            name=name, root=str(root), train=train, query=query, gallery=gallery, train_pid_map=pid_map, **fields
+        )
 
     @property
     def num_train_pids(self) -> int:

@@ -201,12 +201,21 @@ def training_state(
 
 
 def best_state(
-    *, epoch: int, step: int, model: Mapping[str, Any], num_classes: int, config: Mapping[str, Any],
-    dataset: Mapping[str, str], metrics: Mapping[str, Any],
+    *,
+    epoch: int,
+    step: int,
+    model: Mapping[str, Any],
+    num_classes: int,
+    config: Mapping[str, Any],
+    dataset: Mapping[str, str],
+    metrics: Mapping[str, Any],
 ) -> dict[str, Any]:
     """``best.pt``: the weights of the best evaluation so far and its metrics summary."""
     return {
-        **_identity(epoch, step, model), "num_classes": num_classes, "config": config, "dataset": dict(dataset),
+        **_identity(epoch, step, model),
+        "num_classes": num_classes,
+        "config": config,
+        "dataset": dict(dataset),
         "metrics": metrics,
     }
 
@@ -261,7 +270,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 class preserved_rng:
     """Context manager: whatever runs inside (e.g. an evaluation) leaves every RNG as it found it."""
 
-    def __enter__(self) -> "preserved_rng":
+    def __enter__(self) -> preserved_rng:
         self._state = capture_rng_state()
         return self
 
@@ -272,6 +281,8 @@ class preserved_rng:
 # ----------------------------------------------------------------------------- config
 
 
+def _shown(value: Any, missing: object) -> str:
+    return "(absent)" if value is missing else repr(value)
 
 
 def config_differences(
@@ -287,13 +298,16 @@ def config_differences(
         missing = object()
         va, vb = a.get(key, missing), b.get(key, missing)
         if va != vb:
-            fmt = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
-            diffs.append(f"{key}: checkpoint {fmt(va)}, now {fmt(vb)}")
+            diffs.append(f"{key}: checkpoint {_shown(va, missing)}, now {_shown(vb, missing)}")
     return diffs
 
 
 def check_resumable(
-    ckpt: Mapping[str, Any], path: Path, config: Mapping[str, Any], num_classes: int, epochs: int,
+    ckpt: Mapping[str, Any],
+    path: Path,
+    config: Mapping[str, Any],
+    num_classes: int,
+    epochs: int,
     dataset: Mapping[str, str],
 ) -> None:
     """``CheckpointError`` unless run ``config`` (``RunConfig.to_dict()``, ``num_classes``

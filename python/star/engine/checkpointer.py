@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from collections.abc import Mapping
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
 from ..config import RunConfig
 from . import distributed as dist_utils
-from .checkpoint import BEST, LAST, best_state, capture_rng_state, check_resumable, load_checkpoint
-from .checkpoint import restore_rng_state, save_checkpoint, training_state
+from .checkpoint import (
+    BEST,
+    LAST,
+    best_state,
+    capture_rng_state,
+    check_resumable,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    training_state,
+)
 from .distributed import DistInfo, DistributedSetupError
 from .runtime import seed_everything
 from .state import ResumePoint, TrainingParts, TrainingState
@@ -30,7 +39,13 @@ class Checkpointer:
     ``best.pt`` of the run in ``out``; every write goes through :meth:`write`."""
 
     def __init__(
-        self, state: TrainingState, parts: TrainingParts, cfg: RunConfig, out: Path, dist: DistInfo, num_classes: int,
+        self,
+        state: TrainingState,
+        parts: TrainingParts,
+        cfg: RunConfig,
+        out: Path,
+        dist: DistInfo,
+        num_classes: int,
         dataset: Mapping[str, str],
     ) -> None:
         """``dataset``: the training data's ``name``, ``root`` and ``fingerprint``; a resumed run
@@ -38,7 +53,7 @@ class Checkpointer:
         self.state, self.parts, self.cfg, self.out, self.dist = state, parts, cfg, out, dist
         self.num_classes, self.dataset = num_classes, dict(dataset)
         self.resolved_config = cfg.to_dict()
-        self._pending: Optional[dict[str, Any]] = None  # the last write awaiting its evaluation (rank 0)
+        self._pending: dict[str, Any] | None = None  # the last write awaiting its evaluation (rank 0)
 
     @property
     def last(self) -> Path:
@@ -72,10 +87,14 @@ class Checkpointer:
             best_s = f"{s.best_map:.2%} (epoch {s.best_epoch})" if s.best_map is not None else "none yet"
             logger.info(
                 "resumed from %s: %d/%d epochs done, step %d, best mAP %s",
-                self.last, s.start_epoch, s.max_epochs, s.step, best_s,
+                self.last,
+                s.start_epoch,
+                s.max_epochs,
+                s.step,
+                best_s,
             )
 
-    def _load_last(self) -> Optional[dict[str, Any]]:
+    def _load_last(self) -> dict[str, Any] | None:
         last = self.last
         exists = last.is_file()
         resuming = self.cfg.train.resume and exists
@@ -118,11 +137,21 @@ class Checkpointer:
         if not self.dist.is_main:
             return
         content = training_state(
-            epoch=epochs_done, step=s.step, model=p.model.state_dict(), optimizer=p.optimizer.state_dict(),
-            scheduler=p.scheduler.state_dict(), scaler=p.scaler.state_dict(), sampler=p.sampler.state_dict(),
-            rng=[e["rng"] for e in everyone], loader_generator=[e["generator"] for e in everyone],
-            num_classes=self.num_classes, config=self.resolved_config, dataset=self.dataset,
-            best=s.best, last_metrics=s.last_summary, eval_pending=eval_pending,
+            epoch=epochs_done,
+            step=s.step,
+            model=p.model.state_dict(),
+            optimizer=p.optimizer.state_dict(),
+            scheduler=p.scheduler.state_dict(),
+            scaler=p.scaler.state_dict(),
+            sampler=p.sampler.state_dict(),
+            rng=[e["rng"] for e in everyone],
+            loader_generator=[e["generator"] for e in everyone],
+            num_classes=self.num_classes,
+            config=self.resolved_config,
+            dataset=self.dataset,
+            best=s.best,
+            last_metrics=s.last_summary,
+            eval_pending=eval_pending,
         )
         self.write(content, self.last)
         self._pending = content if eval_pending else None
@@ -137,7 +166,12 @@ class Checkpointer:
 
     def write_best(self, epochs_done: int, summary: dict[str, Any]) -> None:
         content = best_state(
-            epoch=epochs_done, step=self.state.step, model=self.parts.model.state_dict(),
-            num_classes=self.num_classes, config=self.resolved_config, dataset=self.dataset, metrics=summary,
+            epoch=epochs_done,
+            step=self.state.step,
+            model=self.parts.model.state_dict(),
+            num_classes=self.num_classes,
+            config=self.resolved_config,
+            dataset=self.dataset,
+            metrics=summary,
         )
         self.write(content, self.out / BEST)

@@ -14,13 +14,15 @@ import dataclasses
 import datetime
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import star_ext
 import torch
 import torch.distributed as dist
 from torch import nn
+
+import star_ext
 
 from ..errors import StarError
 from .checkpoint import preserved_rng
@@ -89,9 +91,7 @@ def init_distributed(device_type: str) -> tuple[DistInfo, bool]:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
             kwargs["device_id"] = torch.device("cuda", local_rank)
-        dist.init_process_group(
-            backend, rank=rank, world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT, **kwargs
-        )
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT, **kwargs)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), created
 
 
@@ -157,7 +157,11 @@ class _DropOutputs(nn.Module):
 
 
 def probe_unused(
-    model: nn.Module, criterion: nn.Module, device: torch.device, shape: tuple[int, int, int], num_classes: int,
+    model: nn.Module,
+    criterion: nn.Module,
+    device: torch.device,
+    shape: tuple[int, int, int],
+    num_classes: int,
     autocast: Callable[[], Any],
 ) -> tuple[list[str], list[str]]:
     """The model outputs the loss does not use and the trainable parameters that get no
@@ -194,8 +198,13 @@ def probe_unused(
 
 
 def wrap_model(
-    model: nn.Module, criterion: nn.Module, info: DistInfo, device: torch.device, shape: tuple[int, int, int],
-    num_classes: int, autocast: Callable[[], Any],
+    model: nn.Module,
+    criterion: nn.Module,
+    info: DistInfo,
+    device: torch.device,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    autocast: Callable[[], Any],
 ) -> nn.Module:
     """``model`` in ``DistributedDataParallel``, unused outputs dropped, ``find_unused_parameters``
     only when some parameter gets no gradient on some rank (see :func:`probe_unused`)."""
@@ -205,8 +214,11 @@ def wrap_model(
         logger.info(
             "DDP: outputs without a loss term: %s; %d parameter tensors get no gradient (%s%s); "
             "find_unused_parameters=%s",
-            ", ".join(unused_fields) or "none", len(unused_params), ", ".join(unused_params[:3]),
-            " ..." if len(unused_params) > 3 else "", find_unused,
+            ", ".join(unused_fields) or "none",
+            len(unused_params),
+            ", ".join(unused_params[:3]),
+            " ..." if len(unused_params) > 3 else "",
+            find_unused,
         )
     return nn.parallel.DistributedDataParallel(
         _DropOutputs(model, unused_fields),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -35,7 +34,7 @@ class TrainingDiverged(StarError, RuntimeError):
         iteration: int,
         step: int,
         terms: dict[str, float],
-        checkpoint: Optional[Path],
+        checkpoint: Path | None,
         what: str = "loss",
         iterations: int = 1,
     ):

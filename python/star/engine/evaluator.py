@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +28,7 @@ from ..config import RunConfig
 from ..data.keypoint_store import KeypointStore
 from ..data.substitution import FrameSubstitutions
 from ..data.tracklet import INFRARED, VISIBLE, VideoReidData
-from ..metrics import RankingResult, format_table
-from ..metrics import protocols
+from ..metrics import RankingResult, format_table, protocols
 from ..reports.feature_files import Features
 from ..reports.metrics_file import METRICS_FILE, write_metrics
 from ..reports.rank_lists import write_rank_lists
@@ -57,7 +56,7 @@ class EvalResult:
     info: dict[str, Any] = field(default_factory=dict)
     # frames substituted because undecodable (None: evaluated from saved features); printed in
     # the table, not in metrics.json, whose content depends on the embeddings alone
-    substituted_frames: Optional[int] = None
+    substituted_frames: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The content of metrics.json: metrics as fractions in [0, 1] (``R<k>`` = CMC at rank k)."""
@@ -114,8 +113,10 @@ def evaluate_features(
         info["same_modality"] = bool(same_modality)
     if protocol == protocols.BUPT_OFFICIAL_DROPPED:
         batch = protocols.OFFICIAL_TEST_BATCH
-        dropped = {name: int((~protocols.official_dropped_keep(f.modalities)).sum())
-                   for name, f in (("query", query), ("gallery", gallery))}
+        dropped = {
+            name: int((~protocols.official_dropped_keep(f.modalities)).sum())
+            for name, f in (("query", query), ("gallery", gallery))
+        }
         info["dropped"] = {**dropped, "rule": f"last len(RGB) % {batch} RGB tracklets of each split"}
         notes.append(
             f"NOTE: bupt-official-dropped: {dropped['query']} query and {dropped['gallery']} gallery RGB "
@@ -123,8 +124,12 @@ def evaluate_features(
             "only for comparison with published numbers, not the full protocol"
         )
     results = protocols.evaluate_protocol(
-        protocol, _protocol_set(query), _protocol_set(gallery),
-        same_modality=same_modality, max_rank=max_rank, rerank=rerank,
+        protocol,
+        _protocol_set(query),
+        _protocol_set(gallery),
+        same_modality=same_modality,
+        max_rank=max_rank,
+        rerank=rerank,
     )
     title = (
         f"{dataset or 'features'}: protocol {protocol}{' + re-ranking' if rerank else ''}, "
@@ -154,11 +159,11 @@ def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool 
 def evaluate(
     model: nn.Module,
     data: VideoReidData,
-    keypoints: Optional[KeypointStore],
+    keypoints: KeypointStore | None,
     cfg: RunConfig,
     *,
     device: str | torch.device = "cpu",
-    output_dir: Optional[str | Path] = None,
+    output_dir: str | Path | None = None,
     progress: bool = False,
     visrank: bool = False,
 ) -> EvalResult:
@@ -179,9 +184,13 @@ def evaluate(
     gallery = extract_features(model, data.gallery, keypoints, substitutions=substitutions, **kw)
     substitutions.check()
     result = evaluate_features(
-        query, gallery,
-        protocol=cfg.eval.protocol, dataset=data.name, same_modality=cfg.eval.same_modality,
-        rerank=cfg.eval.rerank, max_rank=cfg.eval.max_rank,
+        query,
+        gallery,
+        protocol=cfg.eval.protocol,
+        dataset=data.name,
+        same_modality=cfg.eval.same_modality,
+        rerank=cfg.eval.rerank,
+        max_rank=cfg.eval.max_rank,
     )
     result.substituted_frames = substitutions.substituted
     result.table += f"\nframes: {substitutions.summary()}"
@@ -190,7 +199,13 @@ def evaluate(
         write_metrics(result, out / METRICS_FILE)
         if visrank and cfg.eval.visrank_queries > 0:
             write_rank_lists(
-                data, keypoints, query, gallery, out / "visrank",
-                topk=cfg.eval.visrank_topk, num_queries=cfg.eval.visrank_queries, protocol=result.protocol,
+                data,
+                keypoints,
+                query,
+                gallery,
+                out / "visrank",
+                topk=cfg.eval.visrank_topk,
+                num_queries=cfg.eval.visrank_queries,
+                protocol=result.protocol,
             )
     return result

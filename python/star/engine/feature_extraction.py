@@ -9,7 +9,6 @@ by ``star.reports.feature_files``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from torch import nn
@@ -29,7 +28,7 @@ __all__ = ["extract_features"]
 def extract_features(
     model: nn.Module,
     tracklets: Sequence[Tracklet],
-    keypoints: Optional[KeypointStore],
+    keypoints: KeypointStore | None,
     *,
     num_frames: int,
     height: int,
@@ -39,7 +38,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     amp: bool = False,
     progress: bool = False,
-    substitutions: Optional[FrameSubstitutions] = None,
+    substitutions: FrameSubstitutions | None = None,
 ) -> Features:
     """Embed every tracklet once, in order: ``model(frames, keypoints, modality)`` in eval mode.
 
@@ -71,9 +70,11 @@ def extract_features(
     chunks: list[torch.Tensor] = []
     seen = 0
     try:
-        with torch.no_grad(), mixed_precision(device, amp), counting_progress(
-            len(loader), "features", enabled=progress, unit="batches"
-        ) as advance:
+        with (
+            torch.no_grad(),
+            mixed_precision(device, amp),
+            counting_progress(len(loader), "features", enabled=progress, unit="batches") as advance,
+        ):
             for batch in loader:
                 index = batch["index"]
                 if index[0].item() != seen:  # the loader must keep the tracklet order

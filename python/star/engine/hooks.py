@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,8 +39,8 @@ from . import distributed as dist_utils
 from .checkpoint import LAST, preserved_rng
 from .checkpointer import Checkpointer
 from .distributed import DistInfo
-from .loop import HookBase
 from .logs import RunLog
+from .loop import HookBase
 from .state import TrainingState
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def evaluation_due(epochs_done: int, epochs: int, eval_period: int) -> bool:
     return epochs_done == epochs or (eval_period > 0 and epochs_done % eval_period == 0)
 
 
-def improves(value: float, best: Optional[float]) -> bool:
+def improves(value: float, best: float | None) -> bool:
     """Whether mean mAP ``value`` beats ``best`` (a NaN never wins, and is always beaten)."""
     if best is None or math.isnan(best):
         return best is None or not math.isnan(value)
@@ -96,7 +96,7 @@ class EvalHook(HookBase):
         self,
         state: TrainingState,
         model: torch.nn.Module,
-        evaluate: Callable[[bool], "EvalResult"],
+        evaluate: Callable[[bool], EvalResult],
         checkpointer: Checkpointer,
         run_log: RunLog,
         dist: DistInfo,
@@ -110,8 +110,12 @@ class EvalHook(HookBase):
         if s.eval_pending:
             self._evaluate(s.start_epoch)
         elif s.start_epoch >= s.max_epochs and self.dist.is_main:
-            logger.info("training already finished (%d/%d epochs); final metrics from %s",
-                        s.start_epoch, s.max_epochs, self.out / LAST)
+            logger.info(
+                "training already finished (%d/%d epochs); final metrics from %s",
+                s.start_epoch,
+                s.max_epochs,
+                self.out / LAST,
+            )
 
     def after_epoch(self) -> None:
         if self.state.eval_pending:  # the checkpoint hook wrote last.pt for this evaluation

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -69,7 +69,7 @@ def run_config_from_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
 
 
 def load_trained_model(
-    checkpoint: str | Path, device: str | torch.device = "auto", model: Optional[Any] = None
+    checkpoint: str | Path, device: str | torch.device = "auto", model: Any | None = None
 ) -> TrainedModel:
     """Rebuild the network of ``checkpoint`` from its own model config and load its weights.
 
@@ -111,8 +111,9 @@ def _model_fields(model: Any) -> dict[str, Any]:
 
 def _evaluation_model(checkpoint: str | Path, saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's model with the requested evaluation-time switches; other differences are errors."""
-    diffs = config_differences({"model": saved}, {"model": requested},
-                               allowed=EVAL_TIME_MODEL_KEYS + TRAINING_ONLY_MODEL_KEYS)
+    diffs = config_differences(
+        {"model": saved}, {"model": requested}, allowed=EVAL_TIME_MODEL_KEYS + TRAINING_ONLY_MODEL_KEYS
+    )
     if diffs:
         raise ConfigError(
             f"the config asks for another model than {checkpoint} holds: {'; '.join(diffs)}; "
@@ -144,7 +145,7 @@ def evaluate_checkpoint(
     cfg: RunConfig,
     checkpoint: str | Path,
     *,
-    output_dir: Optional[str | Path] = None,
+    output_dir: str | Path | None = None,
     visrank: bool = True,
     force: bool = False,
 ) -> EvalResult:
@@ -159,13 +160,23 @@ def evaluate_checkpoint(
         data, keypoints = load_eval_data(cfg)
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         return evaluate(
-            network_to_run(trained.model, cfg), data, keypoints, cfg,
-            device=trained.device, output_dir=output_dir, progress=cfg.train.progress, visrank=visrank,
+            network_to_run(trained.model, cfg),
+            data,
+            keypoints,
+            cfg,
+            device=trained.device,
+            output_dir=output_dir,
+            progress=cfg.train.progress,
+            visrank=visrank,
         )
 
 
 def extract_checkpoint_features(
-    cfg: RunConfig, checkpoint: str | Path, out: str | Path, *, splits: tuple[str, ...] = ("query", "gallery"),
+    cfg: RunConfig,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    splits: tuple[str, ...] = ("query", "gallery"),
     force: bool = False,
 ) -> dict[str, Features]:
     """Embeddings of ``splits`` with pids, cameras, modalities and paths, saved to ``out`` (.npz).
@@ -177,8 +188,12 @@ def extract_checkpoint_features(
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         network = network_to_run(trained.model, cfg)
         features = {
-            split: extract_features(network, data.split(split), keypoints,
-                                    **extraction_settings(cfg, trained.device, progress=cfg.train.progress))
+            split: extract_features(
+                network,
+                data.split(split),
+                keypoints,
+                **extraction_settings(cfg, trained.device, progress=cfg.train.progress),
+            )
             for split in splits
         }
     save_npz(features, out, meta={"checkpoint": str(checkpoint), "epoch": trained.epoch, "dataset": data.name})
@@ -195,6 +210,12 @@ def rank_lists_from_features(
     with dataset_read_lock(cfg.data.root, "star visrank"):
         data, keypoints = load_eval_data(cfg, verbose=False)
         return write_rank_lists(
-            data, keypoints, features["query"], features["gallery"], out_dir,
-            topk=topk, num_queries=num_queries, protocol=cfg.eval.protocol,
+            data,
+            keypoints,
+            features["query"],
+            features["gallery"],
+            out_dir,
+            topk=topk,
+            num_queries=num_queries,
+            protocol=cfg.eval.protocol,
         )

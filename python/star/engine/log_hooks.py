@@ -37,7 +37,12 @@ from .state import TrainingParts, TrainingState
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ConfigFileHook", "ConsoleLogHook", "ProgressBarHook", "RunLogHook", "TrainRecordHook", "run_header",
+    "ConfigFileHook",
+    "ConsoleLogHook",
+    "ProgressBarHook",
+    "RunLogHook",
+    "TrainRecordHook",
+    "run_header",
 ]
 
 # Keys of a record that are its position, not a measurement (no TensorBoard scalar).
@@ -49,8 +54,15 @@ def _loss_key(term: str) -> str:  # the log.jsonl name of a meter
 
 
 def run_header(
-    cfg: RunConfig, parts: TrainingParts, state: TrainingState, *, device: torch.device, world_size: int,
-    num_classes: int, iters_per_epoch: int, out: Path,
+    cfg: RunConfig,
+    parts: TrainingParts,
+    state: TrainingState,
+    *,
+    device: torch.device,
+    world_size: int,
+    num_classes: int,
+    iters_per_epoch: int,
+    out: Path,
 ) -> str:
     """The line that opens a run's console output: data, device, model size, schedule, output."""
     n_params = sum(q.numel() for q in parts.model.parameters())
@@ -199,8 +211,14 @@ class ConsoleLogHook(HookBase):
         losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
         logger.info(
             "[epoch %d iter %d/%d] %s lr=%.2e %.2f it/s ETA %s mem=%.0fM",
-            record["epoch"], record["iter"], record["iters"], losses, record["lr"], 1 / record["time_per_iter"],
-            format_duration(self.state.records.eta_seconds), record["memory_mb"],
+            record["epoch"],
+            record["iter"],
+            record["iters"],
+            losses,
+            record["lr"],
+            1 / record["time_per_iter"],
+            format_duration(self.state.records.eta_seconds),
+            record["memory_mb"],
         )
 
     def after_epoch(self) -> None:
@@ -210,8 +228,13 @@ class ConsoleLogHook(HookBase):
         assert s.substitutions is not None, "the trainer counts each epoch's substituted frames"
         logger.info(
             "epoch %d/%d: loss %.4f, %.1fs, lr %.2e, mem %.0fM, %s",
-            record["epoch"], s.max_epochs, record.get("loss", float("nan")), record["epoch_time"], record["lr"],
-            record["memory_mb"], s.substitutions.summary(),
+            record["epoch"],
+            s.max_epochs,
+            record.get("loss", float("nan")),
+            record["epoch_time"],
+            record["lr"],
+            record["memory_mb"],
+            s.substitutions.summary(),
         )
 
 
@@ -235,8 +258,10 @@ class ProgressBarHook(HookBase):
         record = self.state.records.train
         if record is not None:
             self.bar.set_postfix(
-                loss=f"{record.get('loss', float('nan')):.3f}", lr=f"{record['lr']:.2e}",
-                eta=format_duration(self.state.records.eta_seconds), mem=f"{record['memory_mb']:.0f}M",
+                loss=f"{record.get('loss', float('nan')):.3f}",
+                lr=f"{record['lr']:.2e}",
+                eta=format_duration(self.state.records.eta_seconds),
+                mem=f"{record['memory_mb']:.0f}M",
                 refresh=False,
             )
 

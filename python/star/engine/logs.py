@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -87,7 +87,7 @@ def _redone(record: dict[str, Any], step: int, epoch: int, eval_pending: bool) -
     return False
 
 
-def open_tensorboard(log_dir: str | Path, purge_step: Optional[int] = None):
+def open_tensorboard(log_dir: str | Path, purge_step: int | None = None):
     """A ``SummaryWriter`` for ``log_dir``, or None with one warning when tensorboard is not installed.
 
     ``purge_step``: events at or after this step, left by an interrupted run, are discarded.
@@ -126,8 +126,8 @@ class DeviceMeters:
     """
 
     def __init__(self) -> None:
-        self.names: Optional[list[str]] = None
-        self._sums: Optional[torch.Tensor] = None  # [2, len(names)]: the window's, the epoch's
+        self.names: list[str] | None = None
+        self._sums: torch.Tensor | None = None  # [2, len(names)]: the window's, the epoch's
         self.window_steps = self.epoch_steps = 0
 
     def start_epoch(self) -> None:
@@ -153,8 +153,8 @@ class DeviceMeters:
         names = self.names
         window, epoch = self._sums.tolist()
         means = (
-            {k: v / self.window_steps for k, v in zip(names, window)} if self.window_steps else {},
-            {k: v / self.epoch_steps for k, v in zip(names, epoch)} if self.epoch_steps else {},
+            {k: v / self.window_steps for k, v in zip(names, window, strict=False)} if self.window_steps else {},
+            {k: v / self.epoch_steps for k, v in zip(names, epoch, strict=False)} if self.epoch_steps else {},
         )
         self._sums[0].zero_()
         self.window_steps = 0
@@ -168,11 +168,11 @@ class RunLog:
 
     def __init__(self, out: Path, tensorboard: bool) -> None:
         self.out, self.tensorboard = out, tensorboard
-        self._jsonl: Optional[JsonlLog] = None
+        self._jsonl: JsonlLog | None = None
         self._tb: Any = None  # a SummaryWriter, or None
-        self._resumed: Optional[dict[str, Any]] = None
+        self._resumed: dict[str, Any] | None = None
 
-    def open(self, step: int, resumed: Optional[dict[str, Any]]) -> None:
+    def open(self, step: int, resumed: dict[str, Any] | None) -> None:
         """Open for a run at optimiser step ``step``; ``resumed`` (where a resumed run picked up)
         is logged with the first record, so a finished rerun logs nothing."""
         self._jsonl = JsonlLog(self.out / LOG_FILE)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import random
 import warnings
-from typing import Optional
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def use_device(device: torch.device, local_rank: Optional[int] = None) -> torch.device:
+def use_device(device: torch.device, local_rank: int | None = None) -> torch.device:
     """The device this process computes on, made current: under DDP (``local_rank``) its
     own GPU; a bare ``cuda`` is the current GPU."""
     if device.type == "cuda" and local_rank is not None:
@@ -65,7 +64,7 @@ class DeterminismSettings:
     def __init__(self, deterministic: bool):
         self.deterministic = deterministic
 
-    def __enter__(self) -> "DeterminismSettings":
+    def __enter__(self) -> DeterminismSettings:
         self._saved = (
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),

@@ -13,8 +13,7 @@ first iteration of the milestone epoch, exactly as an epoch-stepped MultiStepLR.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection
-from typing import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
@@ -22,9 +21,7 @@ from torch import nn
 from ..config import OptimConfig
 
 
-def param_groups(
-    model: nn.Module, cfg: OptimConfig, pretrained: Collection[str] = ()
-) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimConfig, pretrained: Collection[str] = ()) -> list[dict]:
     """SGD parameter groups of ``model``'s trainable parameters.
 
     ``pretrained``: names (as in ``model.named_parameters()``) initialised from

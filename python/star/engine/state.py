@@ -10,7 +10,7 @@ between the loop, the trainer and the hooks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -47,8 +47,8 @@ class LossMeans:
 class LogRecords:
     """What ``TrainRecordHook`` measured for the hooks that write it (``star.engine.log_hooks``)."""
 
-    train: Optional[dict[str, Any]] = None  # this step's ``train`` record on a logging step, else None
-    epoch: Optional[dict[str, Any]] = None  # the finished epoch's ``epoch`` record (after the epoch)
+    train: dict[str, Any] | None = None  # this step's ``train`` record on a logging step, else None
+    epoch: dict[str, Any] | None = None  # the finished epoch's ``epoch`` record (after the epoch)
     eta_seconds: float = 0.0  # the run's time left, as of the latest ``train`` record
 
 
@@ -78,12 +78,12 @@ class TrainingState:
     step_lr: float = 0.0  # the lr the last step was taken with
     losses: LossMeans = field(default_factory=LossMeans)
     records: LogRecords = field(default_factory=LogRecords)
-    substitutions: Optional[FrameSubstitutions] = None  # the current epoch's substituted frames
-    best_map: Optional[float] = None  # best mean mAP so far and the epochs done when it was measured
-    best_epoch: Optional[int] = None
-    last_summary: Optional[dict[str, Any]] = None  # the latest evaluation's summary (the run's result)
+    substitutions: FrameSubstitutions | None = None  # the current epoch's substituted frames
+    best_map: float | None = None  # best mean mAP so far and the epochs done when it was measured
+    best_epoch: int | None = None
+    last_summary: dict[str, Any] | None = None  # the latest evaluation's summary (the run's result)
     eval_pending: bool = False  # last.pt was written for an evaluation whose result is not in it yet
-    resumed_from: Optional[ResumePoint] = None
+    resumed_from: ResumePoint | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -105,5 +105,5 @@ class TrainingParts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     sampler: EpochSampler
-    loader_generator: Optional[torch.Generator]
+    loader_generator: torch.Generator | None
     amp: bool

@@ -57,7 +57,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -65,14 +65,22 @@ from torch.utils.data import DataLoader
 
 from ..config import RunConfig, check_ranges
 from ..console import log_to_stdout
-from ..data import KeypointStore, VideoReidData, load_dataset, normalize_frames, open_keypoint_store, prepare_synthetic, train_loader
+from ..data import (
+    KeypointStore,
+    VideoReidData,
+    load_dataset,
+    normalize_frames,
+    open_keypoint_store,
+    prepare_synthetic,
+    train_loader,
+)
 from ..data.substitution import FrameSubstitutions
 from ..data.synthetic import dataset_read_lock
 from ..fileio import exclusive_dir_lock, remove_stale_temporaries
 from ..losses import StarLoss
+from ..models import STAR, CompiledNetwork, build_network
 from ..output_paths import check_output_dir
 from ..progress import on_terminal
-from ..models import STAR, CompiledNetwork, build_network
 from . import distributed as dist_utils
 from .checkpoint import LAST
 from .checkpointer import Checkpointer
@@ -123,7 +131,7 @@ class Trainer(TrainerBase):
     dist: dist_utils.DistInfo
     device: torch.device
     data: VideoReidData
-    keypoints: Optional[KeypointStore]
+    keypoints: KeypointStore | None
     num_classes: int
     loader: DataLoader
     sampler: EpochSampler
@@ -141,7 +149,7 @@ class Trainer(TrainerBase):
         super().__init__(TrainingState(max_epochs=cfg.optim.epochs))
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self._lock: Optional[Path] = None
+        self._lock: Path | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -200,17 +208,29 @@ class Trainer(TrainerBase):
     def build_train_loader(self) -> DataLoader:
         cfg = self.cfg
         loader = train_loader(
-            self.data.train, self.keypoints, num_frames=cfg.model.seq_len, num_ids=cfg.data.num_ids,
-            num_per_modality=cfg.data.num_per_modality, height=cfg.data.height, width=cfg.data.width,
-            num_workers=cfg.data.num_workers, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+            self.data.train,
+            self.keypoints,
+            num_frames=cfg.model.seq_len,
+            num_ids=cfg.data.num_ids,
+            num_per_modality=cfg.data.num_per_modality,
+            height=cfg.data.height,
+            width=cfg.data.width,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             num_batches=cfg.data.batches_per_epoch,
         )
         if cfg.deterministic and loader.num_workers > 0 and loader.persistent_workers:
             # Persistent workers carry their RNG state from epoch to epoch, which a resumed run
             # cannot recreate; fresh workers are seeded from the (checkpointed) loader generator.
             loader = DataLoader(
-                loader.dataset, batch_sampler=loader.batch_sampler, num_workers=loader.num_workers,
-                pin_memory=loader.pin_memory, generator=loader.generator, persistent_workers=False,
+                loader.dataset,
+                batch_sampler=loader.batch_sampler,
+                num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory,
+                generator=loader.generator,
+                persistent_workers=False,
             )
         return loader
 
@@ -223,9 +243,13 @@ class Trainer(TrainerBase):
         optimizer = self.build_optimizer(model, built.pretrained_names)
         amp = self.cfg.train.amp and self.device.type == "cuda"
         self.parts = TrainingParts(
-            model=model, optimizer=optimizer, scheduler=self.build_scheduler(optimizer),
-            scaler=torch.amp.GradScaler("cuda", enabled=amp), sampler=self.sampler,
-            loader_generator=self.loader.generator, amp=amp,
+            model=model,
+            optimizer=optimizer,
+            scheduler=self.build_scheduler(optimizer),
+            scaler=torch.amp.GradScaler("cuda", enabled=amp),
+            sampler=self.sampler,
+            loader_generator=self.loader.generator,
+            amp=amp,
         )
         self.criterion = self.build_loss()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -281,8 +305,14 @@ class Trainer(TrainerBase):
         if self.dist.is_main:  # rank 0 logs alone
             bar = cfg.train.progress and on_terminal()  # else one console line per logging period
             header = run_header(
-                cfg, self.parts, state, device=self.device, world_size=self.dist.world_size,
-                num_classes=self.num_classes, iters_per_epoch=self.iters_per_epoch, out=self.out,
+                cfg,
+                self.parts,
+                state,
+                device=self.device,
+                world_size=self.dist.world_size,
+                num_classes=self.num_classes,
+                iters_per_epoch=self.iters_per_epoch,
+                out=self.out,
             )
             hooks += [
                 TrainRecordHook(state, self.parts, self.device, self.iters_per_epoch, cfg.train.log_period),
@@ -349,6 +379,12 @@ class Trainer(TrainerBase):
         from .evaluator import evaluate  # imported lazily: evaluation pulls in the metrics stack
 
         return evaluate(
-            self.eval_model, self.data, self.keypoints, self.cfg,
-            device=self.device, output_dir=self.out, progress=self.cfg.train.progress, visrank=final,
+            self.eval_model,
+            self.data,
+            self.keypoints,
+            self.cfg,
+            device=self.device,
+            output_dir=self.out,
+            progress=self.cfg.train.progress,
+            visrank=final,
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,16 +33,27 @@ from ..data.synthetic import dataset_read_lock
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet
 from ..data.transforms import normalize_frames
 from ..engine.inference import load_trained_model
-from ..output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write_text
 from ..models import STAR
+from ..output_paths import check_output_file, prepare_output_file
 from .figures import FIGURE_FILES, write_figures
 from .probes import BatchProbe, probe_batch
 
 __all__ = [
-    "CONFIDENCE_BINS", "DEFAULT_MAX_TRACKLETS", "EXPLAIN_FILE", "EXPLAIN_SPLITS", "CorrectionProfile", "Explanation",
-    "JointAttention", "JointSaliency", "ModalityExplanation", "PoolingMix", "explain_checkpoint", "explain_model",
-    "default_output_dir", "write_explanation",
+    "CONFIDENCE_BINS",
+    "DEFAULT_MAX_TRACKLETS",
+    "EXPLAIN_FILE",
+    "EXPLAIN_SPLITS",
+    "CorrectionProfile",
+    "Explanation",
+    "JointAttention",
+    "JointSaliency",
+    "ModalityExplanation",
+    "PoolingMix",
+    "explain_checkpoint",
+    "explain_model",
+    "default_output_dir",
+    "write_explanation",
 ]
 
 EXPLAIN_FILE = "explain.json"
@@ -125,9 +136,9 @@ class CorrectionProfile:
     position_std: Floats
     relative_mean: Floats
     bin_edges: Floats
-    bin_mean: tuple[Optional[float], ...]
+    bin_mean: tuple[float | None, ...]
     bin_frames: tuple[int, ...]
-    correlation: Optional[float]
+    correlation: float | None
 
 
 @dataclass
@@ -136,10 +147,10 @@ class ModalityExplanation:
 
     modality: str
     tracklets: int
-    attention: Optional[JointAttention] = None
-    saliency: Optional[JointSaliency] = None
-    pooling: Optional[PoolingMix] = None
-    correction: Optional[CorrectionProfile] = None
+    attention: JointAttention | None = None
+    saliency: JointSaliency | None = None
+    pooling: PoolingMix | None = None
+    correction: CorrectionProfile | None = None
     absent: dict[str, str] = field(default_factory=dict)
 
 
@@ -195,8 +206,10 @@ def _floats(values: torch.Tensor | np.ndarray) -> Floats:
 def _attention(model: STAR, probes: list[BatchProbe]) -> JointAttention:
     layers = [torch.cat([p.received[i] for p in probes]).mean(dim=(0, 1)) for i in range(2)]
     return JointAttention(
-        layers=tuple(_floats(layer) for layer in layers), mean=_floats(torch.stack(layers).mean(dim=0)),
-        uniform=_floats(_uniform_received(model)), reproduction_error=max(p.reproduction_error for p in probes),
+        layers=tuple(_floats(layer) for layer in layers),
+        mean=_floats(torch.stack(layers).mean(dim=0)),
+        uniform=_floats(_uniform_received(model)),
+        reproduction_error=max(p.reproduction_error for p in probes),
     )
 
 
@@ -204,7 +217,8 @@ def _saliency(probes: list[BatchProbe]) -> JointSaliency:
     squares = torch.cat([p.saliency_squares for p in probes]).sum(dim=1)  # [N, 17, 3]
     return JointSaliency(
         per_coordinate=tuple(_floats(row) for row in squares.sqrt().mean(dim=0)),
-        total=_floats(squares.sum(dim=2).sqrt().mean(dim=0)), tracklets=len(squares),
+        total=_floats(squares.sum(dim=2).sqrt().mean(dim=0)),
+        tracklets=len(squares),
     )
 
 
@@ -214,7 +228,8 @@ def _pooling(model: STAR, probes: list[BatchProbe]) -> PoolingMix:
     dominant = torch.bincount(flat.argmax(dim=0), minlength=flat.shape[0]).double() / flat.shape[1]
     return PoolingMix(
         exponents=_floats(model.sequence_guidance.pooling.exponents.detach().cpu()),
-        weight_mean=_floats(flat.mean(dim=1)), weight_std=_floats(flat.std(dim=1, unbiased=False)),
+        weight_mean=_floats(flat.mean(dim=1)),
+        weight_std=_floats(flat.std(dim=1, unbiased=False)),
         dominant_share=_floats(dominant),
     )
 
@@ -233,9 +248,14 @@ def _correction(model: STAR, probes: list[BatchProbe]) -> CorrectionProfile:
     if values.std() > 0 and conf.std() > 0:
         correlation = float(np.corrcoef(conf, values)[0, 1])
     return CorrectionProfile(
-        offset=float(model.frame_correction.offset), position_mean=_floats(size.mean(dim=0)),
-        position_std=_floats(size.std(dim=0, unbiased=False)), relative_mean=_floats(relative.mean(dim=0)),
-        bin_edges=_floats(edges), bin_mean=tuple(means), bin_frames=tuple(counts), correlation=correlation,
+        offset=float(model.frame_correction.offset),
+        position_mean=_floats(size.mean(dim=0)),
+        position_std=_floats(size.std(dim=0, unbiased=False)),
+        relative_mean=_floats(relative.mean(dim=0)),
+        bin_edges=_floats(edges),
+        bin_mean=tuple(means),
+        bin_frames=tuple(counts),
+        correlation=correlation,
     )
 
 
@@ -244,18 +264,29 @@ def _absent_reasons(model: STAR) -> dict[str, str]:
     if model.sequence_guidance is None:
         pooled = model.cfg.pooling.unguided
         reasons["attention"] = "model.sequence.enabled is false in the checkpoint: no keypoint graph"
-        reasons["pooling"] = (f"model.sequence.enabled is false in the checkpoint: frames are pooled without a "
-                              f"skeleton (model.pooling.unguided: {pooled})")
+        reasons["pooling"] = (
+            f"model.sequence.enabled is false in the checkpoint: frames are pooled without a "
+            f"skeleton (model.pooling.unguided: {pooled})"
+        )
     if model.frame_correction is None:
         reasons["correction"] = "model.frame_correction.enabled is false in the checkpoint: frames are not corrected"
     if model.skeleton_encoder is None:
-        reasons["saliency"] = ("the embedding does not depend on the keypoints: model.frame_correction.enabled and "
-                               "model.sequence.enabled are false in the checkpoint")
+        reasons["saliency"] = (
+            "the embedding does not depend on the keypoints: model.frame_correction.enabled and "
+            "model.sequence.enabled are false in the checkpoint"
+        )
     return reasons
 
 
-def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunConfig, device: torch.device,
-                  modality: str, saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS) -> ModalityExplanation:
+def explain_model(
+    model: STAR,
+    tracklets: list[Tracklet],
+    keypoints,
+    cfg: RunConfig,
+    device: torch.device,
+    modality: str,
+    saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS,
+) -> ModalityExplanation:
     """The sections of one modality's ``tracklets`` (already limited) for an eval-mode ``model``;
     the saliency on ``saliency_tracklets`` of them (spread; 0 = all)."""
     result = ModalityExplanation(modality=modality, tracklets=len(tracklets), absent=_absent_reasons(model))
@@ -263,16 +294,30 @@ def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunCon
         for section in ("attention", "saliency", "pooling", "correction"):
             result.absent.setdefault(section, f"no {modality} tracklets in the split")
         return result
-    loader = eval_loader(tracklets, keypoints, num_frames=cfg.model.seq_len, batch_size=cfg.data.eval_batch_size,
-                         height=cfg.data.height, width=cfg.data.width, num_workers=cfg.data.num_workers,
-                         pin_memory=False)
+    loader = eval_loader(
+        tracklets,
+        keypoints,
+        num_frames=cfg.model.seq_len,
+        batch_size=cfg.data.eval_batch_size,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        num_workers=cfg.data.num_workers,
+        pin_memory=False,
+    )
     wanted = _spread(len(tracklets), saliency_tracklets) if "saliency" not in result.absent else []
     probes = []
     for batch in loader:
         first = int(batch["index"][0])
         rows = [i - first for i in wanted if first <= i < first + len(batch["index"])]
-        probes.append(probe_batch(model, normalize_frames(batch["frames"].to(device)), batch["keypoints"].to(device),
-                                  batch["modality"].to(device), saliency_rows=rows))
+        probes.append(
+            probe_batch(
+                model,
+                normalize_frames(batch["frames"].to(device)),
+                batch["keypoints"].to(device),
+                batch["modality"].to(device),
+                saliency_rows=rows,
+            )
+        )
     if "attention" not in result.absent:
         result.attention = _attention(model, probes)
         result.pooling = _pooling(model, probes)
@@ -284,8 +329,13 @@ def explain_model(model: STAR, tracklets: list[Tracklet], keypoints, cfg: RunCon
 
 
 def explain_checkpoint(
-    cfg: RunConfig, checkpoint: str | Path, *, split: str = "test", max_tracklets: int = DEFAULT_MAX_TRACKLETS,
-    saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS, output_dir: Optional[str | Path] = None,
+    cfg: RunConfig,
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    max_tracklets: int = DEFAULT_MAX_TRACKLETS,
+    saliency_tracklets: int = DEFAULT_SALIENCY_TRACKLETS,
+    output_dir: str | Path | None = None,
     force: bool = False,
 ) -> Explanation:
     """Explain ``checkpoint`` on ``cfg``'s dataset (see the module docstring). ``output_dir``
@@ -307,15 +357,29 @@ def explain_checkpoint(
         trained = load_trained_model(checkpoint, cfg.train.device, cfg.model)
         tracklets = [t for name in sets for t in data.split(name)]
         modalities = {
-            name: explain_model(trained.model, _limited([t for t in tracklets if t.modality == flag], max_tracklets),
-                                keypoints, cfg, trained.device, name, saliency_tracklets)
+            name: explain_model(
+                trained.model,
+                _limited([t for t in tracklets if t.modality == flag], max_tracklets),
+                keypoints,
+                cfg,
+                trained.device,
+                name,
+                saliency_tracklets,
+            )
             for flag, name in MODALITIES.items()
         }
-    counts = {name: {m: sum(t.modality == flag for t in data.split(name)) for flag, m in MODALITIES.items()}
-              for name in sets}
+    counts = {
+        name: {m: sum(t.modality == flag for t in data.split(name)) for flag, m in MODALITIES.items()} for name in sets
+    }
     result = Explanation(
-        checkpoint=str(checkpoint), epoch=trained.epoch, dataset=data.name, split=split, seq_len=cfg.model.seq_len,
-        max_tracklets=max_tracklets, counts=counts, modalities=modalities,
+        checkpoint=str(checkpoint),
+        epoch=trained.epoch,
+        dataset=data.name,
+        split=split,
+        seq_len=cfg.model.seq_len,
+        max_tracklets=max_tracklets,
+        counts=counts,
+        modalities=modalities,
     )
     if output_dir is not None:
         path = prepare_output_file(Path(output_dir) / EXPLAIN_FILE, "explanation file")  # creates the folder

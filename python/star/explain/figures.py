@@ -35,14 +35,22 @@ FIGURE_FILES = (BODY_PARTS_FILE, POOLING_FILE, CORRECTION_FILE)
 # markers stay apart.
 BODY_TEMPLATE: tuple[tuple[float, float], ...] = (
     (0.0, 1.6),  # nose
-    (0.13, 1.77), (-0.13, 1.77),  # eyes (left, right)
-    (0.28, 1.64), (-0.28, 1.64),  # ears
-    (0.42, 1.36), (-0.42, 1.36),  # shoulders
-    (0.56, 1.02), (-0.56, 1.02),  # elbows
-    (0.64, 0.68), (-0.64, 0.68),  # wrists
-    (0.24, 0.84), (-0.24, 0.84),  # hips
-    (0.27, 0.44), (-0.27, 0.44),  # knees
-    (0.29, 0.04), (-0.29, 0.04),  # ankles
+    (0.13, 1.77),
+    (-0.13, 1.77),  # eyes (left, right)
+    (0.28, 1.64),
+    (-0.28, 1.64),  # ears
+    (0.42, 1.36),
+    (-0.42, 1.36),  # shoulders
+    (0.56, 1.02),
+    (-0.56, 1.02),  # elbows
+    (0.64, 0.68),
+    (-0.64, 0.68),  # wrists
+    (0.24, 0.84),
+    (-0.24, 0.84),  # hips
+    (0.27, 0.44),
+    (-0.27, 0.44),  # knees
+    (0.29, 0.04),
+    (-0.29, 0.04),  # ankles
 )
 MODALITY_COLORS = {"IR": "#c0392b", "RGB": "#2471a3"}
 MARKER_AREA = (30.0, 300.0)  # points^2 of the smallest and largest value of a row
@@ -60,8 +68,16 @@ def _canvas(width: float, height: float):
 def _absent(ax, reason: str) -> None:
     import textwrap
 
-    ax.text(0.5, 0.5, "absent:\n" + textwrap.fill(reason, 34), ha="center", va="center", fontsize=8,
-            color="0.35", transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        "absent:\n" + textwrap.fill(reason, 34),
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="0.35",
+        transform=ax.transAxes,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -69,8 +85,14 @@ def _absent(ax, reason: str) -> None:
 def _save_with_legend(fig, ax, path: Path) -> Path:
     """One legend (of ``ax``'s labelled artists) under the title, outside the panels."""
     fig.tight_layout(rect=(0, 0, 1, 0.88))
-    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=4, fontsize=8,
-               frameon=False)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.93),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
@@ -112,11 +134,29 @@ def _scale_panel(fig, ax, low: float, high: float, cmap, norm, label: str) -> No
     from matplotlib.lines import Line2D
 
     ax.axis("off")
-    handles = [Line2D([], [], linestyle="", marker="o", markersize=_marker_area(v, low, high) ** 0.5,
-                      markerfacecolor=cmap(norm(v)), markeredgecolor="black", label=f"{v:.3g}")
-               for v in (low, (low + high) / 2, high)]
-    ax.legend(handles=handles, loc="upper center", fontsize=7, title="size", title_fontsize=7, labelspacing=1.4,
-              borderpad=0.9, frameon=False)
+    handles = [
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markersize=_marker_area(v, low, high) ** 0.5,
+            markerfacecolor=cmap(norm(v)),
+            markeredgecolor="black",
+            label=f"{v:.3g}",
+        )
+        for v in (low, (low + high) / 2, high)
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        fontsize=7,
+        title="size",
+        title_fontsize=7,
+        labelspacing=1.4,
+        borderpad=0.9,
+        frameon=False,
+    )
     bar = ax.inset_axes((0.3, 0.04, 0.18, 0.5))
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=bar)
     bar.tick_params(labelsize=7)
@@ -131,10 +171,11 @@ def _draw_body_parts(explanation: Mapping[str, Any], path: Path) -> Path:
     joints = explanation["joints"]
     rows = [row for row in BODY_ROWS if _has(explanation, row[0])]
     fig = _canvas(2.5 * len(modalities) + 1.3, 3.5 * len(rows) + 0.4)
-    axes = fig.subplots(len(rows), len(modalities) + 1, squeeze=False,
-                        gridspec_kw={"width_ratios": [1] * len(modalities) + [0.5]})
+    axes = fig.subplots(
+        len(rows), len(modalities) + 1, squeeze=False, gridspec_kw={"width_ratios": [1] * len(modalities) + [0.5]}
+    )
     cmap = colormaps["viridis"]
-    for r, (section, pick, title, label) in enumerate(rows):
+    for r, (section, pick, _title, label) in enumerate(rows):
         present = [pick(m[section]) for m in modalities.values() if m.get(section) is not None]
         low, high = min(min(v) for v in present), max(max(v) for v in present)
         norm = Normalize(low, high if high > low else low + 1)
@@ -150,8 +191,9 @@ def _draw_body_parts(explanation: Mapping[str, Any], path: Path) -> Path:
             _body_panel(ax, values, low, high, cmap, norm)
         _scale_panel(fig, axes[r][-1], low, high, cmap, norm, label)
     # A fixed layout: tight_layout cannot place the legend column's inset colour bars.
-    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.75 / fig.get_figheight(), bottom=0.02,
-                        wspace=0.08, hspace=0.32)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, top=1 - 0.75 / fig.get_figheight(), bottom=0.02, wspace=0.08, hspace=0.32
+    )
     for r, row in enumerate(rows):
         box = axes[r][0].get_position()
         fig.text(box.x0, box.y1 + 0.32 / fig.get_figheight(), row[2], fontsize=9, fontweight="bold")
@@ -195,17 +237,27 @@ def _draw_correction(explanation: Mapping[str, Any], path: Path) -> Path:
         t = list(range(1, len(prof["position_mean"]) + 1))
         mean, std = prof["position_mean"], prof["position_std"]
         position_ax.plot(t, mean, marker="o", color=color, label=name)
-        position_ax.fill_between(t, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
-                                 color=color, alpha=0.15)
+        position_ax.fill_between(
+            t,
+            [a - b for a, b in zip(mean, std, strict=False)],
+            [a + b for a, b in zip(mean, std, strict=False)],
+            color=color,
+            alpha=0.15,
+        )
         edges = prof["bin_edges"]
-        points = [((edges[i] + edges[i + 1]) / 2, v, n)
-                  for i, (v, n) in enumerate(zip(prof["bin_mean"], prof["bin_frames"])) if v is not None]
+        points = [
+            ((edges[i] + edges[i + 1]) / 2, v, n)
+            for i, (v, n) in enumerate(zip(prof["bin_mean"], prof["bin_frames"], strict=False))
+            if v is not None
+        ]
         r = "n/a" if prof["correlation"] is None else f"{prof['correlation']:+.2f}"
-        conf_ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color,
-                     label=f"{name}: Pearson r = {r}")
+        conf_ax.plot(
+            [p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=f"{name}: Pearson r = {r}"
+        )
         for x, y, n in points:
-            conf_ax.annotate(f"{n}", (x, y), xytext=(0, 5), textcoords="offset points", ha="center", fontsize=6,
-                             color=color)
+            conf_ax.annotate(
+                f"{n}", (x, y), xytext=(0, 5), textcoords="offset points", ha="center", fontsize=6, color=color
+            )
     position_ax.set_xlabel("frame position t")
     position_ax.set_ylabel(r"$\|F'_t - F_t\|$ (mean ± std)")
     position_ax.set_title("correction per frame position", fontsize=9)
@@ -235,9 +287,11 @@ def write_figures(explanation: Mapping[str, Any], out_dir: str | Path) -> list[P
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        warnings.warn(f"matplotlib is not installed: no explain pictures in {out_dir} (pip install matplotlib)",
-                      stacklevel=2)
+        warnings.warn(
+            f"matplotlib is not installed: no explain pictures in {out_dir} (pip install matplotlib)", stacklevel=2
+        )
         return []
     out = Path(out_dir)
-    return [draw(explanation, out / name) for name, sections, draw in FIGURES
-            if any(_has(explanation, s) for s in sections)]
+    return [
+        draw(explanation, out / name) for name, sections, draw in FIGURES if any(_has(explanation, s) for s in sections)
+    ]

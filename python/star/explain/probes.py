@@ -16,13 +16,15 @@ Switched-off modules give None.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import torch
-from star_ext import reference
 from torch import nn
+
+from star_ext import reference
 
 from ..models import STAR
 
@@ -43,22 +45,23 @@ class BatchProbe:
     confidence of every frame [B, T].
     """
 
-    received: Optional[list[torch.Tensor]]
+    received: list[torch.Tensor] | None
     reproduction_error: float
-    saliency_squares: Optional[torch.Tensor]
-    pool_weights: Optional[torch.Tensor]
-    frames: Optional[torch.Tensor]
-    corrected: Optional[torch.Tensor]
+    saliency_squares: torch.Tensor | None
+    pool_weights: torch.Tensor | None
+    frames: torch.Tensor | None
+    corrected: torch.Tensor | None
     confidence: torch.Tensor
 
 
 @contextmanager
-def _captured(modules: dict[str, Optional[nn.Module]]) -> Iterator[dict[str, tuple[tuple[Any, ...], Any]]]:
+def _captured(modules: dict[str, nn.Module | None]) -> Iterator[dict[str, tuple[tuple[Any, ...], Any]]]:
     """Records (positional inputs, output) of each named module's forward while the block runs."""
     seen: dict[str, tuple[tuple[Any, ...], Any]] = {}
     handles = []
     for name, module in modules.items():
         if module is not None:
+
             def hook(_m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
                 seen[name] = (args, out)
 
@@ -79,8 +82,9 @@ def attention_received(alpha: torch.Tensor, col: torch.Tensor, num_nodes: int) -
     return out.mean(dim=2)
 
 
-def layer_attention(layer: nn.Module, x: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_attention(
+    layer: nn.Module, x: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha [B, E, heads], the layer's output recomputed from alpha) for a KeypointGraphAttention
     ``layer`` on input ``x``, in pure PyTorch from the layer's parameters (eval: no dropout)."""
     h, a_src, a_dst = layer.project(x)
@@ -114,8 +118,14 @@ def keypoint_jacobian_squares(model: STAR, maps: torch.Tensor, keypoints: torch.
     return squares
 
 
-def probe_batch(model: STAR, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor,
-                *, saliency_rows: Sequence[int] = ()) -> BatchProbe:
+def probe_batch(
+    model: STAR,
+    frames: torch.Tensor,
+    keypoints: torch.Tensor,
+    modality: torch.Tensor,
+    *,
+    saliency_rows: Sequence[int] = (),
+) -> BatchProbe:
     """Run ``model`` (eval mode) on one batch and measure it; see the module docstring. The
     saliency, C backward rows per tracklet, is computed for the tracklets ``saliency_rows``."""
     b, t, _, height, width = frames.shape
@@ -147,9 +157,9 @@ def probe_batch(model: STAR, frames: torch.Tensor, keypoints: torch.Tensor, moda
     squares = None
     if saliency_rows and model.skeleton_encoder is not None:  # else nothing reads the keypoints
         per_tracklet = maps.view(b, t, *maps.shape[1:])
-        squares = torch.stack([
-            keypoint_jacobian_squares(model, per_tracklet[i], keypoints[i], aspect) for i in saliency_rows
-        ]).cpu()
+        squares = torch.stack(
+            [keypoint_jacobian_squares(model, per_tracklet[i], keypoints[i], aspect) for i in saliency_rows]
+        ).cpu()
     pool_weights = None
     if guidance is not None:
         (_, guide), _ = seen["pooling"]
@@ -160,6 +170,11 @@ def probe_batch(model: STAR, frames: torch.Tensor, keypoints: torch.Tensor, moda
         (frames_f, _), corrected = seen["correction"]
         frames_f, corrected = frames_f.double().cpu(), corrected.double().cpu()
     return BatchProbe(
-        received=received, reproduction_error=max(errors), saliency_squares=squares, pool_weights=pool_weights,
-        frames=frames_f, corrected=corrected, confidence=keypoints[..., 2].double().mean(dim=-1).cpu(),
+        received=received,
+        reproduction_error=max(errors),
+        saliency_squares=squares,
+        pool_weights=pool_weights,
+        frames=frames_f,
+        corrected=corrected,
+        confidence=keypoints[..., 2].double().mean(dim=-1).cpu(),
     )

@@ -14,6 +14,14 @@ from .inputs import InferenceInputError, NetworkInputs, prepare_inputs
 from .onnx_export import DEFAULT_OPSET, PARITY_TOLERANCE, ExportReport, export_onnx
 
 __all__ = [
-    "Embedder", "OnnxEmbedder", "ExportError", "InferenceInputError", "NetworkInputs", "prepare_inputs",
-    "export_onnx", "ExportReport", "DEFAULT_OPSET", "PARITY_TOLERANCE",
+    "Embedder",
+    "OnnxEmbedder",
+    "ExportError",
+    "InferenceInputError",
+    "NetworkInputs",
+    "prepare_inputs",
+    "export_onnx",
+    "ExportReport",
+    "DEFAULT_OPSET",
+    "PARITY_TOLERANCE",
 ]

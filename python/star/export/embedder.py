@@ -37,7 +37,7 @@ class Embedder:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto", **kwargs: Any) -> "Embedder":
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto", **kwargs: Any) -> Embedder:
         """The network of a ``best.pt`` / ``last.pt`` with its weights; ``CheckpointError`` naming the file
         when it is not a star checkpoint, lacks weights or records a model this version cannot build."""
         from ..engine.inference import load_trained_model, run_config_from_checkpoint
@@ -60,7 +60,7 @@ class Embedder:
         inputs = self.prepare(frames, keypoints, modality)
         out = []
         for start in range(0, len(inputs.frames), self.batch_size):
-            chunk = [t[start:start + self.batch_size].to(self.device) for t in inputs]
+            chunk = [t[start : start + self.batch_size].to(self.device) for t in inputs]
             out.append(self.model(*chunk).float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.model.feature_dim)  # an empty batch is (0, C)
 
@@ -86,8 +86,9 @@ class OnnxEmbedder:
         try:
             self.seq_len, self.height, self.width = (int(meta[k]) for k in (META_SEQ_LEN, META_HEIGHT, META_WIDTH))
         except (KeyError, ValueError):
-            raise ExportError(f"{self.path} was not written by `star export` (no {META_SEQ_LEN}/{META_HEIGHT}/"
-                              f"{META_WIDTH} metadata)") from None
+            raise ExportError(
+                f"{self.path} was not written by `star export` (no {META_SEQ_LEN}/{META_HEIGHT}/{META_WIDTH} metadata)"
+            ) from None
         self.info = json.loads(meta.get(META_INFO, "{}"))
         first = self.session.get_inputs()[0].shape[0]
         self.batch = first if isinstance(first, int) else None  # None: dynamic batch axis
@@ -100,10 +101,12 @@ class OnnxEmbedder:
         step = self.batch or max(total, 1)
         out = []
         for start in range(0, total, step):
-            chunk = [t[start:start + step] for t in inputs]
+            chunk = [t[start : start + step] for t in inputs]
             pad = step - len(chunk[0]) if self.batch else 0
             chunk = [torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in chunk]
-            feeds = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(NetworkInputs._fields, chunk)}
+            feeds = {
+                name: np.ascontiguousarray(t.numpy()) for name, t in zip(NetworkInputs._fields, chunk, strict=False)
+            }
             out.append(torch.from_numpy(self.session.run(None, feeds)[0][: step - pad]))
         # an empty batch is (0, C): C as export recorded it (the exporter may leave the axis symbolic),
         # else the output's static second axis

@@ -94,7 +94,8 @@ def prepare_inputs(
     keypoints = _as_tensor(keypoints, "keypoints")
     if tuple(keypoints.shape) != (b, seq_len, NUM_COCO_KEYPOINTS, 3) or not keypoints.is_floating_point():
         raise InferenceInputError(
-            f"keypoints must be float [B, T, {NUM_COCO_KEYPOINTS}, 3] = [{b}, {seq_len}, {NUM_COCO_KEYPOINTS}, 3] (x, y, conf), "
+            f"keypoints must be float [B, T, {NUM_COCO_KEYPOINTS}, 3] = "
+            f"[{b}, {seq_len}, {NUM_COCO_KEYPOINTS}, 3] (x, y, conf), "
             f"got {list(keypoints.shape)} {keypoints.dtype}"
         )
     keypoints = keypoints.float()

@@ -18,13 +18,12 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from ..data import NUM_COCO_KEYPOINTS
-from ..output_paths import check_output_file, prepare_output_file
 from ..fileio import atomic_write
+from ..output_paths import check_output_file, prepare_output_file
 from .embedder import META_HEIGHT, META_INFO, META_SEQ_LEN, META_WIDTH, Embedder
 from .errors import ExportError
 from .inputs import NetworkInputs
@@ -43,21 +42,22 @@ class ExportReport:
 
     path: Path
     opset: int
-    batch: Optional[int]  # None = dynamic
+    batch: int | None  # None = dynamic
     embedding_dim: int
-    max_abs_diff: Optional[float]
+    max_abs_diff: float | None
 
     def summary(self) -> str:
         batch = "dynamic batch" if self.batch is None else f"batch {self.batch}"
         parity = (
-            "not checked (onnxruntime is not installed)" if self.max_abs_diff is None
+            "not checked (onnxruntime is not installed)"
+            if self.max_abs_diff is None
             else f"onnxruntime vs PyTorch max |diff| {self.max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:g})"
         )
         size = self.path.stat().st_size / 2**20
         return f"wrote {self.path} ({size:.1f} MiB, opset {self.opset}, {batch}, {self.embedding_dim}-d); {parity}"
 
 
-def parse_batch(value: str | int | None) -> Optional[int]:
+def parse_batch(value: str | int | None) -> int | None:
     """``"dynamic"`` / None -> None (dynamic axis); a positive integer -> that fixed batch size."""
     if value is None or value == "dynamic":
         return None
@@ -90,8 +90,15 @@ def _trace_to_onnx(network: torch.nn.Module, inputs: NetworkInputs, opset: int, 
         # parity check below runs other batch sizes.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            network, tuple(inputs), buffer, dynamo=False, opset_version=opset, input_names=names,
-            output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+            network,
+            tuple(inputs),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     return buffer.getvalue()
 
@@ -107,7 +114,7 @@ def _with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
     return model.SerializeToString()
 
 
-def _max_abs_diffs(model_bytes: bytes, embedder: Embedder, batches: list[NetworkInputs]) -> tuple[Optional[float], int]:
+def _max_abs_diffs(model_bytes: bytes, embedder: Embedder, batches: list[NetworkInputs]) -> tuple[float | None, int]:
     """(max |onnxruntime - PyTorch with its fused ops| over ``batches`` or None without onnxruntime, embedding dim)."""
     try:
         import onnxruntime
@@ -120,7 +127,9 @@ def _max_abs_diffs(model_bytes: bytes, embedder: Embedder, batches: list[Network
             want = embedder.model(*(t.to(embedder.device) for t in inputs)).float().cpu()
         dim = want.shape[1]
         if session is not None:
-            got = session.run(None, {name: t.numpy() for name, t in zip(NetworkInputs._fields, inputs)})[0]
+            got = session.run(None, {name: t.numpy() for name, t in zip(NetworkInputs._fields, inputs, strict=False)})[
+                0
+            ]
             worst = max(worst, float((torch.from_numpy(got) - want).abs().max()))
     return (worst if session is not None else None), dim
 
@@ -130,7 +139,7 @@ def export_onnx(
     out: str | Path,
     *,
     batch: str | int | None = "dynamic",
-    opset: Optional[int] = None,
+    opset: int | None = None,
     force: bool = False,
 ) -> ExportReport:
     """Write the eval network of ``checkpoint`` to ``out`` as ONNX (atomically) and check it.
@@ -167,13 +176,23 @@ def export_onnx(
     except torch.onnx.errors.OnnxExporterError as exc:  # an op of this model config has no ONNX form
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"cannot export the model of {checkpoint} at opset {opset}: {first}") from None
-    info = {"checkpoint": str(checkpoint), "inputs": list(NetworkInputs._fields), "output": OUTPUT_NAME,
-            "embedding_dim": embedder.model.feature_dim,
-            "normalisation": "ImageNet mean/std of RGB in [0, 1]", "modality": {"0": "infrared", "1": "visible"}}
-    model_bytes = _with_metadata(model_bytes, {
-        META_SEQ_LEN: str(embedder.seq_len), META_HEIGHT: str(embedder.height), META_WIDTH: str(embedder.width),
-        META_INFO: json.dumps(info),
-    })
+    info = {
+        "checkpoint": str(checkpoint),
+        "inputs": list(NetworkInputs._fields),
+        "output": OUTPUT_NAME,
+        "embedding_dim": embedder.model.feature_dim,
+        "normalisation": "ImageNet mean/std of RGB in [0, 1]",
+        "modality": {"0": "infrared", "1": "visible"},
+    }
+    model_bytes = _with_metadata(
+        model_bytes,
+        {
+            META_SEQ_LEN: str(embedder.seq_len),
+            META_HEIGHT: str(embedder.height),
+            META_WIDTH: str(embedder.width),
+            META_INFO: json.dumps(info),
+        },
+    )
     checks = [traced] if fixed else [traced, example_inputs(3, *shape, seed=1)]
     worst, dim = _max_abs_diffs(model_bytes, embedder, checks)
     if worst is not None and not worst <= PARITY_TOLERANCE:

@@ -22,9 +22,10 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from star_ext import reference
 from star_ext.graph import csr_destinations
-from torch import nn
 
 from ..models.backbone import TwoStreamResNet
 from ..models.keypoint_graph import KeypointGraphEncoder

@@ -32,6 +32,6 @@ class LossConfig:
     consistency_tau: float = setting(Kind.TRAINING, 1.0)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
         """Build from a mapping; unknown keys raise ``ValueError`` listing the valid ones."""
         return dataclass_from_dict(cls, data)

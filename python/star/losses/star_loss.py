@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ TERMS: dict[str, tuple[str, tuple[str, ...], TermFn]] = {
 
 
 def compute_losses(
-    outputs: StarOutput, pids: torch.Tensor, cfg: Optional[LossConfig] = None
+    outputs: StarOutput, pids: torch.Tensor, cfg: LossConfig | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the active terms and their unweighted values (plus ``"total"``).
 
@@ -97,7 +97,7 @@ def compute_losses(
 class StarLoss(nn.Module):
     """``compute_losses`` with its config held: ``StarLoss(cfg)(outputs, pids) -> (total, terms)``."""
 
-    def __init__(self, cfg: Optional[LossConfig] = None):
+    def __init__(self, cfg: LossConfig | None = None):
         super().__init__()
         self.cfg = cfg if cfg is not None else LossConfig()
 

@@ -30,16 +30,18 @@ def feature_pair(q_feat, g_feat, names: tuple[str, str] = ("q_feat", "g_feat")) 
     Errors name the set with ``names``."""
     q, g = as_features(q_feat, names[0]), as_features(g_feat, names[1])
     if q.shape[1] != g.shape[1]:
-        raise MetricsInputError(f"{names[0]} and {names[1]} have different feature sizes "
-                                f"({q.shape[1]} vs {g.shape[1]})")
+        raise MetricsInputError(
+            f"{names[0]} and {names[1]} have different feature sizes ({q.shape[1]} vs {g.shape[1]})"
+        )
     if q.device != g.device:
         raise MetricsInputError(f"{names[0]} is on {q.device} but {names[1]} on {g.device}")
-    for name, t in zip(names, (q, g)):
+    for name, t in zip(names, (q, g), strict=False):
         bad = ~torch.isfinite(t).all(dim=1)
         if bad.any():
             rows = torch.nonzero(bad).flatten()
-            raise MetricsInputError(f"{name} has non-finite values (NaN or inf) in {len(rows)} of {len(t)} rows, "
-                                    f"first row {int(rows[0])}")
+            raise MetricsInputError(
+                f"{name} has non-finite values (NaN or inf) in {len(rows)} of {len(t)} rows, first row {int(rows[0])}"
+            )
     return q, g
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -38,16 +37,39 @@ from .ranking import RankingResult, evaluate_ranking
 from .rerank import k_reciprocal_rerank
 
 __all__ = [
-    "IR_TO_RGB", "RGB_TO_IR", "RGB_TO_RGB", "IR_TO_IR", "MODE_MODALITIES", "CROSS_MODES",
-    "AUTO", "HITSZ_VCM", "BUPT", "BUPT_OFFICIAL_DROPPED", "PROTOCOLS", "PROTOCOL_CHOICES", "CMC_RANKS", "OFFICIAL_TEST_BATCH",
-    "ModeSets", "resolve_protocol", "official_dropped_keep", "mode_sets", "same_pid_same_camera",
-    "evaluate_protocol", "evaluate_hitsz_vcm", "evaluate_bupt", "format_table",
+    "IR_TO_RGB",
+    "RGB_TO_IR",
+    "RGB_TO_RGB",
+    "IR_TO_IR",
+    "MODE_MODALITIES",
+    "CROSS_MODES",
+    "AUTO",
+    "HITSZ_VCM",
+    "BUPT",
+    "BUPT_OFFICIAL_DROPPED",
+    "PROTOCOLS",
+    "PROTOCOL_CHOICES",
+    "CMC_RANKS",
+    "OFFICIAL_TEST_BATCH",
+    "ModeSets",
+    "resolve_protocol",
+    "official_dropped_keep",
+    "mode_sets",
+    "same_pid_same_camera",
+    "evaluate_protocol",
+    "evaluate_hitsz_vcm",
+    "evaluate_bupt",
+    "format_table",
 ]
 
 IR_TO_RGB, RGB_TO_IR, RGB_TO_RGB, IR_TO_IR = "IR->RGB", "RGB->IR", "RGB->RGB", "IR->IR"
 # Mode -> (query modality, gallery modality), in the tracklet codes of star.data.
-MODE_MODALITIES = {IR_TO_RGB: (INFRARED, VISIBLE), RGB_TO_IR: (VISIBLE, INFRARED),
-                   RGB_TO_RGB: (VISIBLE, VISIBLE), IR_TO_IR: (INFRARED, INFRARED)}
+MODE_MODALITIES = {
+    IR_TO_RGB: (INFRARED, VISIBLE),
+    RGB_TO_IR: (VISIBLE, INFRARED),
+    RGB_TO_RGB: (VISIBLE, VISIBLE),
+    IR_TO_IR: (INFRARED, INFRARED),
+}
 CROSS_MODES = (IR_TO_RGB, RGB_TO_IR)
 
 AUTO = "auto"
@@ -65,11 +87,12 @@ def resolve_protocol(protocol: str, dataset: str) -> str:
         return BUPT if dataset == BUPT_DATASET else HITSZ_VCM
     if protocol not in PROTOCOLS:
         raise MetricsInputError(
-            f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}")
+            f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}"
+        )
     return protocol
 
 
-def official_dropped_keep(modalities, batch_size: Optional[int] = None) -> np.ndarray:
+def official_dropped_keep(modalities, batch_size: int | None = None) -> np.ndarray:
     """Boolean keep-mask of AuxNet's test sampler: the last ``len(RGB) % batch_size`` RGB items
     (in order) are dropped, every infrared item is kept. ``batch_size`` defaults to 64."""
     batch_size = OFFICIAL_TEST_BATCH if batch_size is None else batch_size
@@ -78,7 +101,7 @@ def official_dropped_keep(modalities, batch_size: Optional[int] = None) -> np.nd
     keep = np.ones(len(modalities), dtype=bool)
     drop = len(rgb) % batch_size
     if drop:  # (the original slices idx[:-0] = [] when nothing is to be dropped; we keep all)
-        keep[rgb[len(rgb) - drop:]] = False
+        keep[rgb[len(rgb) - drop :]] = False
     return keep
 
 
@@ -96,8 +119,14 @@ class ModeSets:
     camera_filter: bool
 
 
-def mode_sets(protocol: str, query_modalities, gallery_modalities, *, same_modality: bool = False,
-              modes: Optional[Sequence[str]] = None) -> dict[str, ModeSets]:
+def mode_sets(
+    protocol: str,
+    query_modalities,
+    gallery_modalities,
+    *,
+    same_modality: bool = False,
+    modes: Sequence[str] | None = None,
+) -> dict[str, ModeSets]:
     """The modes of ``protocol`` (resolved, not ``auto``) for a query/gallery set with these
     modality codes: the cross-modal modes, plus the same-modality ones with ``same_modality``
     (BUPTCampus only), or exactly ``modes`` when given."""
@@ -122,8 +151,14 @@ def mode_sets(protocol: str, query_modalities, gallery_modalities, *, same_modal
     out = {}
     for mode in wanted:
         q_mod, g_mod = MODE_MODALITIES[mode]
-        out[mode] = ModeSets(mode, "query", np.flatnonzero((qm == q_mod) & q_keep),
-                             "gallery", np.flatnonzero((gm == g_mod) & g_keep), camera_filter=False)
+        out[mode] = ModeSets(
+            mode,
+            "query",
+            np.flatnonzero((qm == q_mod) & q_keep),
+            "gallery",
+            np.flatnonzero((gm == g_mod) & g_keep),
+            camera_filter=False,
+        )
     return out
 
 
@@ -134,9 +169,17 @@ def same_pid_same_camera(q_pids, q_camids, g_pids, g_camids) -> np.ndarray:
     return (q_pids[:, None] == np.asarray(g_pids)[None, :]) & (q_camids[:, None] == np.asarray(g_camids)[None, :])
 
 
-def evaluate_protocol(protocol: str, query: Mapping, gallery: Mapping, *, same_modality: bool = False,
-                      max_rank: int = 20, rerank: bool = False, rerank_params: Optional[Mapping] = None,
-                      chunk_size: Optional[int] = None) -> dict[str, RankingResult]:
+def evaluate_protocol(
+    protocol: str,
+    query: Mapping,
+    gallery: Mapping,
+    *,
+    same_modality: bool = False,
+    max_rank: int = 20,
+    rerank: bool = False,
+    rerank_params: Mapping | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, RankingResult]:
     """Every mode of ``protocol`` (resolved) on a query and a gallery set.
 
     ``query`` / ``gallery``: mappings with ``feats`` [n, d] (numpy or torch, any device),
@@ -149,31 +192,47 @@ def evaluate_protocol(protocol: str, query: Mapping, gallery: Mapping, *, same_m
     q, g = feature_pair(query["feats"], gallery["feats"], ("query features", "gallery features"))
     sets = {"query": dict(query, feats=q), "gallery": dict(gallery, feats=g)}
     n = {"query": len(q), "gallery": len(g)}
-    plans = mode_sets(protocol, query.get("modalities", np.zeros(len(q))),
-                      gallery.get("modalities", np.zeros(len(g))), same_modality=same_modality)
+    plans = mode_sets(
+        protocol,
+        query.get("modalities", np.zeros(len(q))),
+        gallery.get("modalities", np.zeros(len(g))),
+        same_modality=same_modality,
+    )
     dist = None if rerank else cosine_distance(q, g)
     results = {}
     for mode, plan in plans.items():
         qs, gs = sets[plan.query_side], sets[plan.gallery_side]
         qr, gr = plan.query_rows, plan.gallery_rows
         if rerank:
-            sub = _reranked(_rows(qs["feats"], qr, n[plan.query_side]), _rows(gs["feats"], gr, n[plan.gallery_side]),
-                            rerank_params)
+            sub = _reranked(
+                _rows(qs["feats"], qr, n[plan.query_side]), _rows(gs["feats"], gr, n[plan.gallery_side]), rerank_params
+            )
         else:
             # The RGB->IR matrix of HITSZ-VCM is the transposed query x gallery one: same similarities.
             full = dist if plan.query_side == "query" else dist.T
             sub = _block(full, qr, gr, n[plan.query_side], n[plan.gallery_side])
-        labels = [_labels(sets[side], key, side, n[side])[rows]
-                  for key in ("pids", "camids")[:2 if plan.camera_filter else 1]
-                  for side, rows in ((plan.query_side, qr), (plan.gallery_side, gr))]
+        labels = [
+            _labels(sets[side], key, side, n[side])[rows]
+            for key in ("pids", "camids")[: 2 if plan.camera_filter else 1]
+            for side, rows in ((plan.query_side, qr), (plan.gallery_side, gr))
+        ]
         results[mode] = _evaluate(mode, sub, *labels, max_rank=max_rank, chunk_size=chunk_size)
     return results
 
 
-def evaluate_hitsz_vcm(q_feat, q_pids, q_camids, g_feat, g_pids, g_camids, *,
-                       max_rank: int = 20, rerank: bool = False,
-                       rerank_params: Optional[Mapping] = None,
-                       chunk_size: Optional[int] = None) -> dict[str, RankingResult]:
+def evaluate_hitsz_vcm(
+    q_feat,
+    q_pids,
+    q_camids,
+    g_feat,
+    g_pids,
+    g_camids,
+    *,
+    max_rank: int = 20,
+    rerank: bool = False,
+    rerank_params: Mapping | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, RankingResult]:
     """HITSZ-VCM, both modes, one deterministic trial (see the module doc).
 
     Args:
@@ -185,15 +244,30 @@ def evaluate_hitsz_vcm(q_feat, q_pids, q_camids, g_feat, g_pids, g_camids, *,
         ``{"IR->RGB": RankingResult, "RGB->IR": RankingResult}``.
     """
     return evaluate_protocol(
-        HITSZ_VCM, {"feats": q_feat, "pids": q_pids, "camids": q_camids},
+        HITSZ_VCM,
+        {"feats": q_feat, "pids": q_pids, "camids": q_camids},
         {"feats": g_feat, "pids": g_pids, "camids": g_camids},
-        max_rank=max_rank, rerank=rerank, rerank_params=rerank_params, chunk_size=chunk_size)
+        max_rank=max_rank,
+        rerank=rerank,
+        rerank_params=rerank_params,
+        chunk_size=chunk_size,
+    )
 
 
-def evaluate_bupt(q_feat, q_pids, q_modalities, g_feat, g_pids, g_modalities, *,
-                  same_modality: bool = False, max_rank: int = 20, rerank: bool = False,
-                  rerank_params: Optional[Mapping] = None,
-                  chunk_size: Optional[int] = None) -> dict[str, RankingResult]:
+def evaluate_bupt(
+    q_feat,
+    q_pids,
+    q_modalities,
+    g_feat,
+    g_pids,
+    g_modalities,
+    *,
+    same_modality: bool = False,
+    max_rank: int = 20,
+    rerank: bool = False,
+    rerank_params: Mapping | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, RankingResult]:
     """BUPTCampus: cross-modal modes without the camera filter (see the module doc).
 
     Args:
@@ -209,10 +283,15 @@ def evaluate_bupt(q_feat, q_pids, q_modalities, g_feat, g_pids, g_modalities, *,
     """
     q, g = feature_pair(q_feat, g_feat)
     return evaluate_protocol(
-        BUPT, {"feats": q, "pids": q_pids, "modalities": _modality_codes(q_modalities, "q_modalities", len(q))},
+        BUPT,
+        {"feats": q, "pids": q_pids, "modalities": _modality_codes(q_modalities, "q_modalities", len(q))},
         {"feats": g, "pids": g_pids, "modalities": _modality_codes(g_modalities, "g_modalities", len(g))},
-        same_modality=same_modality, max_rank=max_rank, rerank=rerank, rerank_params=rerank_params,
-        chunk_size=chunk_size)
+        same_modality=same_modality,
+        max_rank=max_rank,
+        rerank=rerank,
+        rerank_params=rerank_params,
+        chunk_size=chunk_size,
+    )
 
 
 def format_table(results: Mapping[str, RankingResult]) -> str:
@@ -233,8 +312,9 @@ def format_table(results: Mapping[str, RankingResult]) -> str:
         rows.append(row + [f"{100 * r.mAP:.2f}", f"{100 * r.mINP:.2f}"])
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     return "\n".join(
-        "  ".join([row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:])])
-        for row in rows)
+        "  ".join([row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=False)])
+        for row in rows
+    )
 
 
 def _rows(feats: torch.Tensor, rows: np.ndarray, n: int) -> torch.Tensor:
@@ -258,9 +338,8 @@ def _evaluate(mode: str, dist, *args, **kwargs) -> RankingResult:
         raise MetricsInputError(f"{mode}: {e}") from e
 
 
-def _reranked(q: torch.Tensor, g: torch.Tensor, params: Optional[Mapping]) -> torch.Tensor:
-    return k_reciprocal_rerank(F.normalize(q.float(), dim=1), F.normalize(g.float(), dim=1),
-                               **dict(params or {}))
+def _reranked(q: torch.Tensor, g: torch.Tensor, params: Mapping | None) -> torch.Tensor:
+    return k_reciprocal_rerank(F.normalize(q.float(), dim=1), F.normalize(g.float(), dim=1), **dict(params or {}))
 
 
 def _labels(features: Mapping, key: str, side: str, length: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,8 +78,12 @@ class RankingResult(Mapping):
         # Mapping's __eq__ would compare the cmc arrays with `==` and fail.
         if not isinstance(other, RankingResult):
             return NotImplemented
-        return (np.array_equal(self.cmc, other.cmc) and self.mAP == other.mAP
-                and self.mINP == other.mINP and self.num_valid == other.num_valid)
+        return (
+            np.array_equal(self.cmc, other.cmc)
+            and self.mAP == other.mAP
+            and self.mINP == other.mINP
+            and self.num_valid == other.num_valid
+        )
 
     __hash__ = None  # mutable ndarray inside
 
@@ -99,17 +103,19 @@ class RankingResult(Mapping):
 
     def to_dict(self) -> dict:
         """Plain-Python copy, ready for ``json.dump``."""
-        return {"cmc": self.cmc.tolist(), "mAP": self.mAP, "mINP": self.mINP,
-                "num_valid": self.num_valid}
+        return {"cmc": self.cmc.tolist(), "mAP": self.mAP, "mINP": self.mINP, "num_valid": self.num_valid}
 
     def __repr__(self) -> str:
         r1 = self.cmc[0] * 100
-        return (f"RankingResult(R1={r1:.2f}%, mAP={self.mAP * 100:.2f}%, "
-                f"mINP={self.mINP * 100:.2f}%, num_valid={self.num_valid})")
+        return (
+            f"RankingResult(R1={r1:.2f}%, mAP={self.mAP * 100:.2f}%, "
+            f"mINP={self.mINP * 100:.2f}%, num_valid={self.num_valid})"
+        )
 
 
-def evaluate_ranking(dist, q_pids, g_pids, q_camids=None, g_camids=None, *,
-                     max_rank: int = 20, chunk_size: Optional[int] = None) -> RankingResult:
+def evaluate_ranking(
+    dist, q_pids, g_pids, q_camids=None, g_camids=None, *, max_rank: int = 20, chunk_size: int | None = None
+) -> RankingResult:
     """Evaluate a query x gallery distance matrix (lower = closer).
 
     Args:
@@ -138,8 +144,9 @@ def evaluate_ranking(dist, q_pids, g_pids, q_camids=None, g_camids=None, *,
     g_pids = _as_ids(g_pids, "g_pids", num_g, dev)
     if (q_camids is None) != (g_camids is None):
         missing = "g_camids" if g_camids is None else "q_camids"
-        raise MetricsInputError(f"{missing} is missing: give both q_camids and g_camids "
-                         f"for the same-pid-same-camera filter, or neither")
+        raise MetricsInputError(
+            f"{missing} is missing: give both q_camids and g_camids for the same-pid-same-camera filter, or neither"
+        )
     if q_camids is not None:
         q_camids = _as_ids(q_camids, "q_camids", num_q, dev)
         g_camids = _as_ids(g_camids, "g_camids", num_g, dev)
@@ -167,8 +174,9 @@ def evaluate_ranking(dist, q_pids, g_pids, q_camids=None, g_camids=None, *,
         e = min(s + chunk_size, num_q)
         block = dist[s:e].to(work_dtype)
         rows, cols = _same_pid_pairs(run_start[s:e], run_len[s:e], g_order)
-        junk = (g_camids[cols] == q_camids[s:e][rows] if q_camids is not None
-                else torch.zeros_like(rows, dtype=torch.bool))
+        junk = (
+            g_camids[cols] == q_camids[s:e][rows] if q_camids is not None else torch.zeros_like(rows, dtype=torch.bool)
+        )
         pos = _stable_positions(block, rows, cols, run_len[s:e])
         totals.add(*_query_ranks(rows, pos, junk, e - s, num_g))
     return totals.result()
@@ -190,19 +198,18 @@ class _Totals:
         self.ap += (ap_sum[valid] / npos).sum()
         self.inp += (npos.double() / last[valid]).sum()
         # ranks beyond max_rank all land in the overflow bin max_rank
-        self.first_hits += torch.bincount((first - 1).clamp_(max=self.max_rank),
-                                          minlength=self.max_rank + 1)
+        self.first_hits += torch.bincount((first - 1).clamp_(max=self.max_rank), minlength=self.max_rank + 1)
         self.num_valid += valid.sum()
 
     def result(self) -> RankingResult:
         n = int(self.num_valid)
         if n == 0:
-            raise MetricsInputError("no valid query: no query has a gallery item with its pid "
-                             "left after the same-pid-same-camera filter")
+            raise MetricsInputError(
+                "no valid query: no query has a gallery item with its pid left after the same-pid-same-camera filter"
+            )
         # Divided on the CPU: CUDA's division may differ by an ulp, and results must not depend on the device.
         cmc = torch.cumsum(self.first_hits[:-1], 0).cpu().double() / n
-        return RankingResult(cmc=cmc.numpy(), mAP=float(self.ap) / n,
-                             mINP=float(self.inp) / n, num_valid=n)
+        return RankingResult(cmc=cmc.numpy(), mAP=float(self.ap) / n, mINP=float(self.inp) / n, num_valid=n)
 
 
 def _same_pid_pairs(run_start, run_len, g_order):
@@ -265,11 +272,12 @@ def _query_ranks(rows, pos, junk, num_rows: int, num_g: int):
     rows, kept_rank, hits_so_far = rows[keep], kept_rank[keep], hits_so_far[keep]
     npos = torch.bincount(rows, minlength=num_rows)
     ap_sum = torch.zeros(num_rows, dtype=torch.float64, device=dev).index_add_(
-        0, rows, hits_so_far.double() / kept_rank.double())
+        0, rows, hits_so_far.double() / kept_rank.double()
+    )
     first = torch.full((num_rows,), num_g + 1, dtype=torch.int64, device=dev).scatter_reduce_(
-        0, rows, kept_rank, "amin")
-    last = torch.ones(num_rows, dtype=torch.int64, device=dev).scatter_reduce_(
-        0, rows, kept_rank, "amax")
+        0, rows, kept_rank, "amin"
+    )
+    last = torch.ones(num_rows, dtype=torch.int64, device=dev).scatter_reduce_(0, rows, kept_rank, "amax")
     return npos, ap_sum, first, last
 
 
@@ -288,7 +296,7 @@ def _sort_rows(block: torch.Tensor) -> torch.Tensor:
             part[...] = src[a:b]
         else:  # e.g. dist.T: copying column tiles is ~3x faster than row by row
             for j in range(0, src.shape[1], _TILE):
-                part[:, j:j + _TILE] = src[a:b, j:j + _TILE]
+                part[:, j : j + _TILE] = src[a:b, j : j + _TILE]
         part.sort(axis=1)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -27,7 +27,6 @@ either).
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 
@@ -40,9 +39,9 @@ _CHUNK_BUDGET_BYTES = 256 * 2**20
 _PAIR_BUDGET = 2**22  # (query entry, gallery entry) pairs per Jaccard batch
 
 
-def k_reciprocal_rerank(q_feat, g_feat, *, k1: int = 20, k2: int = 6,
-                        lambda_value: float = 0.3,
-                        chunk_size: Optional[int] = None) -> torch.Tensor:
+def k_reciprocal_rerank(
+    q_feat, g_feat, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3, chunk_size: int | None = None
+) -> torch.Tensor:
     """Re-ranked query x gallery distances from features.
 
     The base distance is the squared Euclidean distance of the features as
@@ -56,13 +55,12 @@ def k_reciprocal_rerank(q_feat, g_feat, *, k1: int = 20, k2: int = 6,
     sq = (x * x).sum(1)
     d = matmul_nt(x, x)
     d.mul_(-2).add_(sq[:, None]).add_(sq[None, :]).clamp_(min=0)
-    return k_reciprocal_rerank_dist(d, len(q), k1=k1, k2=k2, lambda_value=lambda_value,
-                                    chunk_size=chunk_size)
+    return k_reciprocal_rerank_dist(d, len(q), k1=k1, k2=k2, lambda_value=lambda_value, chunk_size=chunk_size)
 
 
-def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int = 6,
-                             lambda_value: float = 0.3,
-                             chunk_size: Optional[int] = None) -> torch.Tensor:
+def k_reciprocal_rerank_dist(
+    all_dist, num_query: int, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3, chunk_size: int | None = None
+) -> torch.Tensor:
     """Re-ranked distances from the all-pairs distance of queries + gallery.
 
     Args:
@@ -90,8 +88,7 @@ def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int 
             raise MetricsInputError(f"{name} must be a positive integer, got {k!r}")
     if not 0.0 <= lambda_value <= 1.0:
         raise MetricsInputError(f"lambda_value must be in [0, 1], got {lambda_value}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     col_max = _column_max(d)
@@ -102,10 +99,14 @@ def k_reciprocal_rerank_dist(all_dist, num_query: int, *, k1: int = 20, k2: int 
 
     k_fwd, k_half, k_qe = min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n)
     step = _rows_per_block(n * 8, chunk_size)
-    ranks = torch.cat([
-        torch.topk(normalised_rows(s, min(s + step, n)), max(k_fwd, k_qe),
-                   dim=1, largest=False, sorted=True).indices
-        for s in range(0, n, step)])
+    ranks = torch.cat(
+        [
+            torch.topk(
+                normalised_rows(s, min(s + step, n)), max(k_fwd, k_qe), dim=1, largest=False, sorted=True
+            ).indices
+            for s in range(0, n, step)
+        ]
+    )
     members, weights = _expanded_sets(d, col_max, ranks[:, :k_fwd], ranks[:, :k_half], chunk_size)
     if k2 != 1:
         rows, cols, vals = _query_expansion(members, weights, ranks[:, :k_qe], chunk_size)
@@ -128,26 +129,28 @@ def _column_max(d: torch.Tensor) -> torch.Tensor:
         warnings.warn(
             f"k-reciprocal re-ranking: degenerate distances ({what}: distance 0 to every point, "
             "as from a collapsed model); their normalised distances are 0, so those items tie",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
         col_max = torch.where(flat, torch.ones_like(col_max), col_max)
     return col_max
 
 
-def _rows_per_block(bytes_per_row: int, chunk_size: Optional[int]) -> int:
+def _rows_per_block(bytes_per_row: int, chunk_size: int | None) -> int:
     """The caller's chunk_size, else as many rows as fit the memory budget."""
     return chunk_size or max(1, _CHUNK_BUDGET_BYTES // bytes_per_row)
 
 
-def _reciprocal(nbrs: torch.Tensor, chunk_size: Optional[int]) -> torch.Tensor:
+def _reciprocal(nbrs: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
     """mask[i, a]: is i among the neighbours of its neighbour nbrs[i, a]?"""
     idx = torch.arange(len(nbrs), device=nbrs.device)
     chunk = _rows_per_block(nbrs.shape[1] ** 2 * 9, chunk_size)
-    return torch.cat([(nbrs[nbrs[s:s + chunk]] == idx[s:s + chunk, None, None]).any(-1)
-                      for s in range(0, len(nbrs), chunk)])
+    return torch.cat(
+        [(nbrs[nbrs[s : s + chunk]] == idx[s : s + chunk, None, None]).any(-1) for s in range(0, len(nbrs), chunk)]
+    )
 
 
-def _expanded_sets(d, col_max, fwd, half, chunk_size: Optional[int]):
+def _expanded_sets(d, col_max, fwd, half, chunk_size: int | None):
     """Padded E(i) (sentinel N) and its normalised weights, one row per point."""
     n = len(fwd)
     recip, recip_half = _reciprocal(fwd, chunk_size), _reciprocal(half, chunk_size)
@@ -155,14 +158,13 @@ def _expanded_sets(d, col_max, fwd, half, chunk_size: Optional[int]):
     chunk = _rows_per_block(fwd.shape[1] ** 2 * half.shape[1] * 4, chunk_size)
     members, weights = [], []
     for s in range(0, n, chunk):
-        f, r = fwd[s:s + chunk], recip[s:s + chunk]
+        f, r = fwd[s : s + chunk], recip[s : s + chunk]
         cand, cand_ok = half[f], recip_half[f]  # H(j) of every forward neighbour j
         in_r = ((cand[..., None] == f[:, None, None, :]) & r[:, None, None, :]).any(-1)
         overlap = (in_r & cand_ok).sum(-1)
         take = r & (overlap > (2.0 / 3.0) * cand_ok.sum(-1))
         sentinel = torch.full_like(f, n)
-        m = torch.cat([torch.where(r, f, sentinel),
-                       torch.where(take[..., None] & cand_ok, cand, n).flatten(1)], 1)
+        m = torch.cat([torch.where(r, f, sentinel), torch.where(take[..., None] & cand_ok, cand, n).flatten(1)], 1)
         m = m.sort(dim=1).values
         m[:, 1:][m[:, 1:] == m[:, :-1]] = n  # drop duplicates
         valid = m < n
@@ -173,28 +175,26 @@ def _expanded_sets(d, col_max, fwd, half, chunk_size: Optional[int]):
     return torch.cat(members), torch.cat(weights)
 
 
-def _query_expansion(members, weights, qe_nbrs, chunk_size: Optional[int]):
+def _query_expansion(members, weights, qe_nbrs, chunk_size: int | None):
     """Sparse rows of V_qe[i] = mean of V over qe_nbrs[i]; CSR-ordered COO."""
     n, k = len(members), qe_nbrs.shape[1]
     chunk = _rows_per_block(k * members.shape[1] * 48, chunk_size)
     out_rows, out_cols, out_vals = [], [], []
     for s in range(0, n, chunk):
-        nb = qe_nbrs[s:s + chunk]
+        nb = qe_nbrs[s : s + chunk]
         cols, vals = members[nb].flatten(1), weights[nb].flatten(1)
         local = torch.arange(len(nb), device=nb.device)[:, None]
         keep = cols < n
         key = (local * (n + 1) + cols)[keep]  # sorted unique keys = CSR order
         uniq, inverse = torch.unique(key, return_inverse=True)
-        sums = torch.zeros(len(uniq), dtype=vals.dtype, device=vals.device).index_add_(
-            0, inverse, vals[keep])
+        sums = torch.zeros(len(uniq), dtype=vals.dtype, device=vals.device).index_add_(0, inverse, vals[keep])
         out_rows.append(uniq // (n + 1) + s)
         out_cols.append(uniq % (n + 1))
         out_vals.append(sums / k)
     return torch.cat(out_rows), torch.cat(out_cols), torch.cat(out_vals)
 
 
-def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float,
-             chunk_size: Optional[int]):
+def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float, chunk_size: int | None):
     """(1 - lam) * Jaccard(V[query], V[gallery]) + lam * od, block by block."""
     n, num_g, dev = d.shape[0], d.shape[0] - num_query, d.device
     chunk = _rows_per_block(num_g * 16, chunk_size)
@@ -208,8 +208,7 @@ def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float,
     in_q = rows < num_query
     q_rows, q_cols, q_vals = rows[in_q], cols[in_q], vals[in_q]
     row_start = torch.searchsorted(q_rows, torch.arange(num_query + 1, device=dev))
-    pairs_cum = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
-                           torch.cumsum(col_count[q_cols], 0)]).cpu()
+    pairs_cum = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(col_count[q_cols], 0)]).cpu()
     row_pairs = pairs_cum[row_start.cpu()]
     out = torch.empty(num_query, num_g, dtype=d.dtype, device=dev)
     s = 0
@@ -220,11 +219,13 @@ def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float,
         a, b = int(row_start[s]), int(row_start[e])
         occ = col_count[q_cols[a:b]]
         entry = torch.repeat_interleave(torch.arange(b - a, device=dev), occ)
-        at = col_start[q_cols[a:b]][entry] + torch.arange(len(entry), device=dev) \
-            - (torch.cumsum(occ, 0) - occ)[entry]
+        at = col_start[q_cols[a:b]][entry] + torch.arange(len(entry), device=dev) - (torch.cumsum(occ, 0) - occ)[entry]
         mins = torch.minimum(q_vals[a:b][entry], g_vals[at])
-        shared = torch.zeros((e - s) * num_g, dtype=d.dtype, device=dev).index_add_(
-            0, (q_rows[a:b][entry] - s) * num_g + g_rows[at], mins.to(d.dtype)).view(e - s, num_g)
+        shared = (
+            torch.zeros((e - s) * num_g, dtype=d.dtype, device=dev)
+            .index_add_(0, (q_rows[a:b][entry] - s) * num_g + g_rows[at], mins.to(d.dtype))
+            .view(e - s, num_g)
+        )
         jaccard = 1 - shared / (2 - shared)
         od = d[num_query:, s:e].T / col_max[s:e, None]
         out[s:e] = jaccard * (1 - lam) + od * lam

@@ -54,7 +54,8 @@ class TwoStreamResNet(nn.Module):
             # example batch's modalities, and torch.compile would break its graph at nonzero:
             # run both stems on every frame and select per frame instead.
             return torch.where(
-                visible.view(-1, 1, 1, 1), _masked_stem(self.visible_stem, x, visible),
+                visible.view(-1, 1, 1, 1),
+                _masked_stem(self.visible_stem, x, visible),
                 _masked_stem(self.infrared_stem, x, ~visible),
             )
         vis = visible.nonzero().squeeze(1)

@@ -15,8 +15,8 @@ bone. Two details matter on real keypoints, so :class:`BoneEncoding` can also:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -24,14 +22,12 @@ class CompiledNetwork(nn.Module):
     ``network``. ``mode`` is torch.compile's (``reduce-overhead`` for CUDA graphs).
     """
 
-    def __init__(self, network: STAR, run: Optional[nn.Module] = None, mode: Optional[str] = None):
+    def __init__(self, network: STAR, run: nn.Module | None = None, mode: str | None = None):
         super().__init__()
         self.network = network
         # Kept out of the submodules: the compiled module shares network's parameters, and
         # registering it would list them twice in state_dict().
-        self.__dict__["compiled"] = torch.compile(
-            run if run is not None else network, mode=mode, backend=BACKEND
-        )
+        self.__dict__["compiled"] = torch.compile(run if run is not None else network, mode=mode, backend=BACKEND)
 
     def forward(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor):
         self.network.check_inputs(frames, keypoints, modality)

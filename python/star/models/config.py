@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ..config_tree import Kind, dataclass_from_dict, require_choice, setting
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
 
 # Feature dimension C of layer4 for each supported torchvision backbone.
 BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -54,7 +53,7 @@ class BackboneConfig:
     """
 
     name: str = setting(Kind.ARCHITECTURE, "resnet50")
-    pretrained: Optional[str] = setting(Kind.TRAINING, IMAGENET)
+    pretrained: str | None = setting(Kind.TRAINING, IMAGENET)
     require_pretrained: bool = setting(Kind.TRAINING, False)
     last_stride: int = setting(Kind.ARCHITECTURE, 1)
 
@@ -228,7 +227,7 @@ class ModelConfig:
         require_choice("neck_init", self.neck_init, NECK_INITS)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from a (nested) mapping; unknown keys raise ``ConfigError`` listing the valid ones."""
         return dataclass_from_dict(cls, data)
 

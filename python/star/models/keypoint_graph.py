@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-import star_ext
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import star_ext
 
 from .config import SequenceGuidanceConfig
 from .graph_attention import KeypointGraphAttention
@@ -62,7 +61,7 @@ class KeypointGraphEncoder(nn.Module):
             self.register_buffer("bin_index", index, persistent=False)
             self.register_buffer("bin_weight", weight, persistent=False)
 
-    def forward(self, keypoints: torch.Tensor, feature_maps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, keypoints: torch.Tensor, feature_maps: torch.Tensor | None = None) -> torch.Tensor:
         """keypoints [B, T, 17, 3]; feature_maps [B*T, C, h, w] (needed with visual nodes) -> g [B, out_dim]."""
         b, t, k, _ = keypoints.shape
         nodes = keypoints.reshape(b, t * k, NODE_COORDS).to(self.gat1.lin.weight.dtype)
@@ -87,8 +86,10 @@ def adaptive_average_bins(length: int, bins: int) -> tuple[torch.Tensor, torch.T
     (0 on the padding). The exporter has no adaptive_avg_pool1d where n does not divide L."""
     start = [j * length // bins for j in range(bins)]
     end = [-(-(j + 1) * length // bins) for j in range(bins)]
-    width = max(e - s for s, e in zip(start, end))
-    index = torch.tensor([[min(s + i, e - 1) for i in range(width)] for s, e in zip(start, end)])
-    weight = torch.tensor([[1.0 / (e - s) if i < e - s else 0.0 for i in range(width)] for s, e in zip(start, end)],
-                          dtype=torch.float64)
+    width = max(e - s for s, e in zip(start, end, strict=False))
+    index = torch.tensor([[min(s + i, e - 1) for i in range(width)] for s, e in zip(start, end, strict=False)])
+    weight = torch.tensor(
+        [[1.0 / (e - s) if i < e - s else 0.0 for i in range(width)] for s, e in zip(start, end, strict=False)],
+        dtype=torch.float64,
+    )
     return index, weight

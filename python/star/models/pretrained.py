@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlparse
 
 import torch
@@ -56,7 +55,7 @@ def imagenet_checkpoint_candidates(arch: str) -> list[Path]:
     return [checkpoints / Path(urlparse(w.url).path).name for w in weights]
 
 
-def resolve_pretrained(source: str, arch: str) -> tuple[Optional[Path], str]:
+def resolve_pretrained(source: str, arch: str) -> tuple[Path | None, str]:
     """The file ``source`` names (``"imagenet"`` = the hub cache), or None and what was looked for."""
     if source == IMAGENET:
         candidates = imagenet_checkpoint_candidates(arch)
@@ -120,9 +119,7 @@ def load_backbone_weights(backbone: TwoStreamResNet, path: str | Path) -> LoadRe
     return report
 
 
-def init_pretrained(
-    backbone: TwoStreamResNet, source: Optional[str], require: bool = False
-) -> Optional[LoadReport]:
+def init_pretrained(backbone: TwoStreamResNet, source: str | None, require: bool = False) -> LoadReport | None:
     """Load ``source`` (path, ``"imagenet"`` or None) into the backbone if the file is there.
 
     A missing file raises ``PretrainedWeightsNotFoundError`` (a ``FileNotFoundError``) when ``require``; otherwise it

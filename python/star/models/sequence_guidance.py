@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ class GuidanceOutput(NamedTuple):
     z: torch.Tensor
     g: torch.Tensor
     s: torch.Tensor
-    pose_logits: Optional[torch.Tensor]
+    pose_logits: torch.Tensor | None
 
 
 class SequenceGuidance(nn.Module):
@@ -51,7 +51,7 @@ class SequenceGuidance(nn.Module):
         frames: torch.Tensor,
         keypoints: torch.Tensor,
         h_last: torch.Tensor,
-        feature_maps: Optional[torch.Tensor] = None,
+        feature_maps: torch.Tensor | None = None,
     ) -> GuidanceOutput:
         """frames F' [B, T, C], keypoints [B, T, 17, 3], h_T [B, C], layer4 maps [B*T, C, h, w] (visual nodes)."""
         g = self.graph(keypoints, feature_maps)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class SkeletonSequenceEncoder(nn.Module):
         bones: Sequence[tuple[int, int]],
         hidden: int,
         embed_dim: int = 64,
-        encoding: BoneEncoding = BoneEncoding(),
+        encoding: BoneEncoding = BoneEncoding(),  # noqa: B008  (a frozen dataclass: immutable)
         final_states: bool = False,
     ):
         super().__init__()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
-import star_ext
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import star_ext
 
 from .backbone import TwoStreamResNet
 from .bone_geometry import BoneEncoding
@@ -33,12 +34,12 @@ class StarOutput:
     logits: torch.Tensor  # [B, K] identity logits of BN(z)
     frame_logits: torch.Tensor  # [B, T, K] frame-level logits of the clean frames
     f: torch.Tensor  # [B, T, C] clean frame features GAP(layer4)
-    frame_logits_dis: Optional[torch.Tensor] = None  # [B, T, K] of the style-disturbed frames
-    f_dis: Optional[torch.Tensor] = None  # [B, T, C] style-disturbed frame features
-    h_t: Optional[torch.Tensor] = None  # [B, C] edge-based skeleton code (BiLSTM at frame T)
-    g: Optional[torch.Tensor] = None  # [B, C] joint-based skeleton code (keypoint graph)
-    s: Optional[torch.Tensor] = None  # [B, 2C] guide vector BN([h_T; g])
-    pose_logits: Optional[torch.Tensor] = None  # [B, K] pose-ID logits of s
+    frame_logits_dis: torch.Tensor | None = None  # [B, T, K] of the style-disturbed frames
+    f_dis: torch.Tensor | None = None  # [B, T, C] style-disturbed frame features
+    h_t: torch.Tensor | None = None  # [B, C] edge-based skeleton code (BiLSTM at frame T)
+    g: torch.Tensor | None = None  # [B, C] joint-based skeleton code (keypoint graph)
+    s: torch.Tensor | None = None  # [B, 2C] guide vector BN([h_T; g])
+    pose_logits: torch.Tensor | None = None  # [B, K] pose-ID logits of s
 
 
 def absent_outputs(cfg: ModelConfig) -> dict[str, str]:
@@ -49,8 +50,11 @@ def absent_outputs(cfg: ModelConfig) -> dict[str, str]:
         absent.update(dict.fromkeys(("f_dis", "frame_logits_dis"), "style.disturbance"))
     if not cfg.sequence.enabled:
         # h_t comes from frame correction too, but consistency also needs g: the sequence level gives both
-        absent.update(dict.fromkeys(("g", "s", "pose_logits", *(() if cfg.frame_correction.enabled else ("h_t",))),
-                                    "sequence.enabled"))
+        absent.update(
+            dict.fromkeys(
+                ("g", "s", "pose_logits", *(() if cfg.frame_correction.enabled else ("h_t",))), "sequence.enabled"
+            )
+        )
     elif not cfg.sequence.pose_classifier:
         absent["pose_logits"] = "sequence.pose_classifier"
     return absent
@@ -62,10 +66,10 @@ class SequenceFeatures(NamedTuple):
 
     f: torch.Tensor
     z: torch.Tensor
-    h_t: Optional[torch.Tensor] = None
-    g: Optional[torch.Tensor] = None
-    s: Optional[torch.Tensor] = None
-    pose_logits: Optional[torch.Tensor] = None
+    h_t: torch.Tensor | None = None
+    g: torch.Tensor | None = None
+    s: torch.Tensor | None = None
+    pose_logits: torch.Tensor | None = None
 
 
 class STAR(nn.Module):
@@ -161,7 +165,7 @@ class STAR(nn.Module):
 
     def _backbone(
         self, x: torch.Tensor, visible: torch.Tensor, num_frames: int
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frames [N, 3, H, W] -> layer4 maps of the clean frames and, when disturbing, of the disturbed ones."""
         net = self.backbone
         frame_visible = visible.repeat_interleave(num_frames)
@@ -192,7 +196,13 @@ class STAR(nn.Module):
         if not self.training:
             return self._eval_embedding(embedding, seq.z)
         out = StarOutput(
-            z=seq.z, logits=logits, frame_logits=self._frame_logits(seq.f), f=seq.f, h_t=seq.h_t, g=seq.g, s=seq.s,
+            z=seq.z,
+            logits=logits,
+            frame_logits=self._frame_logits(seq.f),
+            f=seq.f,
+            h_t=seq.h_t,
+            g=seq.g,
+            s=seq.s,
             pose_logits=seq.pose_logits,
         )
         if maps_dis is not None:

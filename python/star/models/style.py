@@ -65,7 +65,9 @@ class StyleAugmentation(nn.Module):
         return out + shift.view(b, t, 3, 1, 1)
 
 
-def adain(content: torch.Tensor, style: torch.Tensor, unbiased: bool = True, detach_style: bool = False) -> torch.Tensor:
+def adain(
+    content: torch.Tensor, style: torch.Tensor, unbiased: bool = True, detach_style: bool = False
+) -> torch.Tensor:
     """AdaIN(c, s) = sigma(s) (c - mu(c)) / sigma(c) + mu(s), per-channel spatial statistics of [N, C, H, W].
 
     ``unbiased``: sigma = unbiased std + 1e-6 (the release); else sqrt(biased var + 1e-5).

@@ -27,16 +27,37 @@ is not imported. :mod:`star.pose.testing` builds tiny stand-in models with ``onn
 
 from .errors import ModelNotFoundError, PoseError, PoseSettingsError, UnreadableFrameError
 from .extract import PoseRun, PoseWarning, extract_keypoints
-from .options import DEFAULT_SHARD_SIZE, PoseOptions
-from .merge import merge_shards
-from .shards import Shard, parse_shard_spec, plan_shards, select_part
 from .frames import DEFAULT_BATCH, FrameExtractor, PoseSettings
+from .merge import merge_shards
+from .options import DEFAULT_SHARD_SIZE, PoseOptions
 from .runtime import RTMPoseModel, YOLOXDetector, to_store
+from .shards import Shard, parse_shard_spec, plan_shards, select_part
 from .weights import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, KNOWN_MODELS, resolve_model, rtmlib_cache_dir
 
 __all__ = [
-    "DEFAULT_BATCH", "DEFAULT_DET_MODEL", "DEFAULT_POSE_MODEL", "DEFAULT_SHARD_SIZE", "FrameExtractor",
-    "KNOWN_MODELS", "ModelNotFoundError", "PoseError", "PoseOptions", "PoseRun", "PoseSettingsError", "PoseSettings", "PoseWarning", "RTMPoseModel",
-    "Shard", "UnreadableFrameError", "YOLOXDetector", "extract_keypoints", "merge_shards", "parse_shard_spec",
-    "plan_shards", "resolve_model", "rtmlib_cache_dir", "select_part", "to_store",
+    "DEFAULT_BATCH",
+    "DEFAULT_DET_MODEL",
+    "DEFAULT_POSE_MODEL",
+    "DEFAULT_SHARD_SIZE",
+    "FrameExtractor",
+    "KNOWN_MODELS",
+    "ModelNotFoundError",
+    "PoseError",
+    "PoseOptions",
+    "PoseRun",
+    "PoseSettingsError",
+    "PoseSettings",
+    "PoseWarning",
+    "RTMPoseModel",
+    "Shard",
+    "UnreadableFrameError",
+    "YOLOXDetector",
+    "extract_keypoints",
+    "merge_shards",
+    "parse_shard_spec",
+    "plan_shards",
+    "resolve_model",
+    "rtmlib_cache_dir",
+    "select_part",
+    "to_store",
 ]

@@ -46,17 +46,18 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..fileio import atomic_write, lines_digest, remove_stale_temporaries
+from ..progress import counting_progress as frame_progress
 from .errors import PoseError, PoseSettingsError, UnreadableFrameError
 from .frames import FrameExtractor, PoseSettings
 from .locks import pose_run_lock
-from ..progress import counting_progress as frame_progress
 from .merge import merge_locked
 from .options import PoseOptions
 from .runtime import RTMPoseModel, YOLOXDetector, available_cpus
@@ -166,9 +167,7 @@ def _check_frames(index: Mapping[str, Any], shards: Sequence[Shard], skip_unread
             if not os.path.isfile(paths[row]):
                 missing.append((sh.split, row, paths[row]))
     if missing and not skip_unreadable:
-        shown = "\n".join(
-            f"  {p} (frame {row + 1} of {getattr(index[s], 'source', s)})" for s, row, p in missing[:5]
-        )
+        shown = "\n".join(f"  {p} (frame {row + 1} of {getattr(index[s], 'source', s)})" for s, row, p in missing[:5])
         more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise UnreadableFrameError(
             missing[0][2],
@@ -179,7 +178,10 @@ def _check_frames(index: Mapping[str, Any], shards: Sequence[Shard], skip_unread
 
 
 def extract_keypoints(
-    data: Any, options: PoseOptions = PoseOptions(), *, on_shard_done: Optional[Callable[[str], None]] = None
+    data: Any,
+    options: PoseOptions = PoseOptions(),  # noqa: B008  (a frozen dataclass: immutable)
+    *,
+    on_shard_done: Callable[[str], None] | None = None,
 ) -> PoseRun:
     """Run RTMPose on every frame of ``data`` and write its keypoint store at ``options.out``.
 
@@ -222,7 +224,10 @@ def extract_keypoints(
         "dtype": options.dtype,
     }
     plan = _plan(index, fingerprint, options.shard_size)
-    plan["models"] = {"pose": _model_name(model, model_path), "detector": _model_name(det_model or DEFAULT_DET_MODEL, det_path) if detector else None}
+    plan["models"] = {
+        "pose": _model_name(model, model_path),
+        "detector": _model_name(det_model or DEFAULT_DET_MODEL, det_path) if detector else None,
+    }
 
     det = YOLOXDetector(det_path, options.device, settings.threads) if detector else None  # checked before any work
     work = out / WORK_DIR
@@ -235,9 +240,17 @@ def extract_keypoints(
     return run
 
 
-def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, plan: dict, settings: PoseSettings,
-                    pose: RTMPoseModel, det: Optional[YOLOXDetector], mine: list[Shard],
-                    on_shard_done: Optional[Callable[[str], None]]) -> PoseRun:
+def _extract_locked(
+    data: Any,
+    index: Mapping[str, Any],
+    options: PoseOptions,
+    plan: dict,
+    settings: PoseSettings,
+    pose: RTMPoseModel,
+    det: YOLOXDetector | None,
+    mine: list[Shard],
+    on_shard_done: Callable[[str], None] | None,
+) -> PoseRun:
     """The body of :func:`extract_keypoints`, run while holding the output folder's lock
     (``options.out`` resolved)."""
     out, part, workers = Path(options.out), options.part, options.workers  # type: ignore[arg-type]
@@ -249,8 +262,18 @@ def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, p
         shutil.rmtree(work / STAGING_DIR, ignore_errors=True)
         (work / PLAN_FILE).unlink(missing_ok=True)
     elif not (work / PLAN_FILE).exists() and _store_matches(out, plan):
-        return PoseRun(out=out, frames=n_frames, frames_computed=0, shards=len(mine), shards_skipped=len(mine),
-                       shards_computed=0, seconds=0.0, complete=True, part=part, up_to_date=True)
+        return PoseRun(
+            out=out,
+            frames=n_frames,
+            frames_computed=0,
+            shards=len(mine),
+            shards_skipped=len(mine),
+            shards_computed=0,
+            seconds=0.0,
+            complete=True,
+            part=part,
+            up_to_date=True,
+        )
 
     shard_dir.mkdir(parents=True, exist_ok=True)
     if part is None:  # no other run writes here now: temporaries of killed runs are garbage
@@ -268,8 +291,12 @@ def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, p
     pending = [s for s in mine if not (shard_dir / f"{s.name}.npy").is_file()]
     unreadable = _check_frames(index, pending, settings.skip_unreadable)
     if 1 < workers and len(pending) < workers:  # a shard is one worker's task
-        warnings.warn(f"{workers} workers but {len(pending)} shard(s) to compute: {workers - len(pending)} worker(s) "
-                      "will idle (a smaller --shard-size makes more shards)", PoseWarning, stacklevel=3)
+        warnings.warn(
+            f"{workers} workers but {len(pending)} shard(s) to compute: {workers - len(pending)} worker(s) "
+            "will idle (a smaller --shard-size makes more shards)",
+            PoseWarning,
+            stacklevel=3,
+        )
     todo = sum(len(s) for s in pending)
     computed = 0
     bad: list[str] = []
@@ -279,8 +306,8 @@ def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, p
             if workers == 1:
                 with FrameExtractor(settings, pose, det) as fx:
                     for sh in pending:
-                        rows, b = fx(index[sh.split].paths[sh.start:sh.stop], progress=advance)
-                        atomic_write(shard_dir / f"{sh.name}.npy", lambda f: np.save(f, rows), durable=True)
+                        rows, b = fx(index[sh.split].paths[sh.start : sh.stop], progress=advance)
+                        atomic_write(shard_dir / f"{sh.name}.npy", lambda f, rows=rows: np.save(f, rows), durable=True)
                         bad += b
                         computed += 1
                         if on_shard_done is not None:
@@ -296,6 +323,14 @@ def _extract_locked(data: Any, index: Mapping[str, Any], options: PoseOptions, p
         merge_locked(data, index, out)
         complete = True
     return PoseRun(
-        out=out, frames=n_frames, frames_computed=todo, shards=len(mine), shards_skipped=len(mine) - len(pending),
-        shards_computed=computed, seconds=0.0, complete=complete, part=part, unreadable=sorted(set(bad) | set(unreadable)),
+        out=out,
+        frames=n_frames,
+        frames_computed=todo,
+        shards=len(mine),
+        shards_skipped=len(mine) - len(pending),
+        shards_computed=computed,
+        seconds=0.0,
+        complete=complete,
+        part=part,
+        unreadable=sorted(set(bad) | set(unreadable)),
     )

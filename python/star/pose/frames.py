@@ -9,8 +9,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -19,8 +19,6 @@ from .errors import UnreadableFrameError
 from .runtime import NUM_COCO_KEYPOINTS, RTMPoseModel, YOLOXDetector, to_store
 
 DEFAULT_BATCH = 32
-
-
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class FrameExtractor:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "FrameExtractor":
+    def __enter__(self) -> FrameExtractor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -129,7 +127,9 @@ class FrameExtractor:
         rows[~ok] = 0.0
         return rows
 
-    def __call__(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str]]:
+    def __call__(
+        self, paths: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
         """Store rows [len(paths), 17, 3] (float32) and the unreadable frames (with ``skip_unreadable``)."""
         out = np.zeros((len(paths), NUM_COCO_KEYPOINTS, 3), np.float32)
         bad: list[str] = []
@@ -141,7 +141,7 @@ class FrameExtractor:
             nonlocal nxt
             if nxt < len(starts):
                 s = starts[nxt]
-                pending.append((s, self.pool.submit(self._load, paths[s:s + self.batch])))
+                pending.append((s, self.pool.submit(self._load, paths[s : s + self.batch])))
                 nxt += 1
 
         for _ in range(self.depth):
@@ -152,7 +152,7 @@ class FrameExtractor:
                 b = fut.result()
                 submit()
                 rows = self._infer(b)
-                out[s:s + len(rows)] = rows
+                out[s : s + len(rows)] = rows
                 bad.extend(b["bad"])
                 if progress is not None:
                     progress(len(rows))

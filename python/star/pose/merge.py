@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +31,16 @@ def merge_shards(data: Any, out: str | os.PathLike | None = None) -> Path:
 
 
 def merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
-    from star.data.keypoint_quality import META_KEY as QUALITY_KEY, pose_quality, row_modalities
+    from star.data.keypoint_quality import META_KEY as QUALITY_KEY
+    from star.data.keypoint_quality import pose_quality, row_modalities
     from star.data.keypoint_store import META_FILE, write_keypoints
 
     work = out / WORK_DIR
     plan = read_json(work / PLAN_FILE)
     if plan is None:
-        raise PoseError(f"nothing to merge: {work / PLAN_FILE} not found (run `star pose` first, with --shard I/N per part)")
+        raise PoseError(
+            f"nothing to merge: {work / PLAN_FILE} not found (run `star pose` first, with --shard I/N per part)"
+        )
     for split, info in plan["splits"].items():
         if split not in index or lines_digest(index[split].keys) != info["index_sha256"]:
             raise PoseError(f"{work}: the shards were computed for another frame index (split {split!r} differs)")
@@ -56,7 +60,7 @@ def merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
     staging = work / STAGING_DIR
     if staging.exists():
         shutil.rmtree(staging)
-    for split, info in plan["splits"].items():
+    for split in plan["splits"]:
         parts = []
         for s in (s for s in shards if s.split == split):
             path = shard_dir / f"{s.name}.npy"
@@ -65,15 +69,27 @@ def merge_locked(data: Any, index: Mapping[str, Any], out: Path) -> Path:
             except (OSError, ValueError) as e:
                 raise PoseError(f"{path}: unreadable shard ({e}); delete it and rerun to recompute it") from None
             if arr.shape != (len(s), NUM_COCO_KEYPOINTS, 3):
-                raise PoseError(f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_COCO_KEYPOINTS, 3)}; delete it and rerun")
+                raise PoseError(
+                    f"{path}: shard has shape {arr.shape}, expected {(len(s), NUM_COCO_KEYPOINTS, 3)}; "
+                    "delete it and rerun"
+                )
             parts.append(arr)
         arr = np.concatenate(parts) if parts else np.zeros((0, NUM_COCO_KEYPOINTS, 3), np.float32)
-        write_keypoints(staging, split, arr, index[split].keys, pose_model=(fp["models"] or {}).get("pose", "rtmpose"),
-                        input_size=tuple(fp["input_size"]), dtype=fp["dtype"])
+        write_keypoints(
+            staging,
+            split,
+            arr,
+            index[split].keys,
+            pose_model=(fp["models"] or {}).get("pose", "rtmpose"),
+            input_size=tuple(fp["input_size"]),
+            dtype=fp["dtype"],
+        )
     meta = json.loads((staging / META_FILE).read_text(encoding="utf-8"))
     meta["pose_extraction"] = fp
     stored = {split: np.load(staging / f"{split}.npy", mmap_mode="r") for split in plan["splits"]}
-    meta[QUALITY_KEY] = pose_quality(stored, row_modalities(data, {s: len(a) for s, a in stored.items()}), meta["created_at"])
+    meta[QUALITY_KEY] = pose_quality(
+        stored, row_modalities(data, {s: len(a) for s, a in stored.items()}), meta["created_at"]
+    )
     del stored  # the memory maps, before the files move
     atomic_write(staging / META_FILE, lambda f: json.dump(meta, f, indent=2), "w", durable=True)
     # Publish: drop the old meta.json first, so no reader sees new arrays under old metadata.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 from .errors import PoseSettingsError
 from .frames import DEFAULT_BATCH
@@ -39,17 +38,17 @@ class PoseOptions:
     ``progress``: a progress bar.
     """
 
-    out: Optional[str | os.PathLike[str]] = None
+    out: str | os.PathLike[str] | None = None
     model: str | os.PathLike[str] = DEFAULT_POSE_MODEL
-    detector: Optional[str] = None
-    det_model: Optional[str | os.PathLike[str]] = None
+    detector: str | None = None
+    det_model: str | os.PathLike[str] | None = None
     batch: int = DEFAULT_BATCH
     workers: int = 1
-    shard: Optional[str | tuple[int, int]] = None
+    shard: str | tuple[int, int] | None = None
     shard_size: int = DEFAULT_SHARD_SIZE
     device: str = "cpu"
-    threads: Optional[int] = None
-    decode_threads: Optional[int] = None
+    threads: int | None = None
+    decode_threads: int | None = None
     dtype: str = "float16"
     skip_unreadable: bool = False
     force: bool = False
@@ -61,9 +60,7 @@ class PoseOptions:
         if self.dtype not in STORE_DTYPES:
             raise PoseSettingsError(f"dtype must be float16 or float32, got {self.dtype!r}")
         if self.batch < 1 or self.workers < 1:
-            raise PoseSettingsError(
-                f"batch and workers must be >= 1, got batch={self.batch}, workers={self.workers}"
-            )
+            raise PoseSettingsError(f"batch and workers must be >= 1, got batch={self.batch}, workers={self.workers}")
         for name, value in (("threads", self.threads), ("decode_threads", self.decode_threads)):
             if value is not None and value < 1:  # 0 or -4 would silently mean "the default"
                 raise PoseSettingsError(f"{name} must be >= 1 (or left out for the default), got {value}")
@@ -71,6 +68,6 @@ class PoseOptions:
             parse_shard_spec(self.shard)
 
     @property
-    def part(self) -> Optional[tuple[int, int]]:
+    def part(self) -> tuple[int, int] | None:
         """The part ``(I, N)`` of ``shard``, or None for a full run."""
         return parse_shard_spec(self.shard) if self.shard is not None else None

@@ -51,8 +51,16 @@ def _onnxruntime_errors() -> tuple[type[BaseException], ...]:
     """onnxruntime's own exception classes (pybind ones, not derived from a common base)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotImplemented",
-             "RuntimeException")
+    names = (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NoModel",
+        "NoSuchFile",
+        "NotImplemented",
+        "RuntimeException",
+    )
     return tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 
@@ -70,7 +78,8 @@ def execution_providers(device: str) -> list:
             raise PoseError(
                 f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA execution provider "
                 f"(it has {', '.join(available)}); install the GPU build in its place: "
-                "`pip uninstall -y onnxruntime && pip install 'star-reid[pose-gpu]'` (onnxruntime-gpu, with the CUDA and cuDNN libraries its release requires), "
+                "`pip uninstall -y onnxruntime && pip install 'star-reid[pose-gpu]'` "
+                "(onnxruntime-gpu, with the CUDA and cuDNN libraries its release requires), "
                 "or run with --device cpu (or auto: the GPU when there is one)"
             )
         return [(CUDA_PROVIDER, {"device_id": int(device[5:] or 0)}), "CPUExecutionProvider"]
@@ -108,6 +117,8 @@ def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | No
             "run with --device cpu or auto"
         )
     return session
+
+
 def _static_dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
@@ -161,13 +172,13 @@ class _OnnxModel:
             return self.session.run(self.output_names, {self.input_name: x})
         parts: list[list[np.ndarray]] = []
         for i in range(0, n, step):
-            chunk = x[i:i + step]
+            chunk = x[i : i + step]
             m = chunk.shape[0]
             if self.batch_size is not None and m < self.batch_size:
                 pad = np.zeros((self.batch_size - m, *chunk.shape[1:]), chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
             parts.append([o[:m] for o in self.session.run(self.output_names, {self.input_name: chunk})])
-        return [np.concatenate(outs) for outs in zip(*parts)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=False)]
 
 
 def box_center_scale(box: np.ndarray, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +231,10 @@ class RTMPoseModel(_OnnxModel):
         # uint8 -> normalised float32, computed in float64 then rounded, exactly as rtmlib's
         # (img - mean) / std followed by the float32 cast.
         levels = np.arange(256, dtype=np.float64)
-        self._luts = [((levels - m) / s).astype(np.float32).reshape(1, 256) for m, s in zip(RTMPOSE_MEAN, RTMPOSE_STD)]
+        self._luts = [
+            ((levels - m) / s).astype(np.float32).reshape(1, 256)
+            for m, s in zip(RTMPOSE_MEAN, RTMPOSE_STD, strict=False)
+        ]
 
     def _outputs_problem(self, shapes):
         h, w = self.input_hw
@@ -229,19 +243,26 @@ class RTMPoseModel(_OnnxModel):
             [None, NUM_COCO_KEYPOINTS, int(SIMCC_SPLIT_RATIO * h)],
         ]
         fits = len(shapes) >= 2 and all(
-            len(got) == 3 and all(g is None or e is None or g == e for g, e in zip(got, exp))
-            for got, exp in zip(shapes, want)
+            len(got) == 3 and all(g is None or e is None or g == e for g, e in zip(got, exp, strict=False))
+            for got, exp in zip(shapes, want, strict=False)
         )
-        return None if fits else (
-            f"outputs simcc_x [N, {NUM_COCO_KEYPOINTS}, {want[0][2]}] and simcc_y [N, {NUM_COCO_KEYPOINTS}, {want[1][2]}] "
-            f"for its {h} x {w} input (a detector goes to --det-model)"
+        return (
+            None
+            if fits
+            else (
+                f"outputs simcc_x [N, {NUM_COCO_KEYPOINTS}, {want[0][2]}] and "
+                f"simcc_y [N, {NUM_COCO_KEYPOINTS}, {want[1][2]}] "
+                f"for its {h} x {w} input (a detector goes to --det-model)"
+            )
         )
 
     def prepare(self, image_bgr: np.ndarray, box, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Warp ``box`` of the BGR image into ``out`` ([3, H, W] float32); return (centre, size) for decoding."""
         center, scale = box_center_scale(np.asarray(box))
         scale = fit_aspect(scale, self.input_wh)
-        crop = cv2.warpAffine(image_bgr, warp_matrix(center, scale, self.input_wh), self.input_wh, flags=cv2.INTER_LINEAR)
+        crop = cv2.warpAffine(
+            image_bgr, warp_matrix(center, scale, self.input_wh), self.input_wh, flags=cv2.INTER_LINEAR
+        )
         # Channel planes through the per-channel tables, written straight into the batch (no GIL held).
         for c, plane in enumerate(cv2.split(crop)):
             view = out[c]
@@ -318,9 +339,13 @@ class YOLOXDetector(_OnnxModel):
         first = shapes[0] if shapes else []
         nms = len(first) == 3 and first[2] == 5
         raw = len(first) == 3 and (first[2] is None or first[2] >= 6) and first[1] in (cells, None)
-        return None if nms or raw else (
-            f"a first output dets [N, boxes, 5] (NMS inside) or raw predictions [N, {cells}, 5 + classes] "
-            f"(the 8/16/32 grids of its {h} x {w} input)"
+        return (
+            None
+            if nms or raw
+            else (
+                f"a first output dets [N, boxes, 5] (NMS inside) or raw predictions [N, {cells}, 5 + classes] "
+                f"(the 8/16/32 grids of its {h} x {w} input)"
+            )
         )
 
     def prepare(self, image_bgr: np.ndarray, out: np.ndarray) -> float:
@@ -353,7 +378,9 @@ class YOLOXDetector(_OnnxModel):
                 strides.append(np.full((gh * gw, 1), s))
             grid, stride = np.concatenate(cells), np.concatenate(strides)
             if grid.shape[0] != anchors:
-                raise PoseError(f"detector model {self.path}: {anchors} anchors do not match the 8/16/32 grids of {self.input_hw}")
+                raise PoseError(
+                    f"detector model {self.path}: {anchors} anchors do not match the 8/16/32 grids of {self.input_hw}"
+                )
             self._grid = (grid, stride)
         return self._grid
 

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import PoseSettingsError
 
@@ -62,7 +63,7 @@ def parse_shard_spec(spec: str | tuple[int, int]) -> tuple[int, int]:
 def select_part(shards: Sequence[Shard], part: int, parts: int) -> list[Shard]:
     """Part ``part`` of ``parts``: a contiguous run of shards (parts differ in size by at most one shard)."""
     g = len(shards)
-    return list(shards[part * g // parts:(part + 1) * g // parts])
+    return list(shards[part * g // parts : (part + 1) * g // parts])
 
 
 def frame_lists(data: Any) -> dict[str, Any]:

@@ -46,9 +46,12 @@ class _CSPStage(nn.Module):
         self.down = _conv(cin, cout, 3, 2)
         self.main_in = _conv(cout, mid, 1)
         self.short = _conv(cout, mid, 1)
-        self.blocks = nn.Sequential(*[
-            nn.Sequential(_conv(mid, mid, 3), _conv(mid, mid, 5, groups=mid), _conv(mid, mid, 1)) for _ in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(_conv(mid, mid, 3), _conv(mid, mid, 5, groups=mid), _conv(mid, mid, 1))
+                for _ in range(depth)
+            ]
+        )
         self.out = _conv(2 * mid, cout, 1)
 
     def forward(self, x):
@@ -62,8 +65,12 @@ class RTMPoseStandin(nn.Module):
     def __init__(self, widths=(48, 96, 192, 384, 768), depths=(2, 4, 5, 2), hidden: int = 256):
         super().__init__()
         h, w = POSE_HW
-        self.stem = nn.Sequential(_conv(3, widths[0] // 2, 3, 2), _conv(widths[0] // 2, widths[0] // 2), _conv(widths[0] // 2, widths[0]))
-        self.stages = nn.Sequential(*[_CSPStage(a, b, d) for a, b, d in zip(widths[:-1], widths[1:], depths)])
+        self.stem = nn.Sequential(
+            _conv(3, widths[0] // 2, 3, 2), _conv(widths[0] // 2, widths[0] // 2), _conv(widths[0] // 2, widths[0])
+        )
+        self.stages = nn.Sequential(
+            *[_CSPStage(a, b, d) for a, b, d in zip(widths[:-1], widths[1:], depths, strict=False)]
+        )
         self.final = nn.Conv2d(widths[-1], NUM_COCO_KEYPOINTS, 7, 1, 3)
         cells = (h // 32) * (w // 32)
         self.mlp = nn.Sequential(nn.Linear(cells, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
@@ -92,12 +99,22 @@ class YOLOXStandin(nn.Module):
     def __init__(self, widths=(48, 96, 192, 384, 768), depths=(2, 6, 6, 2), head: int = 256):
         super().__init__()
         self.stem = _conv(3, widths[0], 3, 2)
-        self.stages = nn.ModuleList([_CSPStage(a, b, d) for a, b, d in zip(widths[:-1], widths[1:], depths)])
-        self.heads = nn.ModuleList([
-            nn.Sequential(_conv(c, head, 1), _conv(head, head), _conv(head, head), _conv(head, head), _conv(head, head),
-                          nn.Conv2d(head, 6, 1))
-            for c in widths[2:]
-        ])
+        self.stages = nn.ModuleList(
+            [_CSPStage(a, b, d) for a, b, d in zip(widths[:-1], widths[1:], depths, strict=False)]
+        )
+        self.heads = nn.ModuleList(
+            [
+                nn.Sequential(
+                    _conv(c, head, 1),
+                    _conv(head, head),
+                    _conv(head, head),
+                    _conv(head, head),
+                    _conv(head, head),
+                    nn.Conv2d(head, 6, 1),
+                )
+                for c in widths[2:]
+            ]
+        )
         self.register_buffer("base", person_bias(*DET_HW))
 
     def forward(self, x):
@@ -107,7 +124,7 @@ class YOLOXStandin(nn.Module):
             x = stage(x)
             if i >= 1:
                 levels.append(x)
-        raw = torch.cat([head(f).flatten(2).transpose(1, 2) for head, f in zip(self.heads, levels)], 1)
+        raw = torch.cat([head(f).flatten(2).transpose(1, 2) for head, f in zip(self.heads, levels, strict=False)], 1)
         raw = 0.01 * raw + self.base  # random weights: small offsets around the fixed person box
         return torch.cat([raw[..., :4], torch.sigmoid(raw[..., 4:])], -1)
 
@@ -125,8 +142,11 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     def linear(m, _inp, out):
         total[0] += out.numel() * m.in_features
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         with torch.no_grad():
             model(x)
@@ -144,8 +164,14 @@ def _calibrate_and_export(model: nn.Module, hw: tuple[int, int], path, outputs: 
     model.eval()
     path = os.fspath(path)
     torch.onnx.export(
-        model, (torch.randn(1, 3, *hw),), path, input_names=["input"], output_names=outputs, opset_version=17,
-        dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]}, dynamo=False,
+        model,
+        (torch.randn(1, 3, *hw),),
+        path,
+        input_names=["input"],
+        output_names=outputs,
+        opset_version=17,
+        dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
+        dynamo=False,
     )
     return path
 

@@ -114,11 +114,20 @@ def make_tiny_yolox(path, nms: bool = True, batch: int | None = 1, input_hw: tup
         return _save(_raw_yolox(inp, n, h, w), path)
     c = lambda name, value, dtype=np.float32: numpy_helper.from_array(np.asarray(value, dtype), name)  # noqa: E731
     inits = [
-        c("bright", 200.0), c("offset", 150.0), c("span", 105.0), c("zero", 0.0), c("one", 1.0),
-        c("size_x", float(w)), c("size_y", float(h)),
-        c("rev_start", [-1], np.int64), c("rev_end", [-(2**62)], np.int64), c("axis1", [1], np.int64),
+        c("bright", 200.0),
+        c("offset", 150.0),
+        c("span", 105.0),
+        c("zero", 0.0),
+        c("one", 1.0),
+        c("size_x", float(w)),
+        c("size_y", float(h)),
+        c("rev_start", [-1], np.int64),
+        c("rev_end", [-(2**62)], np.int64),
+        c("axis1", [1], np.int64),
         c("step_back", [-1], np.int64),
-        c("grow", [-8.0, -8.0, 8.0, 8.0, 0.0]), c("halve", [1.0, 1.0, 1.0, 1.0, 0.5]), c("no_label", 0.0),
+        c("grow", [-8.0, -8.0, 8.0, 8.0, 0.0]),
+        c("halve", [1.0, 1.0, 1.0, 1.0, 0.5]),
+        c("no_label", 0.0),
     ]
     nodes = [
         helper.make_node("ReduceMax", ["input"], ["cmax"], axes=[1], keepdims=0),  # [N, H, W]
@@ -185,6 +194,10 @@ def _raw_yolox(inp, n, h: int, w: int):
         numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape3"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_yolox_raw", [inp], [helper.make_tensor_value_info("output", TensorProto.FLOAT, [n, cells, 7])], inits
+        nodes,
+        "tiny_yolox_raw",
+        [inp],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [n, cells, 7])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -51,7 +51,7 @@ def rtmlib_cache_dir() -> Path:
 
 def mirror_url(url: str) -> str | None:
     """The Hugging Face mirror rtmlib falls back to for an OpenMMLab URL (None for other hosts)."""
-    return _MIRROR + url[len(_OPENMMLAB):] if url.startswith(_OPENMMLAB) else None
+    return _MIRROR + url[len(_OPENMMLAB) :] if url.startswith(_OPENMMLAB) else None
 
 
 def _cache_name(url_or_file: str) -> str:
@@ -96,5 +96,6 @@ def resolve_model(spec: str | os.PathLike, what: str = "pose model") -> Path:
     raise ModelNotFoundError(
         f"{what} not found: {text} (looked for {looked}); star pose never downloads.\n"
         f"  pass an existing .onnx file, or one of {names} once it is in rtmlib's cache {cache}\n"
-        f"  (rtmlib downloads them there; e.g. {KNOWN_MODELS[DEFAULT_POSE_MODEL if 'pose' in what else DEFAULT_DET_MODEL][1]})"
+        f"  (rtmlib downloads them there; e.g. "
+        f"{KNOWN_MODELS[DEFAULT_POSE_MODEL if 'pose' in what else DEFAULT_DET_MODEL][1]})"
     )

@@ -17,8 +17,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -66,8 +67,15 @@ def _worker_run(name: str, paths: list[str], target: str) -> tuple[str, int, lis
     return name, len(paths), bad
 
 
-def run_pool(settings: PoseSettings, workers: int, index: Mapping[str, Any], pending: Sequence, shard_dir: Path,
-             progress: Callable[[int], None], on_shard_done: Callable[[str], None] | None) -> list[str]:
+def run_pool(
+    settings: PoseSettings,
+    workers: int,
+    index: Mapping[str, Any],
+    pending: Sequence,
+    shard_dir: Path,
+    progress: Callable[[int], None],
+    on_shard_done: Callable[[str], None] | None,
+) -> list[str]:
     """Compute the ``pending`` shards in ``workers`` processes; returns the unreadable frames they met."""
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
@@ -80,10 +88,13 @@ def run_pool(settings: PoseSettings, workers: int, index: Mapping[str, Any], pen
             except queue_mod.Empty:
                 return
 
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                initargs=(settings, progress_queue, os.getpid())) as ex:
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(settings, progress_queue, os.getpid())
+    ) as ex:
         futures = {
-            ex.submit(_worker_run, sh.name, list(index[sh.split].paths[sh.start:sh.stop]), str(shard_dir / f"{sh.name}.npy"))
+            ex.submit(
+                _worker_run, sh.name, list(index[sh.split].paths[sh.start : sh.stop]), str(shard_dir / f"{sh.name}.npy")
+            )
             for sh in pending
         }
         try:

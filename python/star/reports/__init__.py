@@ -10,6 +10,12 @@ from .rank_lists import write_rank_lists
 from .run_table import run_table
 
 __all__ = [
-    "FeatureFileError", "Features", "METRICS_FILE", "load_npz", "run_table", "save_npz", "write_metrics",
+    "FeatureFileError",
+    "Features",
+    "METRICS_FILE",
+    "load_npz",
+    "run_table",
+    "save_npz",
+    "write_metrics",
     "write_rank_lists",
 ]

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..fileio import atomic_write
 
@@ -46,7 +46,7 @@ def cmc_curves(metrics: Mapping[str, Any], max_rank: int = PLOT_RANKS) -> list[C
     return curves
 
 
-def write_cmc_plot(metrics: Mapping[str, Any], path: str | Path, max_rank: int = PLOT_RANKS) -> Optional[Path]:
+def write_cmc_plot(metrics: Mapping[str, Any], path: str | Path, max_rank: int = PLOT_RANKS) -> Path | None:
     """Draw the CMC curves of ``metrics`` into the PNG ``path`` (atomically); returns ``path``.
 
     Without matplotlib (a dependency of star-reid, so only in a broken install) one warning

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class Features:
     def __len__(self) -> int:
         return len(self.feats)
 
-    def subset(self, index) -> "Features":
+    def subset(self, index) -> Features:
         """The rows ``index`` (a boolean mask or integer indices) as a new ``Features``."""
         idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
         return Features(
@@ -74,7 +74,7 @@ class Features:
         )
 
     @classmethod
-    def from_tracklets(cls, feats: torch.Tensor, tracklets: Sequence[Tracklet]) -> "Features":
+    def from_tracklets(cls, feats: torch.Tensor, tracklets: Sequence[Tracklet]) -> Features:
         """Features of ``tracklets`` (in order) with the given embeddings."""
         return cls(
             feats=feats,
@@ -86,7 +86,7 @@ class Features:
 
 
 def save_npz(
-    features: Mapping[str, Features] | Features, path: str | Path, *, meta: Optional[Mapping[str, Any]] = None
+    features: Mapping[str, Features] | Features, path: str | Path, *, meta: Mapping[str, Any] | None = None
 ) -> Path:
     """Write one ``Features`` (stored as set ``"features"``) or named sets to ``path`` (``.npz``).
 
@@ -125,8 +125,9 @@ def load_npz(path: str | Path, *, with_meta: bool = False):
     except (zipfile.BadZipFile, EOFError) as exc:
         raise FeatureFileError(f"{path} is not a complete features .npz (truncated or damaged: {exc})") from None
     except ValueError:  # numpy found neither a zip archive nor a .npy header
-        raise FeatureFileError(f"{path} is not a features .npz written by `star extract` "
-                               "(neither a zip archive of arrays nor a .npy file)") from None
+        raise FeatureFileError(
+            f"{path} is not a features .npz written by `star extract` (neither a zip archive of arrays nor a .npy file)"
+        ) from None
     except OSError as exc:
         raise FeatureFileError(f"{path} cannot be read: {exc}") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
@@ -170,14 +171,16 @@ def _read_sets(path: Path, z: np.lib.npyio.NpzFile, with_meta: bool):
     for name in names:
         feats = array(f"{name}_feats")
         if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating):
-            raise FeatureFileError(f"{path}: {name}_feats must be a 2-D float array [N, C], "
-                                   f"got shape {feats.shape} dtype {feats.dtype}")
+            raise FeatureFileError(
+                f"{path}: {name}_feats must be a 2-D float array [N, C], got shape {feats.shape} dtype {feats.dtype}"
+            )
         columns = {}
         for field in (*LABEL_FIELDS, "paths"):
             values = array(f"{name}_{field}")
             if values.shape != (len(feats),):
-                raise FeatureFileError(f"{path}: {name}_{field} has shape {values.shape} but {name}_feats has "
-                                       f"{len(feats)} rows")
+                raise FeatureFileError(
+                    f"{path}: {name}_{field} has shape {values.shape} but {name}_feats has {len(feats)} rows"
+                )
             if field != "paths" and not np.issubdtype(values.dtype, np.integer):
                 raise FeatureFileError(f"{path}: {name}_{field} must hold integers, got dtype {values.dtype}")
             columns[field] = values

@@ -19,25 +19,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.source_files import read_frame
 from ..data.keypoint_store import KeypointStore
 from ..data.sampling import sample_frame_indices
-from ..data.skeleton import COCO_BONES, COCO17_KEYPOINTS
+from ..data.skeleton import COCO17_KEYPOINTS, COCO_BONES
+from ..data.source_files import read_frame
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet, VideoReidData
+from ..fileio import atomic_write
 from ..metrics import MetricsInputError, feature_pair, mode_sets, resolve_protocol, same_pid_same_camera
 from ..metrics.protocols import BUPT, BUPT_OFFICIAL_DROPPED
-from ..fileio import atomic_write
 from ..output_paths import OutputPathError, prepare_output_dir
 from .feature_files import Features
 
-__all__ = ["write_rank_lists", "check_rank_list_options", "similarity_labels", "rank_list_size", "QUERY_COLOR", "MATCH_COLOR", "MISMATCH_COLOR"]
+__all__ = [
+    "write_rank_lists",
+    "check_rank_list_options",
+    "similarity_labels",
+    "rank_list_size",
+    "QUERY_COLOR",
+    "MATCH_COLOR",
+    "MISMATCH_COLOR",
+]
 
 # Layout (pixels). Colours are RGB.
 BORDER = 4  # coloured border around every strip
@@ -61,7 +68,8 @@ def _side(name: str) -> str:
 
 _SIDE_COLOR = {"left": (255, 150, 0), "right": (0, 170, 255), "centre": (255, 230, 0)}
 _BONE_COLORS = [
-    _SIDE_COLOR[_side(COCO17_KEYPOINTS[i])] if _side(COCO17_KEYPOINTS[i]) == _side(COCO17_KEYPOINTS[j])
+    _SIDE_COLOR[_side(COCO17_KEYPOINTS[i])]
+    if _side(COCO17_KEYPOINTS[i]) == _side(COCO17_KEYPOINTS[j])
     else _SIDE_COLOR["centre"]
     for i, j in COCO_BONES
 ]
@@ -79,16 +87,14 @@ def _draw_skeleton(img: np.ndarray, kp: np.ndarray) -> None:
     h, w = img.shape[:2]
     visible = (kp[:, 2] > KEYPOINT_CONF) & (kp[:, 0] >= 0) & (kp[:, 0] <= 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= 1)
     pts = [(int(round(x * w - 0.5)), int(round(y * h - 0.5))) for x, y in kp[:, :2].tolist()]
-    for (i, j), color in zip(COCO_BONES, _BONE_COLORS):
+    for (i, j), color in zip(COCO_BONES, _BONE_COLORS, strict=False):
         if visible[i] and visible[j]:
             cv2.line(img, pts[i], pts[j], color, 1, cv2.LINE_AA)
     for k in np.flatnonzero(visible).tolist():
         cv2.circle(img, pts[k], 1, (255, 255, 255), -1, cv2.LINE_AA)
 
 
-def _strip(
-    t: Tracklet, keypoints: Optional[KeypointStore], color, num_frames: int, height: int, width: int
-) -> np.ndarray:
+def _strip(t: Tracklet, keypoints: KeypointStore | None, color, num_frames: int, height: int, width: int) -> np.ndarray:
     """RGB uint8 strip of ``t``: sampled frames side by side, skeletons, coloured border, modality tag."""
     positions = sample_frame_indices(len(t), num_frames, train=False)
     kps = None
@@ -108,14 +114,15 @@ def _strip(
         if kps is not None:
             _draw_skeleton(img, kps[k])
         x0 = BORDER + k * (width + SEP)
-        strip[BORDER:BORDER + height, x0:x0 + width] = img
+        strip[BORDER : BORDER + height, x0 : x0 + width] = img
         if k + 1 < num_frames:
-            strip[BORDER:BORDER + height, x0 + width:x0 + width + SEP] = (40, 40, 40)
+            strip[BORDER : BORDER + height, x0 + width : x0 + width + SEP] = (40, 40, 40)
     tag = _MOD_TAG.get(t.modality, str(t.modality))
     (tw, th), base = cv2.getTextSize(tag, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
     cv2.rectangle(strip, (BORDER, BORDER), (BORDER + tw + 4, BORDER + th + base + 3), (0, 0, 0), -1)
-    cv2.putText(strip, tag, (BORDER + 2, BORDER + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        strip, tag, (BORDER + 2, BORDER + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA
+    )
     return strip
 
 
@@ -138,7 +145,7 @@ def similarity_labels(sims: Sequence[float], min_digits: int = 3, max_digits: in
     sims = [float(v) for v in sims]
     for digits in range(min_digits, max_digits + 1):
         texts = [f"sim {v:.{digits}f}" for v in sims]
-        if all(a != b for a, b, x, y in zip(texts, texts[1:], sims, sims[1:]) if x != y):
+        if all(a != b for a, b, x, y in zip(texts, texts[1:], sims, sims[1:], strict=False) if x != y):
             break
     return texts
 
@@ -161,14 +168,15 @@ def check_rank_list_options(*, topk: int, num_queries: int, num_frames: int = 4,
     """The picture options of ``write_rank_lists``, checked (callers check them before extracting features)."""
     if topk < 1 or num_queries < 0 or num_frames < 1:
         raise MetricsInputError(
-            f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}")
+            f"need topk >= 1, num_queries >= 0, num_frames >= 1; got {topk}, {num_queries}, {num_frames}"
+        )
     if image_format.lower() not in ("png", "jpg", "jpeg"):
         raise MetricsInputError(f"image_format must be png or jpg, got {image_format!r}")
 
 
 def write_rank_lists(
     data: VideoReidData,
-    keypoints: Optional[KeypointStore],
+    keypoints: KeypointStore | None,
     query: Features,
     gallery: Features,
     out_dir: str | Path,
@@ -213,8 +221,11 @@ def write_rank_lists(
         qf, gf = q_all.subset(q_rows), g_all.subset(g_rows)
         # Which gallery items each query may see, and whether it has a positive left.
         same_pid = qf.pids[:, None] == gf.pids[None, :]
-        allowed = (~same_pid_same_camera(qf.pids, qf.camids, gf.pids, gf.camids) if plan.camera_filter
-                   else np.ones_like(same_pid))
+        allowed = (
+            ~same_pid_same_camera(qf.pids, qf.camids, gf.pids, gf.camids)
+            if plan.camera_filter
+            else np.ones_like(same_pid)
+        )
         candidates = np.flatnonzero((same_pid & allowed).any(axis=1))
         if len(candidates) == 0:
             continue
@@ -223,27 +234,48 @@ def write_rank_lists(
         sim = F.normalize(qf.feats[torch.from_numpy(pick)].float(), dim=1) @ F.normalize(gf.feats.float(), dim=1).T
         sim = sim.numpy().astype(np.float64)
         slug = mode.replace("->", "2").lower()
-        for row, qi in zip(sim, pick.tolist()):
+        for row, qi in zip(sim, pick.tolist(), strict=False):
             valid = np.flatnonzero(allowed[qi])
             order = valid[np.argsort(-row[valid], kind="stable")][:topk]
-            rows = [np.concatenate([
-                _label(["query", f"pid {qf.pids[qi]}", f"cam {qf.camids[qi]}"], height + 2 * BORDER),
-                _strip(q_split[q_rows[qi]], keypoints, QUERY_COLOR, num_frames, height, width),
-            ], axis=1)]
-            for rank, (gi, text) in enumerate(zip(order.tolist(), similarity_labels(row[order])), 1):
+            rows = [
+                np.concatenate(
+                    [
+                        _label(["query", f"pid {qf.pids[qi]}", f"cam {qf.camids[qi]}"], height + 2 * BORDER),
+                        _strip(q_split[q_rows[qi]], keypoints, QUERY_COLOR, num_frames, height, width),
+                    ],
+                    axis=1,
+                )
+            ]
+            for rank, (gi, text) in enumerate(zip(order.tolist(), similarity_labels(row[order]), strict=False), 1):
                 match = gf.pids[gi] == qf.pids[qi]
-                rows.append(np.concatenate([
-                    _label([f"rank {rank}", f"pid {gf.pids[gi]}", f"cam {gf.camids[gi]}", text],
-                           height + 2 * BORDER, MATCH_COLOR if match else MISMATCH_COLOR),
-                    _strip(g_split[g_rows[gi]], keypoints, MATCH_COLOR if match else MISMATCH_COLOR, num_frames,
-                           height, width),
-                ], axis=1))
+                rows.append(
+                    np.concatenate(
+                        [
+                            _label(
+                                [f"rank {rank}", f"pid {gf.pids[gi]}", f"cam {gf.camids[gi]}", text],
+                                height + 2 * BORDER,
+                                MATCH_COLOR if match else MISMATCH_COLOR,
+                            ),
+                            _strip(
+                                g_split[g_rows[gi]],
+                                keypoints,
+                                MATCH_COLOR if match else MISMATCH_COLOR,
+                                num_frames,
+                                height,
+                                width,
+                            ),
+                        ],
+                        axis=1,
+                    )
+                )
             canvas = _stack(rows)
             path = out / f"{slug}_q{int(q_rows[qi]):05d}_pid{int(qf.pids[qi])}.{image_format.lower()}"
             ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise OutputPathError(f"cannot encode the rank-list picture {path}")
-            atomic_write(path, lambda f: f.write(encoded.tobytes()))  # a full disk: one error naming path and reason
+            atomic_write(
+                path, lambda f, encoded=encoded: f.write(encoded.tobytes())
+            )  # a full disk: one error naming path and reason
             written.append(path)
     return written
 
@@ -254,6 +286,6 @@ def _stack(rows: list[np.ndarray]) -> np.ndarray:
     canvas[:] = BACKGROUND
     y = 0
     for i, r in enumerate(rows):
-        canvas[y:y + r.shape[0]] = r
+        canvas[y : y + r.shape[0]] = r
         y += r.shape[0] + (QUERY_GAP if i == 0 else ROW_GAP)
     return canvas

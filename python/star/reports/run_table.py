@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -29,8 +29,8 @@ from ..config import RunConfig
 from ..config.loader import RUN_KEY
 from ..config.run_info import CONFIG_FILE
 from ..config_tree import key_matches, keys_where
-from ..errors import StarError
 from ..dotted_keys import flatten
+from ..errors import StarError
 from .metrics_file import METRICS_FILE
 
 TABLE_FORMATS = ("markdown", "csv", "latex")
@@ -75,7 +75,7 @@ class Row:
     def split(self) -> tuple[str, str, bool]:
         return self.runs[0].split
 
-    def stats(self, mode: str, metric: str) -> Optional[tuple[float, Optional[float], int]]:
+    def stats(self, mode: str, metric: str) -> tuple[float, float | None, int] | None:
         """(mean %, sample std % or None, n) of ``metric`` in ``mode`` over the runs; None when any lacks it."""
         values = [run.metrics["modes"].get(mode, {}).get(metric) for run in self.runs]
         if any(v is None for v in values):
@@ -193,9 +193,12 @@ def build_table(runs: Sequence[Run], group_by: Sequence[str] = ()) -> RunTable:
     if not group_by and len(rows) > 1:
         differ = [k for k in _differing([row.runs[0] for row in rows]) if k != "seed"]
         if differ:
-            notes.append("rows differ in: " + "; ".join(
-                f"{k} ({', '.join(f'{row.label}: {row.runs[0].config.get(k)}' for row in rows)})" for k in differ
-            ))
+            notes.append(
+                "rows differ in: "
+                + "; ".join(
+                    f"{k} ({', '.join(f'{row.label}: {row.runs[0].config.get(k)}' for row in rows)})" for k in differ
+                )
+            )
     modes = list(dict.fromkeys(mode for run in runs for mode in run.metrics["modes"]))
     return RunTable(rows, modes, notes)
 
@@ -213,7 +216,7 @@ def _fixed_cells(row: Row) -> list[str]:
     return [row.label, dataset, protocol + (" + re-ranking" if rerank else ""), str(len(row.runs)), seeds]
 
 
-def _mean_std(stats: Optional[tuple[float, Optional[float], int]], pm: str) -> str:
+def _mean_std(stats: tuple[float, float | None, int] | None, pm: str) -> str:
     if stats is None:
         return "-"
     mean, std, _ = stats
@@ -248,9 +251,20 @@ def _csv(table: RunTable) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", ">": r"$>$",
-                  "<": r"$<$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    ">": r"$>$",
+    "<": r"$<$",
+}
 
 
 def _latex_text(text: str) -> str:
@@ -259,8 +273,12 @@ def _latex_text(text: str) -> str:
 
 def _latex(table: RunTable) -> str:
     header = _header(table)
-    lines = [r"\begin{tabular}{" + "lllrl" + "r" * (len(header) - 5) + "}", r"\hline",
-             " & ".join(_latex_text(h) for h in header) + r" \\", r"\hline"]
+    lines = [
+        r"\begin{tabular}{" + "lllrl" + "r" * (len(header) - 5) + "}",
+        r"\hline",
+        " & ".join(_latex_text(h) for h in header) + r" \\",
+        r"\hline",
+    ]
     for row in table.rows:
         cells = [_mean_std(row.stats(mode, m), r" \pm ") for mode in table.modes for m in METRICS]
         cells = [c if c == "-" else f"${c}$" for c in cells]
@@ -277,12 +295,23 @@ def format_run_table(table: RunTable, fmt: str = "markdown") -> str:
     return formatters[fmt](table)
 
 
-def run_table(run_dirs: Sequence[str | os.PathLike[str]], fmt: str = "markdown",
-              group_by: Sequence[str] = ()) -> tuple[str, list[str]]:
+def run_table(
+    run_dirs: Sequence[str | os.PathLike[str]], fmt: str = "markdown", group_by: Sequence[str] = ()
+) -> tuple[str, list[str]]:
     """``star table``: (the formatted table of ``run_dirs``, notes for the user)."""
     table = build_table([read_run(d) for d in run_dirs], group_by)
     return format_run_table(table, fmt), table.notes
 
 
-__all__ = ["Run", "Row", "RunTable", "RunTableError", "read_run", "build_table", "format_run_table", "run_table",
-           "TABLE_FORMATS", "RESULT_INDEPENDENT"]
+__all__ = [
+    "Run",
+    "Row",
+    "RunTable",
+    "RunTableError",
+    "read_run",
+    "build_table",
+    "format_run_table",
+    "run_table",
+    "TABLE_FORMATS",
+    "RESULT_INDEPENDENT",
+]
