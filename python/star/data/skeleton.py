@@ -7,6 +7,9 @@ the same names (tests/test_models.py ties the joint names to the count).
 
 from __future__ import annotations
 
+from star_ext.graph import COCO_BONES as COCO_BONES  # re-exported (see above)
+from star_ext.graph import NUM_COCO_KEYPOINTS as NUM_COCO_KEYPOINTS
+
 COCO17_KEYPOINTS: tuple[str, ...] = (
     "nose",
     "left_eye",
