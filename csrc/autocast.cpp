@@ -35,7 +35,8 @@ at::Tensor keypoint_graph_attention_autocast(
     const at::Tensor& col, double negative_slope, const std::optional<at::Tensor>& edge_keep, double keep_scale) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key);
   const auto dtype = h.scalar_type();
-  return keypoint_graph_attention(h, a_src.to(dtype), a_dst.to(dtype), rowptr, col, negative_slope, edge_keep, keep_scale);
+  return keypoint_graph_attention(
+      h, a_src.to(dtype), a_dst.to(dtype), rowptr, col, negative_slope, edge_keep, keep_scale);
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ at::Tensor if_needed(bool needed, const at::Tensor& grad) {
 
 [[noreturn]] void double_backward_unsupported(const char* op) {
   TORCH_CHECK_NOT_IMPLEMENTED(
-      false, op, ": double backward is not supported (the op's gradients are first-order only; "
+      false, op,
+      ": double backward is not supported (the op's gradients are first-order only; "
       "differentiate the pure-PyTorch reference in star_ext.reference for higher orders)");
 }
 
@@ -91,8 +92,9 @@ class GuidedGemPoolFunction : public torch::autograd::Function<GuidedGemPoolFunc
     const auto [grad_x, grad_weight, grad_p] = guided_gem_pool_backward(
         grad_outputs[0], saved[0], saved[1], saved[2], ctx->saved_data["eps"].toDouble(),
         ctx->saved_data["floor"].toDouble(), need);
-    return {if_needed(need[0], grad_x), if_needed(need[1], grad_weight), if_needed(need[2], grad_p), at::Tensor(),
-            at::Tensor()};
+    return {
+        if_needed(need[0], grad_x), if_needed(need[1], grad_weight), if_needed(need[2], grad_p), at::Tensor(),
+        at::Tensor()};
   }
 };
 
@@ -129,11 +131,17 @@ class KeypointGraphAttentionFunction : public torch::autograd::Function<Keypoint
     const std::optional<at::Tensor> edge_keep = saved[5].defined() ? std::optional<at::Tensor>(saved[5]) : std::nullopt;
     const std::array<bool, 3> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
     const auto [grad_h, grad_src, grad_dst] = keypoint_graph_attention_backward(
-        grad_outputs[0], saved[0], saved[1], saved[2], saved[3], saved[4],
-        ctx->saved_data["negative_slope"].toDouble(), edge_keep, ctx->saved_data["keep_scale"].toDouble(), need);
+        grad_outputs[0], saved[0], saved[1], saved[2], saved[3], saved[4], ctx->saved_data["negative_slope"].toDouble(),
+        edge_keep, ctx->saved_data["keep_scale"].toDouble(), need);
     const at::Tensor none;
-    return {if_needed(need[0], grad_h), if_needed(need[1], grad_src), if_needed(need[2], grad_dst), none, none, none,
-            none, none};
+    return {if_needed(need[0], grad_h),
+            if_needed(need[1], grad_src),
+            if_needed(need[2], grad_dst),
+            none,
+            none,
+            none,
+            none,
+            none};
   }
 };
 

@@ -25,11 +25,7 @@ struct GraphAttentionInputs {
 };
 
 GraphAttentionInputs prepare_graph_attention(
-    const at::Tensor& h,
-    const at::Tensor& a_src,
-    const at::Tensor& a_dst,
-    const at::Tensor& rowptr,
-    const at::Tensor& col,
-    const std::optional<at::Tensor>& edge_keep);
+    const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,
+    const at::Tensor& col, const std::optional<at::Tensor>& edge_keep);
 
 }  // namespace star

@@ -50,7 +50,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
     const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst,
     const at::Tensor& rowptr, const at::Tensor& col, double negative_slope, const std::optional<at::Tensor>& edge_keep,
     double keep_scale, std::array<bool, 3> output_mask) {
-  static const auto op = find_op<decltype(keypoint_graph_attention_backward)>("star::keypoint_graph_attention_backward");
+  static const auto op =
+      find_op<decltype(keypoint_graph_attention_backward)>("star::keypoint_graph_attention_backward");
   return op.call(grad_out, h, a_src, a_dst, rowptr, col, negative_slope, edge_keep, keep_scale, output_mask);
 }
 

@@ -39,9 +39,14 @@ CacheKey key_of(const at::Tensor& col, int64_t num_nodes) {
   // The stream the transpose is computed and used on: an entry is never read
   // on another stream before the work that wrote it has finished.
   const c10::impl::VirtualGuardImpl guard(col.device().type());
-  return CacheKey{
-      col.storage().unsafeGetStorageImpl(), col.storage_offset(), col.numel(), num_nodes, col.scalar_type(),
-      col.device(), guard.getStream(col.device()).id(), col._version()};
+  return CacheKey{col.storage().unsafeGetStorageImpl(),
+                  col.storage_offset(),
+                  col.numel(),
+                  num_nodes,
+                  col.scalar_type(),
+                  col.device(),
+                  guard.getStream(col.device()).id(),
+                  col._version()};
 }
 
 }  // namespace

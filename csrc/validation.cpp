@@ -12,20 +12,20 @@ namespace {
 
 void check_floating(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(
-      at::isFloatingType(t.scalar_type()),
-      op, ": ", name, " must be a floating-point tensor, got ", t.scalar_type());
+      at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating-point tensor, got ", t.scalar_type());
 }
 
-void check_same_dtype(const char* op, const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
+void check_same_dtype(
+    const char* op, const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK(
-      t.scalar_type() == ref.scalar_type(),
-      op, ": ", name, " must have the dtype of ", ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
+      t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of ", ref_name, " (",
+      ref.scalar_type(), "), got ", t.scalar_type());
 }
 
-void check_same_device(const char* op, const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
+void check_same_device(
+    const char* op, const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK(
-      t.device() == ref.device(),
-      op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ", ref.device(),
+      t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ", ref.device(),
       "; all tensors must be on the same device");
 }
 
@@ -44,12 +44,12 @@ void check_csr_values(const at::Tensor& rowptr, const at::Tensor& col, int64_t n
   TORCH_CHECK_VALUE(r[0] == 0, op, ": rowptr[0] must be 0, got ", static_cast<int64_t>(r[0]));
   for (int64_t i = 0; i < num_nodes; ++i) {
     TORCH_CHECK_VALUE(
-        r[i + 1] >= r[i], op, ": rowptr must be non-decreasing, but rowptr[", i + 1, "] = ",
-        static_cast<int64_t>(r[i + 1]), " < rowptr[", i, "] = ", static_cast<int64_t>(r[i]));
+        r[i + 1] >= r[i], op, ": rowptr must be non-decreasing, but rowptr[", i + 1,
+        "] = ", static_cast<int64_t>(r[i + 1]), " < rowptr[", i, "] = ", static_cast<int64_t>(r[i]));
   }
   TORCH_CHECK_VALUE(
-      r[num_nodes] == num_edges, op, ": rowptr[-1] must equal the number of edges col.numel() = ", num_edges,
-      ", got ", static_cast<int64_t>(r[num_nodes]));
+      r[num_nodes] == num_edges, op, ": rowptr[-1] must equal the number of edges col.numel() = ", num_edges, ", got ",
+      static_cast<int64_t>(r[num_nodes]));
   for (int64_t e = 0; e < num_edges; ++e) {
     TORCH_CHECK_VALUE(
         c[e] >= 0 && c[e] < num_nodes, op, ": col[", e, "] = ", static_cast<int64_t>(c[e]),
@@ -64,8 +64,7 @@ void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double 
   check_dim(op, "feat", feat, 4, "[N, C, H, W]");
   check_dim(op, "kpts", kpts, 3, "[N, K, 3]");
   TORCH_CHECK(kpts.size(2) == 3, op, ": kpts must hold (x, y, conf) in its last dimension, got shape ", kpts.sizes());
-  TORCH_CHECK(
-      kpts.size(0) == feat.size(0), op, ": kpts has ", kpts.size(0), " samples but feat has ", feat.size(0));
+  TORCH_CHECK(kpts.size(0) == feat.size(0), op, ": kpts has ", kpts.size(0), " samples but feat has ", feat.size(0));
   check_floating(op, "feat", feat);
   check_same_dtype(op, "kpts", kpts, "feat", feat);
   check_same_device(op, "kpts", kpts, "feat", feat);
@@ -73,7 +72,8 @@ void check_keypoint_pool(const at::Tensor& feat, const at::Tensor& kpts, double 
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a non-negative finite number, got ", eps);
 }
 
-void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
+void check_guided_gem_pool(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor) {
   const char* op = "guided_gem_pool";
   check_dim(op, "x", x, 3, "[B, T, C]");
   check_dim(op, "weight", weight, 3, "[B, P, C]");
@@ -92,7 +92,8 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
   check_same_device(op, "p", p, "x", x);
   // eps = 0 (no clamp) is allowed: x = 0 then has log x = -inf, which the kernels handle.
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a non-negative finite number, got ", eps);
-  TORCH_CHECK_VALUE(std::isfinite(floor) && floor >= 0, op, ": floor must be a non-negative finite number, got ", floor);
+  TORCH_CHECK_VALUE(
+      std::isfinite(floor) && floor >= 0, op, ": floor must be a non-negative finite number, got ", floor);
   if (p.device().is_cpu()) {
     const auto pd = p.to(at::kDouble).contiguous();
     const double* pv = pd.data_ptr<double>();
@@ -102,19 +103,16 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
       // holds the limit 0.05 as 0.0500000007, and a float64 0.04999999999 rounds to it)
       const float magnitude = std::abs(static_cast<float>(pv[i]));
       TORCH_CHECK_VALUE(
-          magnitude >= static_cast<float>(kMinAbsExponent) && magnitude <= static_cast<float>(kMaxAbsExponent), op, ": p[", i, "] = ", pv[i],
-          " is outside the supported range: each exponent needs ", kMinAbsExponent, " <= |p| <= ", kMaxAbsExponent);
+          magnitude >= static_cast<float>(kMinAbsExponent) && magnitude <= static_cast<float>(kMaxAbsExponent), op,
+          ": p[", i, "] = ", pv[i], " is outside the supported range: each exponent needs ", kMinAbsExponent,
+          " <= |p| <= ", kMaxAbsExponent);
     }
   }
 }
 
 void check_keypoint_graph_attention(
-    const at::Tensor& h,
-    const at::Tensor& a_src,
-    const at::Tensor& a_dst,
-    const at::Tensor& rowptr,
-    const at::Tensor& col,
-    const std::optional<at::Tensor>& edge_keep) {
+    const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,
+    const at::Tensor& col, const std::optional<at::Tensor>& edge_keep) {
   const char* op = "keypoint_graph_attention";
   check_dim(op, "h", h, 4, "[B, V, heads, D]");
   check_dim(op, "a_src", a_src, 3, "[B, V, heads]");
@@ -122,8 +120,10 @@ void check_keypoint_graph_attention(
   check_dim(op, "rowptr", rowptr, 1, "[V + 1]");
   check_dim(op, "col", col, 1, "[E]");
   const auto expected = h.sizes().slice(0, 3);
-  TORCH_CHECK(a_src.sizes() == expected, op, ": a_src must have shape ", expected, " (h's [B, V, heads]), got ", a_src.sizes());
-  TORCH_CHECK(a_dst.sizes() == expected, op, ": a_dst must have shape ", expected, " (h's [B, V, heads]), got ", a_dst.sizes());
+  TORCH_CHECK(
+      a_src.sizes() == expected, op, ": a_src must have shape ", expected, " (h's [B, V, heads]), got ", a_src.sizes());
+  TORCH_CHECK(
+      a_dst.sizes() == expected, op, ": a_dst must have shape ", expected, " (h's [B, V, heads]), got ", a_dst.sizes());
   TORCH_CHECK(
       rowptr.size(0) == h.size(1) + 1, op, ": rowptr must have V + 1 = ", h.size(1) + 1, " entries, got ",
       rowptr.size(0));
@@ -163,12 +163,8 @@ void check_keypoint_graph_attention(
 }
 
 GraphAttentionInputs prepare_graph_attention(
-    const at::Tensor& h,
-    const at::Tensor& a_src,
-    const at::Tensor& a_dst,
-    const at::Tensor& rowptr,
-    const at::Tensor& col,
-    const std::optional<at::Tensor>& edge_keep) {
+    const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,
+    const at::Tensor& col, const std::optional<at::Tensor>& edge_keep) {
   check_keypoint_graph_attention(h, a_src, a_dst, rowptr, col, edge_keep);
   GraphAttentionInputs in{
       h.contiguous(),

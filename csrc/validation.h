@@ -24,7 +24,8 @@ constexpr double kMaxAbsExponent = 1e3;
 // and floor >= 0 and finite; on CPU also that every exponent is in the
 // supported range (reading p on CUDA would sync: there the kernels give NaN
 // for an exponent outside it).
-void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor);
+void check_guided_gem_pool(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& p, double eps, double floor);
 
 // Shapes, dtypes, devices of keypoint_graph_attention; on CPU also that the
 // CSR is well formed (rowptr starts at 0, is non-decreasing and ends at E,
@@ -32,12 +33,8 @@ void check_guided_gem_pool(const at::Tensor& x, const at::Tensor& weight, const 
 // reading out of bounds; validate templates once on the host
 // (star_ext.validate_csr) to get the error there.
 void check_keypoint_graph_attention(
-    const at::Tensor& h,
-    const at::Tensor& a_src,
-    const at::Tensor& a_dst,
-    const at::Tensor& rowptr,
-    const at::Tensor& col,
-    const std::optional<at::Tensor>& edge_keep);
+    const at::Tensor& h, const at::Tensor& a_src, const at::Tensor& a_dst, const at::Tensor& rowptr,
+    const at::Tensor& col, const std::optional<at::Tensor>& edge_keep);
 
 // grad_out must have the shape of the op's output.
 void check_grad_out(const char* op, const at::Tensor& grad_out, at::IntArrayRef expected, const at::Tensor& like);

@@ -339,8 +339,8 @@ at::Tensor guided_gem_pool_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cpu(
-    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p,
-    double eps, double floor, std::array<bool, 3> output_mask) {
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& p, double eps,
+    double floor, std::array<bool, 3> output_mask) {
   check_guided_gem_pool(x_in, weight_in, p, eps, floor);
   check_grad_out("guided_gem_pool_backward", grad_out_in, {x_in.size(0), x_in.size(2)}, x_in);
   const auto x = x_in.contiguous();

@@ -165,9 +165,8 @@ at::Tensor keypoint_graph_attention_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "keypoint_graph_attention_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "keypoint_graph_attention_cpu_index", [&] {
       gat_forward_kernel<scalar_t, index_t>(
-          h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(), a_dst.data_ptr<scalar_t>(),
-          rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s, negative_slope, keep_scale,
-          out.data_ptr<scalar_t>());
+          h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(), a_dst.data_ptr<scalar_t>(), rowptr.data_ptr<index_t>(),
+          col.data_ptr<index_t>(), keep, s, negative_slope, keep_scale, out.data_ptr<scalar_t>());
     });
   });
   return out;
@@ -196,8 +195,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
         AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "keypoint_graph_attention_backward_cpu_index", [&] {
           gat_backward_kernel<scalar_t, index_t>(
               grad_out.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(),
-              a_dst.data_ptr<scalar_t>(), rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s,
-              negative_slope, keep_scale, ptr(grad_h), ptr(grad_a_src), ptr(grad_a_dst));
+              a_dst.data_ptr<scalar_t>(), rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s, negative_slope,
+              keep_scale, ptr(grad_h), ptr(grad_a_src), ptr(grad_a_dst));
         });
       });
   return {grad_h.to(h.scalar_type()), grad_a_src.to(h.scalar_type()), grad_a_dst.to(h.scalar_type())};

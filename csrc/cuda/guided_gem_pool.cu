@@ -119,9 +119,9 @@ __device__ __forceinline__ void add_uncached_terms(
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kGemThreads) gem_forward_kernel(
-    const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight, const at::opmath_type<scalar_t>* __restrict__ p,
-    int64_t B, int64_t T, int64_t C, int64_t P, at::opmath_type<scalar_t> eps, bool with_floor,
-    at::opmath_type<scalar_t> log_tf, scalar_t* __restrict__ out) {
+    const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
+    const at::opmath_type<scalar_t>* __restrict__ p, int64_t B, int64_t T, int64_t C, int64_t P,
+    at::opmath_type<scalar_t> eps, bool with_floor, at::opmath_type<scalar_t> log_tf, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t log_t = cuda::log_(static_cast<acc_t>(T));
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < B * C; j += int64_t(gridDim.x) * blockDim.x) {
@@ -179,9 +179,8 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
     const at::opmath_type<scalar_t>* __restrict__ p, int64_t B, int64_t T, int64_t C, int64_t P,
-    at::opmath_type<scalar_t> eps, bool with_floor, at::opmath_type<scalar_t> log_tf,
-    scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_weight,
-    at::opmath_type<scalar_t>* __restrict__ grad_p_blocks) {
+    at::opmath_type<scalar_t> eps, bool with_floor, at::opmath_type<scalar_t> log_tf, scalar_t* __restrict__ grad_x,
+    scalar_t* __restrict__ grad_weight, at::opmath_type<scalar_t>* __restrict__ grad_p_blocks) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t warp_sums[kGemThreads / cuda::kWarpSize];
   const acc_t log_t = cuda::log_(static_cast<acc_t>(T));
@@ -206,8 +205,9 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
       acc_t gx[kCachedFrames];
 #pragma unroll
       for (int u = 0; u < kCachedFrames; ++u) {
-        chunk_log[u] = first ? log_x[u]
-                             : (t0 + u < T ? cuda::log_(clamp_min(static_cast<acc_t>(xc[(t0 + u) * C]), eps)) : acc_t(0));
+        chunk_log[u] = first
+                           ? log_x[u]
+                           : (t0 + u < T ? cuda::log_(clamp_min(static_cast<acc_t>(xc[(t0 + u) * C]), eps)) : acc_t(0));
         inv_x[u] = cuda::exp_(-chunk_log[u]);
         gx[u] = 0;
       }
@@ -278,8 +278,8 @@ __global__ void __launch_bounds__(kGemThreads) gem_backward_kernel(
 // grad_p[i] = sum over blocks of grad_p_blocks[block, i]: one warp per
 // exponent, lanes striding over the blocks, then a fixed shuffle tree.
 template <typename acc_t>
-__global__ void __launch_bounds__(kGemThreads) gem_grad_p_kernel(
-    const acc_t* __restrict__ grad_p_blocks, int64_t blocks, int64_t P, double* __restrict__ grad_p) {
+__global__ void __launch_bounds__(kGemThreads)
+    gem_grad_p_kernel(const acc_t* __restrict__ grad_p_blocks, int64_t blocks, int64_t P, double* __restrict__ grad_p) {
   constexpr int64_t warps = kGemThreads / cuda::kWarpSize;
   const int lane = threadIdx.x % cuda::kWarpSize;
   for (int64_t i = blockIdx.x * warps + threadIdx.x / cuda::kWarpSize; i < P; i += int64_t(gridDim.x) * warps) {
@@ -317,8 +317,8 @@ at::Tensor guided_gem_pool_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_gem_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     gem_forward_kernel<scalar_t><<<grid_size(B * C, kGemThreads), kGemThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B, T, C, P,
-        static_cast<acc_t>(eps), floor > 0, floor_log_term<acc_t>(T, floor), out.data_ptr<scalar_t>());
+        x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B, T, C, P, static_cast<acc_t>(eps),
+        floor > 0, floor_log_term<acc_t>(T, floor), out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -349,8 +349,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_gem_pool_backward_cuda(
     using acc_t = at::opmath_type<scalar_t>;
     auto grad_p_blocks = want_p ? at::zeros({int64_t(blocks), P}, p.options()) : at::Tensor();
     gem_backward_kernel<scalar_t><<<blocks, kGemThreads, 0, stream>>>(
-        grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B,
-        T, C, P, static_cast<acc_t>(eps), floor > 0, floor_log_term<acc_t>(T, floor),
+        grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), p.data_ptr<acc_t>(), B, T,
+        C, P, static_cast<acc_t>(eps), floor > 0, floor_log_term<acc_t>(T, floor),
         output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr,
         want_p ? grad_p_blocks.data_ptr<acc_t>() : nullptr);

@@ -62,7 +62,8 @@ void with_group_lanes(int64_t D, F&& f) {
 
 // Edges [r0, r1) of CSR row i, clamped into [0, E].
 template <typename index_t>
-__device__ __forceinline__ void row_range(const index_t* __restrict__ ptr, int64_t i, int64_t E, int64_t& r0, int64_t& r1) {
+__device__ __forceinline__ void row_range(
+    const index_t* __restrict__ ptr, int64_t i, int64_t E, int64_t& r0, int64_t& r1) {
   r0 = cuda::min64(cuda::max64(static_cast<int64_t>(ptr[i]), 0), E);
   r1 = cuda::min64(cuda::max64(static_cast<int64_t>(ptr[i + 1]), 0), E);
   r1 = cuda::max64(r0, r1);
@@ -104,8 +105,8 @@ __device__ __forceinline__ void softmax_stats(
 
 // Dropout factor of edge e of sample b, head k.
 template <typename acc_t>
-__device__ __forceinline__ acc_t keep_factor(
-    const uint8_t* __restrict__ keep, int64_t b, int64_t e, int64_t k, const GraphShape& s, acc_t keep_scale) {
+__device__ __forceinline__ acc_t
+keep_factor(const uint8_t* __restrict__ keep, int64_t b, int64_t e, int64_t k, const GraphShape& s, acc_t keep_scale) {
   if (keep == nullptr) {
     return acc_t(1);
   }
@@ -148,8 +149,8 @@ __device__ __forceinline__ DestinationItem<scalar_t> destination_item(
 template <int G, typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kGatThreads) gat_forward_kernel(
     const scalar_t* __restrict__ h, const scalar_t* __restrict__ a_src, const scalar_t* __restrict__ a_dst,
-    const index_t* __restrict__ rowptr, const index_t* __restrict__ col, const uint8_t* __restrict__ keep,
-    GraphShape s, at::opmath_type<scalar_t> slope, at::opmath_type<scalar_t> keep_scale, scalar_t* __restrict__ out) {
+    const index_t* __restrict__ rowptr, const index_t* __restrict__ col, const uint8_t* __restrict__ keep, GraphShape s,
+    at::opmath_type<scalar_t> slope, at::opmath_type<scalar_t> keep_scale, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t groups = kGatThreads / G;
   const unsigned int mask = cuda::segment_mask<G>();
@@ -379,10 +380,11 @@ at::Tensor keypoint_graph_attention_cuda(
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "keypoint_graph_attention_cuda_index", [&] {
       with_group_lanes(s.D, [&](auto lanes) {
         constexpr int G = decltype(lanes)::value;
-        gat_forward_kernel<G, scalar_t, index_t><<<grid_size(s.B * s.V * s.heads, kGatThreads / G), kGatThreads, 0, stream>>>(
-            h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(), a_dst.data_ptr<scalar_t>(),
-            rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s, static_cast<acc_t>(negative_slope),
-            static_cast<acc_t>(keep_scale), out.data_ptr<scalar_t>());
+        gat_forward_kernel<G, scalar_t, index_t>
+            <<<grid_size(s.B * s.V * s.heads, kGatThreads / G), kGatThreads, 0, stream>>>(
+                h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(), a_dst.data_ptr<scalar_t>(),
+                rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s, static_cast<acc_t>(negative_slope),
+                static_cast<acc_t>(keep_scale), out.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -432,8 +434,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
             gat_backward_dst_kernel<G, scalar_t, index_t><<<blocks, kGatThreads, 0, stream>>>(
                 grad_out.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), a_src.data_ptr<scalar_t>(),
                 a_dst.data_ptr<scalar_t>(), rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), keep, s,
-                static_cast<acc_t>(negative_slope), static_cast<acc_t>(keep_scale), acc_ptr(coef_buf),
-                acc_ptr(ds_buf), output_mask[2] ? grad_a_dst.data_ptr<scalar_t>() : nullptr,
+                static_cast<acc_t>(negative_slope), static_cast<acc_t>(keep_scale), acc_ptr(coef_buf), acc_ptr(ds_buf),
+                output_mask[2] ? grad_a_dst.data_ptr<scalar_t>() : nullptr,
                 need_sources ? edge_dst.data_ptr<int64_t>() : nullptr);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
@@ -441,9 +443,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> keypoint_graph_attention_backward
             // Out-of-range sources sort outside [0, V) and drop out.
             const auto transposed = transposed_template(col, s.V);
             gat_backward_src_kernel<G, scalar_t><<<blocks, kGatThreads, 0, stream>>>(
-                grad_out.data_ptr<scalar_t>(), transposed.colptr.data_ptr<int64_t>(), transposed.perm.data_ptr<int64_t>(),
-                edge_dst.data_ptr<int64_t>(), acc_ptr(coef_buf), acc_ptr(ds_buf), s,
-                output_mask[0] ? grad_h.data_ptr<scalar_t>() : nullptr,
+                grad_out.data_ptr<scalar_t>(), transposed.colptr.data_ptr<int64_t>(),
+                transposed.perm.data_ptr<int64_t>(), edge_dst.data_ptr<int64_t>(), acc_ptr(coef_buf), acc_ptr(ds_buf),
+                s, output_mask[0] ? grad_h.data_ptr<scalar_t>() : nullptr,
                 output_mask[1] ? grad_a_src.data_ptr<scalar_t>() : nullptr);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }

@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kPoolThreads) keypoint_pool_forward_kernel(
   constexpr int kStride = table_stride<KG>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   acc_t* maps = reinterpret_cast<acc_t*>(smem_raw);  // [chunk][kStride]
-  acc_t* tile = maps + chunk * kStride;               // [KG][kPoolChannels]
+  acc_t* tile = maps + chunk * kStride;              // [KG][kPoolChannels]
 
   const int64_t HW = H * W;
   const bool narrow = HW <= cuda::kInt32Max;
@@ -536,8 +536,8 @@ at::Tensor keypoint_pool_cuda(const at::Tensor& feat_in, const at::Tensor& kpts_
         const int64_t chunk = std::min<int64_t>(HW, kMapBytes / (stride * static_cast<int64_t>(sizeof(acc_t))));
         const size_t smem = static_cast<size_t>(chunk * stride + KG * kPoolChannels) * sizeof(acc_t);
         keypoint_pool_forward_kernel<scalar_t, KG><<<grid_size(work, 1), kPoolThreads, smem, stream>>>(
-            feat.data_ptr<scalar_t>(), prof.x.data_ptr<acc_t>(), prof.y.data_ptr<acc_t>(),
-            prof.stats.data_ptr<acc_t>(), N, C, H, W, K, k0, kg, chunk, tiles_per_block, out.data_ptr<scalar_t>());
+            feat.data_ptr<scalar_t>(), prof.x.data_ptr<acc_t>(), prof.y.data_ptr<acc_t>(), prof.stats.data_ptr<acc_t>(),
+            N, C, H, W, K, k0, kg, chunk, tiles_per_block, out.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
@@ -590,8 +590,7 @@ std::tuple<at::Tensor, at::Tensor> keypoint_pool_backward_cuda(
       const bool accumulate = k0 > 0;
       with_keypoint_group(group, [&](auto kg_const) {
         constexpr int KG = decltype(kg_const)::value;
-        const size_t smem =
-            static_cast<size_t>(kStagedChannels * table_stride<KG>() + 4 * threads) * sizeof(acc_t);
+        const size_t smem = static_cast<size_t>(kStagedChannels * table_stride<KG>() + 4 * threads) * sizeof(acc_t);
         // Launches the kernel writing grad_feat as out_t (nullptr: not needed).
         const auto launch = [&](auto* grad_feat_ptr, auto with_m_const) {
           using out_t = std::remove_pointer_t<decltype(grad_feat_ptr)>;
