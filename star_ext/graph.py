@@ -7,6 +7,7 @@ sources of the edges into node ``i`` are ``col[rowptr[i]:rowptr[i+1]]``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 
@@ -80,7 +81,7 @@ def skeleton_graph(
     """
     if num_frames < 1:
         raise ValueError(f"skeleton_graph: num_frames must be >= 1, got {num_frames}")
-    bones = [tuple(b) for b in bones]
+    bones = cast(list[tuple[int, int]], [tuple(b) for b in bones])
     for i, j in bones:
         if not (0 <= i < num_joints and 0 <= j < num_joints) or i == j:
             raise ValueError(f"skeleton_graph: bone ({i}, {j}) is not a pair of distinct joints in [0, {num_joints})")

@@ -10,6 +10,9 @@ the inputs give what the references in ``star_ext.reference`` give.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 
 from . import reference
@@ -142,9 +145,13 @@ def _check_devices(op: str, **tensors: torch.Tensor | None) -> None:
     for name, t in others:
         torch._check(
             t.device == first.device,
-            lambda name=name, t=t: (
-                f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
-                "all tensors must be on the same device"
+            # defaults bind this iteration's values; mypy cannot infer such a lambda from the context
+            cast(
+                Callable[[], str],
+                lambda name=name, t=t: (
+                    f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+                    "all tensors must be on the same device"
+                ),
             ),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from typing import cast
 
 import torch
 import torchvision
@@ -73,4 +74,6 @@ class TwoStreamResNet(nn.Module):
 def _masked_stem(stem: nn.Sequential, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """stem(x) for the frames where mask is True, its BatchNorm's statistics (in training)
     taken over those frames only, as when they alone go through it."""
-    return stem.maxpool(stem.relu(masked_batch_norm(stem.bn1, stem.conv1(x), mask)))
+    conv1, bn1 = cast(nn.Conv2d, stem.conv1), cast(nn.BatchNorm2d, stem.bn1)
+    relu, maxpool = cast(nn.Module, stem.relu), cast(nn.Module, stem.maxpool)
+    return maxpool(relu(masked_batch_norm(bn1, conv1(x), mask)))

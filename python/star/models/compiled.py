@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,6 +24,8 @@ class CompiledNetwork(nn.Module):
     the module to compile when one wraps ``network`` (DistributedDataParallel), else
     ``network``. ``mode`` is torch.compile's (``reduce-overhead`` for CUDA graphs).
     """
+
+    compiled: Callable[..., Any]  # set through __dict__ in __init__, not a submodule
 
     def __init__(self, network: STAR, run: nn.Module | None = None, mode: str | None = None):
         super().__init__()

@@ -35,6 +35,8 @@ class GuidedPooling(nn.Module):
     (``PoolingConfig``), on the fused ``guided_gem_pool`` op.
     """
 
+    exponents: torch.Tensor  # a Parameter or a buffer, set by _exponent_buffer
+
     def __init__(self, guide_dim: int, dim: int, cfg: PoolingConfig, use_fused_ops: bool = True):
         super().__init__()
         self.dim, self.eps, self.floor, self.learnable = dim, cfg.eps, cfg.floor, cfg.learnable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,10 @@ class KeypointGraphEncoder(nn.Module):
     Linear (``readout: linear``), so T is fixed at construction.
     """
 
+    # buffers, registered in __init__ only with the avg_pool readout
+    bin_index: torch.Tensor
+    bin_weight: torch.Tensor
+
     def __init__(
         self,
         num_frames: int,
@@ -50,7 +56,7 @@ class KeypointGraphEncoder(nn.Module):
         self.register_buffer("col", col, persistent=False)
         self.visual_proj = nn.Linear(feature_dim, cfg.visual_dim) if cfg.visual_nodes else None
         in_dim = NODE_COORDS + (cfg.visual_dim if cfg.visual_nodes else 0)
-        gat = dict(dropout=cfg.attention_dropout, use_fused_ops=use_fused_ops)
+        gat: dict[str, Any] = dict(dropout=cfg.attention_dropout, use_fused_ops=use_fused_ops)
         self.gat1 = KeypointGraphAttention(in_dim, cfg.hidden_dim, heads=cfg.hidden_heads, concat=True, **gat)
         self.gat2 = KeypointGraphAttention(cfg.hidden_dim * cfg.hidden_heads, cfg.out_dim, heads=1, concat=False, **gat)
         self.dropout = nn.Dropout(cfg.dropout)

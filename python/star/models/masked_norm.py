@@ -35,6 +35,8 @@ def masked_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, mask: torch.Tensor) -
 
 @torch.no_grad()
 def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+    # track_running_stats (checked by the caller) means BatchNorm made these buffers
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
     seen = count > 0
     tracked = bn.num_batches_tracked + seen.to(bn.num_batches_tracked.dtype)
     # momentum None: the cumulative average over the batches seen so far

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ class SkeletonSequenceEncoder(nn.Module):
         final_states: bool = False,
     ):
         super().__init__()
-        self.bones = tuple(tuple(b) for b in bones)
+        self.bones = cast(tuple[tuple[int, int], ...], tuple(tuple(b) for b in bones))
         self.hidden = hidden
         self.encoding = encoding
         self.final_states = final_states

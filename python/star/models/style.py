@@ -27,6 +27,9 @@ class StyleAugmentation(nn.Module):
     and r' = M r: x' = diag(1/std) M diag(std) x + (M mean - mean) / std.
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, cfg: StyleConfig):
         super().__init__()
         self.low, self.high = cfg.scale_range
