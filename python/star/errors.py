@@ -47,7 +47,8 @@ class WriteFailedError(StarError, OSError):
 
 
 # errno -> the reason a user reads; these are the environment's, never the package's, fault
-_REASONS = {
+# Keyed by OSError.errno, which is None for an OSError raised without one (lookup then misses).
+_REASONS: dict[int | None, str] = {
     errno.ENOSPC: "no space left on the device",
     errno.EDQUOT: "disk quota exceeded",
     errno.EROFS: "read-only file system",

@@ -50,7 +50,7 @@ def atomic_write(
     refused: list[OSError] = []
     try:
         try:
-            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
                 write(_RecordingFile(f, refused))
                 if durable:
                     f.flush()

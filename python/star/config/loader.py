@@ -254,6 +254,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
 
 def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "a mapping") -> RunConfig:
     """Like ``load_config`` for an already parsed config tree (e.g. the one a checkpoint records)."""
+    origins: dict[str, str]
     tree, origins = _deep_merge({}, tree), {}
     _record_origins(tree, source, origins)
     return _resolve(tree, origins, overrides, source)

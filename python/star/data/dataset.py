@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import cv2
 import numpy as np
@@ -104,5 +105,8 @@ class TrackletDataset(Dataset):
                 t.paths[sources[i]] if sources[i] >= 0 else "a black frame",
             )
         shape = next((img.shape for img in decoded.values() if img is not None), (1, 1, 3))
-        frames = [decoded[s] if s >= 0 else np.zeros(shape, np.uint8) for s in sources.tolist()]
+        # a source >= 0 is always a decoded (not None) frame
+        frames: list[np.ndarray] = [
+            cast(np.ndarray, decoded[s]) if s >= 0 else np.zeros(shape, np.uint8) for s in sources.tolist()
+        ]
         return frames, sources, unreadable

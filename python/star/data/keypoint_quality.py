@@ -16,6 +16,7 @@ store written before it existed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,10 @@ def pose_quality(
     for split, arr in arrays.items():
         mod = modalities[split]
         groups = [ALL] + [MODALITY_NAMES[m] for m in range(len(MODALITY_NAMES)) if np.any(mod == m)]
-        acc = {g: [0, np.zeros(NUM_COCO_KEYPOINTS), np.zeros(NUM_COCO_KEYPOINTS), 0] for g in groups}
+        # per group: [frames, confidence sum, undetected counts, empty frames] (the _summary arguments)
+        acc: dict[str, list[Any]] = {
+            g: [0, np.zeros(NUM_COCO_KEYPOINTS), np.zeros(NUM_COCO_KEYPOINTS), 0] for g in groups
+        }
         for start in range(0, arr.shape[0], chunk_rows):
             conf = np.asarray(arr[start : start + chunk_rows, :, 2], np.float64)
             m = mod[start : start + chunk_rows]

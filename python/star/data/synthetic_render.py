@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -163,7 +164,8 @@ def draw_figure(
     tuples; ``stripes`` are heights (fractions from shoulders to hips) of torso stripes.
     """
     limb_px = max(1.0, ident.limb * scale)
-    parts = []
+    # (depth, kind, geometry: point pair or [4, 2] polygon, size: int line width or float head radius, colour)
+    parts: list[tuple[float, str, Any, Any, Any]] = []
     for a, b, wf, slot in _LIMBS:
         parts.append(
             ((depth[a] + depth[b]) / 2, "line", (pts[a], pts[b]), max(1, int(round(limb_px * wf))), colours[slot])
@@ -255,13 +257,18 @@ def _clothing(rng: np.random.Generator, palette: np.ndarray, infrared: bool) -> 
     down a group at best. Infrared: warm skin, clothing cooler by an amount unrelated
     to its colour.
     """
+    # one grey level per slot in infrared, a BGR triple in visible light
+    upper: float | tuple[float, ...]
+    lower: float | tuple[float, ...]
+    skin: float | tuple[float, ...]
+    slots: list[float | tuple[float, ...]]
     if infrared:
         skin = rng.uniform(185, 245)
         upper, lower = skin - rng.uniform(15, 85), skin - rng.uniform(15, 85)
         slots = [upper, lower, skin, upper if rng.random() < 0.5 else skin]
         return slots, upper - rng.uniform(10, 40)
 
-    def pick(options: np.ndarray) -> tuple[float, float, float]:
+    def pick(options: np.ndarray) -> tuple[float, ...]:
         base = options[rng.integers(len(options))] if rng.random() < 0.7 else rng.uniform(20, 235, 3)
         return tuple(float(c) for c in np.clip(base + rng.uniform(-15, 15, 3), 0, 255))
 
@@ -317,7 +324,7 @@ def render_tracklet(
     frames, keypoints = [], np.zeros((n, NUM_COCO_KEYPOINTS, 3), dtype=np.float32)
     for t in range(n):
         off = int(round(min(max(off0 + drift * t, 0), background.shape[1] - width)))
-        img = background[:, off : off + width] * gain
+        img: np.ndarray = background[:, off : off + width] * gain
         img = np.ascontiguousarray(img[..., 0] if infrared else img)
         phase = view.phase + 2 * math.pi * ident.cadence * view.speed * t
         pts, depth = project(pose3d(ident, phase), view)

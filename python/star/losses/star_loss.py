@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,8 @@ def _frame_id(out: StarOutput, pids: torch.Tensor, cfg: LossConfig) -> dict[str,
     return terms
 
 
-# name: (weight field of LossConfig, StarOutput fields it needs, function giving the named terms)
+# name: (weight field of LossConfig, StarOutput fields it needs, function giving the named terms).
+# compute_losses checks the needed fields are not None before calling, hence the casts.
 TERMS: dict[str, tuple[str, tuple[str, ...], TermFn]] = {
     "id": ("id_weight", ("logits",), lambda o, p, c: {"id": _ce(o.logits, p, c)}),
     "triplet": (
@@ -44,12 +46,20 @@ TERMS: dict[str, tuple[str, tuple[str, ...], TermFn]] = {
         lambda o, p, c: {"triplet": batch_hard_triplet_loss(o.z, p, c.triplet_margin)},
     ),
     "frame_id": ("frame_id_weight", ("frame_logits",), _frame_id),
-    "defence": ("defence_weight", ("f", "f_dis"), lambda o, p, c: {"defence": defence_loss(o.f, o.f_dis)}),
-    "pose": ("pose_weight", ("pose_logits",), lambda o, p, c: {"pose": _ce(o.pose_logits, p, c)}),
+    "defence": (
+        "defence_weight",
+        ("f", "f_dis"),
+        lambda o, p, c: {"defence": defence_loss(o.f, cast(torch.Tensor, o.f_dis))},
+    ),
+    "pose": ("pose_weight", ("pose_logits",), lambda o, p, c: {"pose": _ce(cast(torch.Tensor, o.pose_logits), p, c)}),
     "consistency": (
         "consistency_weight",
         ("h_t", "g"),
-        lambda o, p, c: {"consistency": skeleton_consistency_loss(o.h_t, o.g, c.consistency_tau)},
+        lambda o, p, c: {
+            "consistency": skeleton_consistency_loss(
+                cast(torch.Tensor, o.h_t), cast(torch.Tensor, o.g), c.consistency_tau
+            )
+        },
     ),
 }
 
@@ -86,7 +96,8 @@ def compute_losses(
         weighted.update((term, (weight, value)) for term, value in fn(outputs, pids, cfg).items())
     if not weighted:
         raise ValueError("every loss term is switched off (all weights are 0)")
-    total = sum(weight * value for weight, value in weighted.values())
+    # a Tensor, not sum()'s start value 0: weighted is not empty
+    total = cast(torch.Tensor, sum(weight * value for weight, value in weighted.values()))
     # Detached device tensors, not floats: a host copy here would synchronise every training
     # step with the device; the trainer's meters copy them once per logging period.
     logged = {term: value.detach().float() for term, (_, value) in weighted.items()}

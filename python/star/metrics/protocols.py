@@ -131,6 +131,7 @@ def mode_sets(
     modality codes: the cross-modal modes, plus the same-modality ones with ``same_modality``
     (BUPTCampus only), or exactly ``modes`` when given."""
     qm, gm = np.asarray(query_modalities), np.asarray(gallery_modalities)
+    available: tuple[str, ...]
     if protocol == HITSZ_VCM:
         available = CROSS_MODES
     elif protocol in PROTOCOLS:
@@ -145,6 +146,8 @@ def mode_sets(
         q_all, g_all = np.arange(len(qm)), np.arange(len(gm))
         sides = {IR_TO_RGB: ("query", q_all, "gallery", g_all), RGB_TO_IR: ("gallery", g_all, "query", q_all)}
         return {mode: ModeSets(mode, *sides[mode], camera_filter=True) for mode in wanted}
+    q_keep: bool | np.ndarray
+    g_keep: bool | np.ndarray
     q_keep = g_keep = True
     if protocol == BUPT_OFFICIAL_DROPPED:
         q_keep, g_keep = official_dropped_keep(qm), official_dropped_keep(gm)
@@ -208,6 +211,7 @@ def evaluate_protocol(
                 _rows(qs["feats"], qr, n[plan.query_side]), _rows(gs["feats"], gr, n[plan.gallery_side]), rerank_params
             )
         else:
+            assert dist is not None  # computed above whenever rerank is off
             # The RGB->IR matrix of HITSZ-VCM is the transposed query x gallery one: same similarities.
             full = dist if plan.query_side == "query" else dist.T
             sub = _block(full, qr, gr, n[plan.query_side], n[plan.gallery_side])

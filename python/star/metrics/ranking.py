@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ class RankingResult(Mapping):
             and self.num_valid == other.num_valid
         )
 
-    __hash__ = None  # mutable ndarray inside
+    # mutable ndarray inside; ignore: typeshed types object.__hash__ as a method, so the
+    # documented `__hash__ = None` (unhashable) idiom cannot be expressed without one
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def rank(self, k: int) -> float:
         """CMC at rank ``k`` (1-based).
@@ -332,6 +334,8 @@ def _as_matrix(dist) -> torch.Tensor:
 
 
 def _as_ids(ids, name: str, length: int, device: torch.device) -> torch.Tensor:
+    dtype: torch.dtype | np.dtype
+    t: torch.Tensor | None
     if isinstance(ids, torch.Tensor):
         integral = not (ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex())
         dtype, t = ids.dtype, ids.detach()
@@ -343,6 +347,7 @@ def _as_ids(ids, name: str, length: int, device: torch.device) -> torch.Tensor:
         t = torch.as_tensor(arr) if integral else None
     if not integral:
         raise TypeError(f"{name} must hold integers, got dtype {dtype}")
+    assert t is not None  # set whenever the ids are integral
     if t.dim() != 1:
         raise MetricsInputError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if len(t) != length:
