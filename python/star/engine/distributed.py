@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -152,7 +152,8 @@ class _DropOutputs(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.module(*args, **kwargs)
         if self.drop and dataclasses.is_dataclass(out):
-            out = dataclasses.replace(out, **{name: None for name in self.drop})
+            # is_dataclass also admits dataclass types; a forward returns an instance
+            out = dataclasses.replace(cast(Any, out), **{name: None for name in self.drop})
         return out
 
 

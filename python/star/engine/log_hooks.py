@@ -246,7 +246,7 @@ class ProgressBarHook(HookBase):
         self.bar: Any = None
 
     def before_epoch(self) -> None:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
+        from tqdm.auto import tqdm
 
         s = self.state
         self.bar = tqdm(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Collection
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig, pretrained: Collection[str]
     ``cfg.pretrained_lr_mult`` x lr. Without any, all parameters are in one group at lr.
     """
     pretrained = set(pretrained)
-    new, old = [], []
+    new: list[nn.Parameter] = []
+    old: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -46,7 +48,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, pretrained: Collection[s
     # device instead of reading the flag on the host every step. Elsewhere torch's default
     # implementation, as before (CPU results unchanged).
     params = [p for g in groups for p in g["params"]]
-    fused = {"fused": True} if params and all(p.is_cuda and p.is_floating_point() for p in params) else {}
+    fused: dict[str, Any] = (
+        {"fused": True} if params and all(p.is_cuda and p.is_floating_point() for p in params) else {}
+    )
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.name == "adamw":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -66,6 +66,8 @@ DEFAULT_SALIENCY_TRACKLETS = 4
 # Frames binned by their mean keypoint confidence (17 joints).
 CONFIDENCE_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MODALITIES = {INFRARED: "IR", VISIBLE: "RGB"}
+
+T = TypeVar("T")
 
 Floats = tuple[float, ...]
 
@@ -190,9 +192,16 @@ def _limited(tracklets: list[Tracklet], limit: int) -> list[Tracklet]:
     return [tracklets[i] for i in _spread(len(tracklets), limit)]
 
 
+def _measured(value: T | None) -> T:
+    """A probe's measurement of a section's module; it is None only when the module is absent,
+    and then ``explain_model`` skips the section (see ``_absent_reasons``)."""
+    assert value is not None
+    return value
+
+
 def _uniform_received(model: STAR) -> torch.Tensor:
-    graph = model.sequence_guidance.graph
-    rowptr, col = graph.rowptr.cpu().long(), graph.col.cpu().long()
+    graph = _measured(model.sequence_guidance).graph
+    rowptr, col = cast(torch.Tensor, graph.rowptr).cpu().long(), cast(torch.Tensor, graph.col).cpu().long()
     degree = (rowptr[1:] - rowptr[:-1]).double()
     dst = torch.repeat_interleave(torch.arange(len(degree)), rowptr[1:] - rowptr[:-1])
     received = torch.zeros(len(degree), dtype=torch.float64).index_add(0, col, 1.0 / degree[dst])
@@ -204,7 +213,7 @@ def _floats(values: torch.Tensor | np.ndarray) -> Floats:
 
 
 def _attention(model: STAR, probes: list[BatchProbe]) -> JointAttention:
-    layers = [torch.cat([p.received[i] for p in probes]).mean(dim=(0, 1)) for i in range(2)]
+    layers = [torch.cat([_measured(p.received)[i] for p in probes]).mean(dim=(0, 1)) for i in range(2)]
     return JointAttention(
         layers=tuple(_floats(layer) for layer in layers),
         mean=_floats(torch.stack(layers).mean(dim=0)),
@@ -223,11 +232,11 @@ def _saliency(probes: list[BatchProbe]) -> JointSaliency:
 
 
 def _pooling(model: STAR, probes: list[BatchProbe]) -> PoolingMix:
-    weights = torch.cat([p.pool_weights for p in probes])  # [N, P, C]
+    weights = torch.cat([_measured(p.pool_weights) for p in probes])  # [N, P, C]
     flat = weights.transpose(0, 1).reshape(weights.shape[1], -1)  # [P, N*C]
     dominant = torch.bincount(flat.argmax(dim=0), minlength=flat.shape[0]).double() / flat.shape[1]
     return PoolingMix(
-        exponents=_floats(model.sequence_guidance.pooling.exponents.detach().cpu()),
+        exponents=_floats(cast(torch.Tensor, _measured(model.sequence_guidance).pooling.exponents).detach().cpu()),
         weight_mean=_floats(flat.mean(dim=1)),
         weight_std=_floats(flat.std(dim=1, unbiased=False)),
         dominant_share=_floats(dominant),
@@ -235,8 +244,8 @@ def _pooling(model: STAR, probes: list[BatchProbe]) -> PoolingMix:
 
 
 def _correction(model: STAR, probes: list[BatchProbe]) -> CorrectionProfile:
-    frames = torch.cat([p.frames for p in probes])
-    size = (torch.cat([p.corrected for p in probes]) - frames).norm(dim=2)  # [N, T]
+    frames = torch.cat([_measured(p.frames) for p in probes])
+    size = (torch.cat([_measured(p.corrected) for p in probes]) - frames).norm(dim=2)  # [N, T]
     relative = size / frames.norm(dim=2).clamp(min=1e-12)
     conf = torch.cat([p.confidence for p in probes]).numpy().ravel()
     values = size.numpy().ravel()
@@ -248,7 +257,7 @@ def _correction(model: STAR, probes: list[BatchProbe]) -> CorrectionProfile:
     if values.std() > 0 and conf.std() > 0:
         correlation = float(np.corrcoef(conf, values)[0, 1])
     return CorrectionProfile(
-        offset=float(model.frame_correction.offset),
+        offset=float(_measured(model.frame_correction).offset),
         position_mean=_floats(size.mean(dim=0)),
         position_std=_floats(size.std(dim=0, unbiased=False)),
         relative_mean=_floats(relative.mean(dim=0)),

@@ -26,7 +26,7 @@ from torch import nn
 
 from star_ext import reference
 
-from ..models import STAR
+from ..models import STAR, KeypointGraphAttention
 
 # Copies of one tracklet's layer4 maps pushed through the skeleton head at once by the
 # saliency: bounds the memory of that batch (2**24 floats = 64 MiB of maps).
@@ -83,7 +83,7 @@ def attention_received(alpha: torch.Tensor, col: torch.Tensor, num_nodes: int) -
 
 
 def layer_attention(
-    layer: nn.Module, x: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor
+    layer: KeypointGraphAttention, x: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha [B, E, heads], the layer's output recomputed from alpha) for a KeypointGraphAttention
     ``layer`` on input ``x``, in pure PyTorch from the layer's parameters (eval: no dropout)."""
@@ -148,10 +148,10 @@ def probe_batch(
     received = None
     if graph is not None:
         received = []
-        for name in ("gat1", "gat2"):
+        for name, layer in (("gat1", graph.gat1), ("gat2", graph.gat2)):
             (x, rowptr, col), out = seen[name]
             with torch.no_grad():
-                alpha, recomputed = layer_attention(watched[name], x, rowptr, col)
+                alpha, recomputed = layer_attention(layer, x, rowptr, col)
             errors.append(float((recomputed - out).abs().max()))
             received.append(attention_received(alpha, col, x.shape[1]).view(b, t, -1).double().cpu())
     squares = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class Embedder:
         for start in range(0, len(inputs.frames), self.batch_size):
             chunk = [t[start : start + self.batch_size].to(self.device) for t in inputs]
             out.append(self.model(*chunk).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, self.model.feature_dim)  # an empty batch is (0, C)
+        return torch.cat(out) if out else torch.empty(0, cast(int, self.model.feature_dim))  # an empty batch is (0, C)
 
 
 class OnnxEmbedder:

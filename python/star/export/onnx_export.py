@@ -92,7 +92,7 @@ def _trace_to_onnx(network: torch.nn.Module, inputs: NetworkInputs, opset: int, 
         torch.onnx.export(
             network,
             tuple(inputs),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the stubs say a path, but export also writes to a BytesIO
             dynamo=False,
             opset_version=opset,
             input_names=names,

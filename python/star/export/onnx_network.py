@@ -19,6 +19,8 @@ Three things in the PyTorch network do not survive an ONNX export as they are:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,9 +88,12 @@ def export_network(model: nn.Module) -> ExportNetwork:
     graphs = [m for m in net.modules() if isinstance(m, KeypointGraphEncoder)]
     if len(graphs) > 1:
         raise ExportError(f"cannot export a model with {len(graphs)} keypoint graphs (one is supported)")
-    dense = DenseGraphAttention(graphs[0].rowptr, graphs[0].col) if graphs else None
-    ops = Ops(reference.keypoint_pool, reference.guided_gem_pool, dense)
+    dense = (
+        DenseGraphAttention(cast(torch.Tensor, graphs[0].rowptr), cast(torch.Tensor, graphs[0].col)) if graphs else None
+    )
+    # None only without a keypoint graph: then no module calls keypoint_graph_attention.
+    ops = Ops(reference.keypoint_pool, reference.guided_gem_pool, cast(Callable, dense))
     for module in net.modules():
         if isinstance(getattr(module, "ops", None), Ops):
-            module.ops = ops
+            cast(Any, module).ops = ops  # a plain attribute, not a Tensor or Module
     return ExportNetwork(net)

@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -219,7 +219,7 @@ def extract_keypoints(
         "tool": "star pose",
         "pose_model_sha256": _file_digest(model_path),
         "input_size": list(pose.input_hw),
-        "detector": None if not detector else {"name": detector, "sha256": _file_digest(det_path)},
+        "detector": None if not detector else {"name": detector, "sha256": _file_digest(cast(Path, det_path))},
         "box": "best detector box" if detector else "whole frame",
         "dtype": options.dtype,
     }
@@ -307,7 +307,11 @@ def _extract_locked(
                 with FrameExtractor(settings, pose, det) as fx:
                     for sh in pending:
                         rows, b = fx(index[sh.split].paths[sh.start : sh.stop], progress=advance)
-                        atomic_write(shard_dir / f"{sh.name}.npy", lambda f, rows=rows: np.save(f, rows), durable=True)
+
+                        def save_rows(f: Any, rows: np.ndarray = rows) -> None:
+                            np.save(f, rows)
+
+                        atomic_write(shard_dir / f"{sh.name}.npy", save_rows, durable=True)
                         bad += b
                         computed += 1
                         if on_shard_done is not None:

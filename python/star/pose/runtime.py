@@ -331,7 +331,7 @@ class YOLOXDetector(_OnnxModel):
     def __init__(self, path, device: str = "cpu", threads: int | None = None, score_thr: float = YOLOX_RAW_SCORE_THR):
         super().__init__(path, device, threads, DEFAULT_DET_INPUT)
         self.score_thr = score_thr
-        self._grid = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def _outputs_problem(self, shapes):
         h, w = self.input_hw

@@ -96,6 +96,8 @@ def person_bias(h: int, w: int) -> torch.Tensor:
 class YOLOXStandin(nn.Module):
     """YOLOX-m-like compute at 640 x 640 (36.3 GMACs): raw predictions [N, anchors, 4 + 1 + 1] on the 8/16/32 grids."""
 
+    base: torch.Tensor  # a buffer (register_buffer below)
+
     def __init__(self, widths=(48, 96, 192, 384, 768), depths=(2, 6, 6, 2), head: int = 256):
         super().__init__()
         self.stem = _conv(3, widths[0], 3, 2)

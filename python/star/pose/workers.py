@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,11 +28,14 @@ from ..fileio import atomic_write
 from .errors import PoseError
 from .frames import FrameExtractor, PoseSettings
 
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCHDOG_PERIOD_S = 0.5
 
 _WORKER: FrameExtractor | None = None
-_PROGRESS = None
+_PROGRESS: Queue[Any] | None = None
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -61,7 +64,7 @@ def _worker_init(settings: PoseSettings, progress_queue, parent_pid: int) -> Non
 
 
 def _worker_run(name: str, paths: list[str], target: str) -> tuple[str, int, list[str]]:
-    assert _WORKER is not None
+    assert _WORKER is not None and _PROGRESS is not None  # both set by _worker_init
     rows, bad = _WORKER(paths, progress=_PROGRESS.put)
     atomic_write(Path(target), lambda f: np.save(f, rows), durable=True)
     return name, len(paths), bad

@@ -94,7 +94,7 @@ def save_npz(
     ``meta`` (JSON-serialisable) is stored with the package version.
     """
     sets = {SINGLE_NAME: features} if isinstance(features, Features) else dict(features)
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}  # np.savez's keywords: Any, as none of these names is allow_pickle
     for name, f in sets.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"feature set names must be non-empty strings, got {name!r}")

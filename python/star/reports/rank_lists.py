@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -231,8 +232,11 @@ def write_rank_lists(
             continue
         spread = np.linspace(0, len(candidates) - 1, min(num_queries, len(candidates))).round().astype(int)
         pick = candidates[np.unique(spread)]
-        sim = F.normalize(qf.feats[torch.from_numpy(pick)].float(), dim=1) @ F.normalize(gf.feats.float(), dim=1).T
-        sim = sim.numpy().astype(np.float64)
+        sim = (
+            (F.normalize(qf.feats[torch.from_numpy(pick)].float(), dim=1) @ F.normalize(gf.feats.float(), dim=1).T)
+            .numpy()
+            .astype(np.float64)
+        )
         slug = mode.replace("->", "2").lower()
         for row, qi in zip(sim, pick.tolist(), strict=False):
             valid = np.flatnonzero(allowed[qi])
@@ -273,9 +277,11 @@ def write_rank_lists(
             ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise OutputPathError(f"cannot encode the rank-list picture {path}")
-            atomic_write(
-                path, lambda f, encoded=encoded: f.write(encoded.tobytes())
-            )  # a full disk: one error naming path and reason
+
+            def write_picture(f: Any, encoded: np.ndarray = encoded) -> None:
+                f.write(encoded.tobytes())
+
+            atomic_write(path, write_picture)  # a full disk: one error naming path and reason
             written.append(path)
     return written
 

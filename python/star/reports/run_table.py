@@ -166,8 +166,8 @@ def build_table(runs: Sequence[Run], group_by: Sequence[str] = ()) -> RunTable:
             raise RunTableError(f"--group-by {key}: no such config key in {lacking[0]}/{CONFIG_FILE}")
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        key = tuple(repr(run.config[k]) for k in group_by) if group_by else _config_key(run)
-        groups.setdefault((run.split, key), []).append(run)
+        row_key = tuple(repr(run.config[k]) for k in group_by) if group_by else _config_key(run)
+        groups.setdefault((run.split, row_key), []).append(run)
     rows, notes, labels = [], [], set()
     for members in groups.values():
         seeds: dict[str, Path] = {}
