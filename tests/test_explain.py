@@ -7,6 +7,7 @@ tests/test_engine_train.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -160,6 +161,14 @@ def test_explanation_is_deterministic_and_complete(trained):
         assert sum(mix["weight_mean"]) == pytest.approx(1) and sum(mix["dominant_share"]) == pytest.approx(1)
         corr = m["correction"]
         assert len(corr["position_mean"]) == T and sum(corr["bin_frames"]) == 3 * T
+
+
+def test_saliency_on_a_few_tracklets_spread_over_several_batches(trained):
+    """Batches without a tracklet picked for saliency contribute none (and do not fail)."""
+    cfg = dataclasses.replace(trained["cfg"], data=dataclasses.replace(trained["cfg"].data, eval_batch_size=2))
+    result = explain_checkpoint(cfg, trained["best"], max_tracklets=6, saliency_tracklets=1).to_dict()
+    for name, m in result["modalities"].items():
+        assert m["tracklets"] == 6 and m["saliency"]["tracklets"] == 1, name
 
 
 def test_switched_off_modules_are_absent_with_a_reason(trained):

@@ -223,7 +223,9 @@ def _attention(model: STAR, probes: list[BatchProbe]) -> JointAttention:
 
 
 def _saliency(probes: list[BatchProbe]) -> JointSaliency:
-    squares = torch.cat([p.saliency_squares for p in probes]).sum(dim=1)  # [N, 17, 3]
+    # only the batches holding one of the tracklets picked for saliency have it
+    measured = [p.saliency_squares for p in probes if p.saliency_squares is not None]
+    squares = torch.cat(measured).sum(dim=1)  # [N, 17, 3]
     return JointSaliency(
         per_coordinate=tuple(_floats(row) for row in squares.sqrt().mean(dim=0)),
         total=_floats(squares.sum(dim=2).sqrt().mean(dim=0)),
