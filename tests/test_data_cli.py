@@ -131,9 +131,9 @@ def test_check_data_keypoint_store(tmp_path, capsys):
 
 
 def test_cli_dataset_choices_match_the_registry():
-    from star.cli import _build_parser
+    from star.cli import build_parser
     from star.data import DATASET_NAMES
 
-    sub = next(a for a in _build_parser()._actions if a.dest == "command")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
     check = sub.choices["check-data"]
     assert tuple(next(a for a in check._actions if a.dest == "dataset").choices) == DATASET_NAMES

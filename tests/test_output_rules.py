@@ -241,12 +241,11 @@ def test_a_folder_the_machine_refuses_is_one_error_line(tmp_path, monkeypatch, c
     assert_error(rc, err, str(tmp_path / "a"), "permission denied")
 
 
-def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
-    import star.cli
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    from star.cli import INTERRUPTED, exit_status
 
-    def interrupted(args):
+    def interrupted():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(star.cli, "_cmd_env", interrupted)
-    rc, _, err = cli(capsys, "env")
-    assert rc == 130 and err.strip() == "interrupted, rerun the same command to resume"
+    assert exit_status(interrupted) == INTERRUPTED == 130
+    assert capsys.readouterr().err.strip() == "interrupted, rerun the same command to resume"
