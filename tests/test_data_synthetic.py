@@ -102,6 +102,7 @@ def _bone_features(store, tracklet) -> np.ndarray:
     return f / np.linalg.norm(f)
 
 
+@pytest.mark.slow  # 1.3 s
 def test_identity_is_carried_across_modalities_by_the_skeleton(tmp_path):
     cfg = SynthConfig(ids=40, test_ids=30, tracklets=3, min_frames=12, max_frames=16, height=48, width=24, seed=3)
     data = load_dataset("synthetic", generate_synthetic(tmp_path / "ds", cfg), verbose=False)

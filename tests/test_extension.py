@@ -67,6 +67,7 @@ def _run(code: str, path: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 2 s
 def test_missing_extension_falls_back_with_one_warning(tmp_path):
     path = _python_only_copy(tmp_path)
     code = (
@@ -83,12 +84,14 @@ def test_missing_extension_falls_back_with_one_warning(tmp_path):
     assert res.stdout.split("\n")[:2] == ["False 1", "(1, 1, 2)"]
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 2 s
 def test_required_extension_missing_is_an_error(tmp_path):
     res = _run("import star_ext_unbuilt", _python_only_copy(tmp_path), STAR_EXT_REQUIRED="1")
     assert res.returncode != 0
     assert "STAR_EXT_REQUIRED=1 forbids the pure-PyTorch fallback" in res.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 2 s
 def test_build_for_another_torch_is_one_clear_error(tmp_path):
     path = _python_only_copy(tmp_path, {"torch": "1.0.0", "cuda": None, "with_cuda": False})
     res = _run("import star_ext_unbuilt", path)

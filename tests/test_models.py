@@ -99,6 +99,7 @@ def test_ablation_rows_shapes_and_losses(row):
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(B))
 
 
+@pytest.mark.slow  # 1.5-2 s
 def test_dims_scale_with_backbone():
     model = STAR(ModelConfig.from_dict(config(backbone={"name": "resnet50", "pretrained": None}, seq_len=12)), CLASSES)
     c = 2048
@@ -205,6 +206,7 @@ def test_frozen_bn_bias_stays_zero_under_sgd():
 # --------------------------------------------------------------------------- fused vs reference
 
 
+@pytest.mark.slow  # 1.5-2 s
 def test_fused_and_reference_paths_agree_float64():
     assert star_ext.HAS_C, star_ext.FALLBACK_REASON
     overrides = dict(sequence={"visual_nodes": True}, pooling={"learnable": True})
@@ -230,6 +232,7 @@ def test_fused_and_reference_paths_agree_float64():
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # 1.5-2 s
 def test_overfits_one_batch():
     model = make_model(seed=1)
     frames, kpts, modality = make_batch(h=32, w=16, seed=1)
@@ -250,6 +253,7 @@ def test_overfits_one_batch():
 # --------------------------------------------------------------------------- torch.compile
 
 
+@pytest.mark.slow  # torch.compile: 3 s
 def test_compiled_skeleton_head_matches_eager():
     model = make_model(sequence={"visual_nodes": True})
     head = model.sequence_guidance

@@ -14,6 +14,10 @@ from star.models import STAR, CompiledNetwork, TwoStreamResNet
 from star.models.style import random_partners
 from star.models.traced_lstm import BiLSTM
 
+# Every test here compiles a network or traces one with dynamo: seconds to a minute and a half each
+# with a cold compile cache on the 2-core CI machine.
+pytestmark = pytest.mark.slow
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The paper configs and the synthetic demo. ResNet-18 instead of the paper's ResNet-50 keeps
 # the tracing time down; where the graph would break does not depend on the depth.

@@ -36,6 +36,7 @@ def test_opcheck(case: OpCase, device):
     opcheck_with_and_without_grad(case.op, floats, rest)
 
 
+@pytest.mark.slow  # torch.compile: seconds each with a cold compile cache
 @pytest.mark.parametrize("case", CASES)
 def test_torch_compile_fullgraph(case: OpCase):
     floats, rest = case.inputs("cpu", torch.float32)

@@ -112,6 +112,7 @@ def test_opcheck_backward_op_on_every_layout(name, layout, dtype, device):
         torch.library.opcheck(op, (grad_out, *floats, *rest, mask))
 
 
+@pytest.mark.slow  # torch.compile: 4-5 s each with a cold compile cache
 @pytest.mark.parametrize("name", list(CASES))
 def test_reference_compiles_in_one_graph(name):
     """Each reference under torch.compile(fullgraph=True) (inductor): no host read breaks
@@ -128,6 +129,7 @@ def test_reference_compiles_in_one_graph(name):
         torch.testing.assert_close(x.grad, y.grad)
 
 
+@pytest.mark.slow  # torch.compile: 4-5 s each with a cold compile cache
 def test_compiled_reference_gives_nan_for_an_unsupported_exponent():
     """Where checking p would read the device (here: under torch.compile) the reference
     gives NaN, as the CUDA kernel does; eager on the CPU it raises."""

@@ -103,6 +103,7 @@ def test_every_metrics_json_gets_a_cmc_png_beside_it(tmp_path):
         assert curve.cmc == pytest.approx([100 * float(v) for v in result.results[curve.mode].cmc[:PLOT_RANKS]])
 
 
+@pytest.mark.slow  # fresh interpreters importing star: 4-5 s
 def test_import_star_stays_light_and_a_missing_matplotlib_only_warns(tmp_path):
     script = f"""
 import sys, warnings
