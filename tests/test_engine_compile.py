@@ -1,7 +1,8 @@
 """``train.compile``: training, evaluation and extraction through torch.compile.
 
-The backend is swapped for aot_eager (dynamo and AOT autograd, no C++ code generation),
-so the wiring is tested in seconds; inductor itself is compared with eager in
+The backend (``train.compile_backend``) is a registered one that counts the compiled
+graph's calls around aot_eager (dynamo and AOT autograd, no C++ code generation), so the
+wiring is tested in seconds; inductor itself is compared with eager in
 tests/test_models_compile.py.
 """
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import star.models.compiled as compiled_module
 from star.config import RunConfig
 from star.data import SynthConfig, generate_synthetic
 from star.engine import Trainer
@@ -24,26 +24,35 @@ from tiny_run import SYNTH, config
 pytestmark = pytest.mark.slow  # a training run, an evaluation and an extraction through dynamo
 
 
+COUNTING_BACKEND = "star_test_counting"
+# Per call of a compiled graph: whether gradients were on (training steps) or off (evaluation).
+GRAPH_CALLS: list[bool] = []
+
+
+@torch._dynamo.register_backend(name=COUNTING_BACKEND)
+def _counting_backend(graph, example_inputs):
+    run = torch._dynamo.lookup_backend("aot_eager")(graph, example_inputs)
+
+    def counted(*args):
+        GRAPH_CALLS.append(torch.is_grad_enabled())
+        return run(*args)
+
+    return counted
+
+
 @pytest.fixture()
-def counted_compiles(monkeypatch):
-    """aot_eager as the backend; counts the compiled calls."""
-    calls = []
-    original = CompiledNetwork.forward
-
-    def forward(self, *args):
-        calls.append(self.network.training)
-        return original(self, *args)
-
-    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")
+def counted_compiles():
+    """The counting backend's record, empty at the start of the test."""
     torch._dynamo.reset()  # below the recompile limit (past it dynamo runs the code eagerly)
-    monkeypatch.setattr(CompiledNetwork, "forward", forward)
-    return calls
+    GRAPH_CALLS.clear()
+    return GRAPH_CALLS
 
 
 def test_training_evaluation_and_extraction_run_compiled(tmp_path, counted_compiles):
     root = tmp_path / "synthetic"
     generate_synthetic(root, SynthConfig(**SYNTH))
-    cfg = RunConfig.from_dict(config(root, tmp_path / "run", train={"compile": True}))
+    compiled = {"compile": True, "compile_backend": COUNTING_BACKEND}
+    cfg = RunConfig.from_dict(config(root, tmp_path / "run", train=compiled))
     summary = Trainer(cfg).run()
     assert summary["epoch"] == 2 and summary["step"] == 4
     # 4 training steps, then the evaluation's batches in eval mode
@@ -59,3 +68,10 @@ def test_training_evaluation_and_extraction_run_compiled(tmp_path, counted_compi
     counted_compiles.clear()
     features = extract_checkpoint_features(cfg, Path(cfg.output_dir) / "last.pt", tmp_path / "f.npz")
     assert counted_compiles and torch.isfinite(features["query"].feats).all()
+
+
+def test_an_unknown_backend_is_one_config_error_naming_the_key():
+    from star.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.compile_backend: unknown backend 'inductr'.*inductor"):
+        CompiledNetwork(torch.nn.Linear(2, 2), backend="inductr")

@@ -12,7 +12,6 @@ from torch.overrides import TorchFunctionMode
 import star.metrics as M
 from star.metrics import RankingResult, evaluate_ranking
 from star.metrics import ranking as ranking_module
-from star.metrics import rerank as rerank_module
 
 # ----------------------------------------------------------------------------
 # oracles: the classic loops, deliberately naive
@@ -253,31 +252,38 @@ def test_chunk_size_does_not_change_result():
         assert r.mINP == pytest.approx(results[0].mINP, abs=1e-14)
 
 
-def test_work_is_done_in_row_blocks_of_chunk_size(monkeypatch):
-    seen = []
-    real = ranking_module._sort_rows
+class _RowBlocks(TorchFunctionMode):
+    """Records how many rows each slice of a [rows, cols] matrix takes inside the ``with`` block."""
 
-    def spy(block):
-        seen.append(tuple(block.shape))
-        return real(block)
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.rows = tuple(shape), []
 
-    monkeypatch.setattr(ranking_module, "_sort_rows", spy)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.__getitem__ and tuple(args[0].shape) == self.shape and isinstance(args[1], slice):
+            self.rows.append(len(out))
+        return out
+
+
+def test_work_is_done_in_row_blocks_of_chunk_size():
     rng = np.random.default_rng(8)
     dist, qp, gp, qc, gc = random_problem(rng, 23, 40, 6, 2, integer_dist=False)
-    evaluate_ranking(dist, qp, gp, qc, gc, chunk_size=5)
-    assert seen == [(5, 40)] * 4 + [(3, 40)]
+    with _RowBlocks(dist.shape) as blocks:
+        evaluate_ranking(dist, qp, gp, qc, gc, chunk_size=5)
+    assert blocks.rows == [5] * 4 + [3]
 
 
-def test_default_chunk_size_follows_memory_budget(monkeypatch):
-    seen = []
-    real = ranking_module._sort_rows
-    monkeypatch.setattr(ranking_module, "_sort_rows", lambda b: seen.append(len(b)) or real(b))
-    # budget for 3 rows of 40 gallery items
-    monkeypatch.setattr(ranking_module, "_CHUNK_BUDGET_BYTES", 3 * 40 * ranking_module._BYTES_PER_ELEMENT)
+def test_default_chunk_size_follows_memory_budget():
+    # 3 rows of 40 gallery items fit; the default budget holds the ~10k x 10k HITSZ-VCM matrix in a few chunks
+    assert ranking_module.chunk_rows(40, budget_bytes=3 * 40 * 16 + 15) == 3
+    assert ranking_module.chunk_rows(40, budget_bytes=1) == 1
+    assert ranking_module.chunk_rows(10_000) == ranking_module.CHUNK_BUDGET_BYTES // (10_000 * 16) == 1677
     rng = np.random.default_rng(9)
     dist, qp, gp, qc, gc = random_problem(rng, 10, 40, 6, 2, integer_dist=True)
-    result = evaluate_ranking(dist, qp, gp, qc, gc)
-    assert seen == [3, 3, 3, 1]
+    with _RowBlocks(dist.shape) as blocks:
+        result = evaluate_ranking(dist, qp, gp, qc, gc)
+    assert blocks.rows == [10]  # chunk_rows(40) > 10 queries: one block
     assert_matches_loop(result, dist, qp, gp, qc, gc)
 
 
@@ -510,14 +516,12 @@ class _TopkShapes(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_rerank_row_blocks_are_bounded(monkeypatch):
-    monkeypatch.setattr(rerank_module, "_PAIR_BUDGET", 50)  # many small Jaccard batches
+def test_rerank_row_blocks_are_bounded():
     rng = np.random.default_rng(31)
     x = clustered_points(rng, 30)
     d = squared_euclidean(x)
-    with _TopkShapes() as topk:
-        small = M.k_reciprocal_rerank_dist(d, 12, k1=6, k2=3, chunk_size=4)
-    monkeypatch.undo()
+    with _TopkShapes() as topk:  # pair_budget 50: many small Jaccard batches
+        small = M.k_reciprocal_rerank_dist(d, 12, k1=6, k2=3, chunk_size=4, pair_budget=50)
     assert topk.shapes and all(rows <= 4 and cols == 30 for rows, cols in topk.shapes)
     np.testing.assert_allclose(small.numpy(), loop_rerank(d, 12, 6, 3, 0.3), atol=1e-5)
 
@@ -530,6 +534,8 @@ def test_rerank_row_blocks_are_bounded(monkeypatch):
         ((np.zeros((4, 4)), 4), {}, "num_query"),
         ((np.zeros((4, 4)), 2), dict(k1=0), "k1"),
         ((np.zeros((4, 4)), 2), dict(lambda_value=1.5), "lambda_value"),
+        ((np.zeros((4, 4)), 2), dict(chunk_size=0), "chunk_size"),
+        ((np.zeros((4, 4)), 2), dict(pair_budget=0), "pair_budget"),
     ],
 )
 def test_rerank_bad_inputs(args, kwargs, name):

@@ -84,6 +84,9 @@ class TrainConfig:
     amp: bool = setting(Kind.NUMERICS, True)  # mixed precision on CUDA (ignored on CPU)
     # torch.compile the network (train, eval, extract); slower on a CPU: benchmarks/README.md
     compile: bool = setting(Kind.NUMERICS, False)
+    # torch.compile's backend with train.compile: inductor (generated C++ / Triton code), or any
+    # other registered backend, e.g. aot_eager (traces without generating code: quick to check)
+    compile_backend: str = setting(Kind.NUMERICS, "inductor")
     # evaluate every N epochs and after the last one; 0 = only after the last
     eval_period: int = setting(Kind.OUTPUT, 10)
     checkpoint_period: int = setting(Kind.OUTPUT, 1)  # write last.pt every N epochs (always after the last one)

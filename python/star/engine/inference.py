@@ -132,7 +132,7 @@ def _build_model(tree: Mapping[str, Any], num_classes: int) -> STAR:
 
 def network_to_run(model: STAR, cfg: RunConfig) -> torch.nn.Module:
     """``model``, through torch.compile when ``cfg.train.compile``."""
-    return CompiledNetwork(model) if cfg.train.compile else model
+    return CompiledNetwork(model, backend=cfg.train.compile_backend) if cfg.train.compile else model
 
 
 def load_eval_data(cfg: RunConfig, *, verbose: bool = True) -> tuple[VideoReidData, KeypointStore]:

@@ -261,8 +261,11 @@ class Trainer(TrainerBase):
             )
         self.eval_model: nn.Module = self.model  # evaluation: rank 0 alone, never through DDP
         if self.cfg.train.compile:
-            self.eval_model = CompiledNetwork(model)  # model: self.model, typed STAR here
-            self.ddp_model = CompiledNetwork(model, run=self.ddp_model) if self.dist.enabled else self.eval_model
+            backend = self.cfg.train.compile_backend
+            self.eval_model = CompiledNetwork(model, backend=backend)  # model: self.model, typed STAR here
+            self.ddp_model = (
+                CompiledNetwork(model, run=self.ddp_model, backend=backend) if self.dist.enabled else self.eval_model
+            )
 
     def build_model(self) -> BuiltModel:
         """STAR for ``num_classes``, its backbone initialised from ``model.backbone.pretrained``."""

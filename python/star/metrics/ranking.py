@@ -39,7 +39,7 @@ from .errors import MetricsInputError
 __all__ = ["RankingResult", "evaluate_ranking"]
 
 # Default working-memory budget of one chunk (sorted row copy + bookkeeping).
-_CHUNK_BUDGET_BYTES = 256 * 2**20
+CHUNK_BUDGET_BYTES = 256 * 2**20
 _BYTES_PER_ELEMENT = 16  # sorted value (<= 8 B) + headroom for per-item arrays
 _TILE = 64  # columns per tile when copying a strided block on CPU
 
@@ -156,7 +156,7 @@ def evaluate_ranking(
         raise MetricsInputError(f"max_rank must be a positive integer, got {max_rank!r}")
     max_rank = min(int(max_rank), num_g)
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_BUDGET_BYTES // max(1, num_g * _BYTES_PER_ELEMENT))
+        chunk_size = chunk_rows(num_g)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     chunk_size = int(chunk_size)
@@ -182,6 +182,11 @@ def evaluate_ranking(
         pos = _stable_positions(block, rows, cols, run_len[s:e])
         totals.add(*_query_ranks(rows, pos, junk, e - s, num_g))
     return totals.result()
+
+
+def chunk_rows(num_gallery: int, budget_bytes: int = CHUNK_BUDGET_BYTES) -> int:
+    """Queries per chunk that keep one chunk's working memory within ``budget_bytes`` (at least 1)."""
+    return max(1, budget_bytes // max(1, num_gallery * _BYTES_PER_ELEMENT))
 
 
 class _Totals:

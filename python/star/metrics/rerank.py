@@ -36,7 +36,8 @@ from .errors import MetricsInputError
 __all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_dist"]
 
 _CHUNK_BUDGET_BYTES = 256 * 2**20
-_PAIR_BUDGET = 2**22  # (query entry, gallery entry) pairs per Jaccard batch
+# (query entry, gallery entry) pairs per Jaccard batch: 2**22 pairs take about 160 MiB (40 B each)
+PAIR_BUDGET = 2**22
 
 
 def k_reciprocal_rerank(
@@ -59,7 +60,14 @@ def k_reciprocal_rerank(
 
 
 def k_reciprocal_rerank_dist(
-    all_dist, num_query: int, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3, chunk_size: int | None = None
+    all_dist,
+    num_query: int,
+    *,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int | None = None,
+    pair_budget: int = PAIR_BUDGET,
 ) -> torch.Tensor:
     """Re-ranked distances from the all-pairs distance of queries + gallery.
 
@@ -71,6 +79,9 @@ def k_reciprocal_rerank_dist(
         k1, k2, lambda_value: the paper's parameters (defaults 20, 6, 0.3).
         chunk_size: rows per block of the row-wise steps (default from a
             ~256 MiB budget); it does not change the result.
+        pair_budget: the most (query entry, gallery entry) pairs one batch of
+            the Jaccard step compares (about 40 bytes each); it binds only for
+            tens of thousands of points and does not change the result.
 
     Returns:
         [num_query, N - num_query] tensor, dtype of ``all_dist`` (floating).
@@ -88,8 +99,9 @@ def k_reciprocal_rerank_dist(
             raise MetricsInputError(f"{name} must be a positive integer, got {k!r}")
     if not 0.0 <= lambda_value <= 1.0:
         raise MetricsInputError(f"lambda_value must be in [0, 1], got {lambda_value}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise MetricsInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    for name, size in (("chunk_size", chunk_size), ("pair_budget", pair_budget)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise MetricsInputError(f"{name} must be a positive integer, got {size!r}")
 
     col_max = _column_max(d)
 
@@ -114,7 +126,7 @@ def k_reciprocal_rerank_dist(
         valid = members < n
         rows = torch.arange(n, device=d.device)[:, None].expand_as(members)[valid]
         cols, vals = members[valid], weights[valid]
-    return _combine(d, col_max, rows, cols, vals, num_query, lambda_value, chunk_size)
+    return _combine(d, col_max, rows, cols, vals, num_query, lambda_value, chunk_size, pair_budget)
 
 
 def _column_max(d: torch.Tensor) -> torch.Tensor:
@@ -194,7 +206,7 @@ def _query_expansion(members, weights, qe_nbrs, chunk_size: int | None):
     return torch.cat(out_rows), torch.cat(out_cols), torch.cat(out_vals)
 
 
-def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float, chunk_size: int | None):
+def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float, chunk_size: int | None, pair_budget: int):
     """(1 - lam) * Jaccard(V[query], V[gallery]) + lam * od, block by block."""
     n, num_g, dev = d.shape[0], d.shape[0] - num_query, d.device
     chunk = _rows_per_block(num_g * 16, chunk_size)
@@ -214,7 +226,7 @@ def _combine(d, col_max, rows, cols, vals, num_query: int, lam: float, chunk_siz
     s = 0
     while s < num_query:
         # as many queries as fit the pair budget and the row budget (>= 1)
-        e = int(torch.searchsorted(row_pairs, row_pairs[s] + _PAIR_BUDGET, right=True)) - 1
+        e = int(torch.searchsorted(row_pairs, row_pairs[s] + pair_budget, right=True)) - 1
         e = min(max(e, s + 1), s + chunk, num_query)
         a, b = int(row_start[s]), int(row_start[e])
         occ = col_count[q_cols[a:b]]

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config_tree import ConfigError
 from .star import STAR
 
-BACKEND = "inductor"  # torch.compile's backend (the engine tests swap in aot_eager: no C++ compilation)
+DEFAULT_BACKEND = "inductor"
 
 
 class CompiledNetwork(nn.Module):
@@ -22,17 +23,23 @@ class CompiledNetwork(nn.Module):
     input still gets its clear error. ``network`` stays a submodule (``train()`` and
     ``eval()`` reach it); checkpoint ``network`` itself, not this wrapper. ``run`` is
     the module to compile when one wraps ``network`` (DistributedDataParallel), else
-    ``network``. ``mode`` is torch.compile's (``reduce-overhead`` for CUDA graphs).
+    ``network``. ``mode`` and ``backend`` are torch.compile's (``reduce-overhead`` for CUDA
+    graphs; a backend registered with ``torch._dynamo``, named by ``train.compile_backend``).
     """
 
     compiled: Callable[..., Any]  # set through __dict__ in __init__, not a submodule
 
-    def __init__(self, network: STAR, run: nn.Module | None = None, mode: str | None = None):
+    def __init__(
+        self, network: STAR, run: nn.Module | None = None, mode: str | None = None, backend: str = DEFAULT_BACKEND
+    ):
         super().__init__()
+        known = torch._dynamo.list_backends(exclude_tags=())
+        if backend not in known:
+            raise ConfigError(f"train.compile_backend: unknown backend {backend!r}; choose one of {', '.join(known)}")
         self.network = network
         # Kept out of the submodules: the compiled module shares network's parameters, and
         # registering it would list them twice in state_dict().
-        self.__dict__["compiled"] = torch.compile(run if run is not None else network, mode=mode, backend=BACKEND)
+        self.__dict__["compiled"] = torch.compile(run if run is not None else network, mode=mode, backend=backend)
 
     def forward(self, frames: torch.Tensor, keypoints: torch.Tensor, modality: torch.Tensor):
         self.network.check_inputs(frames, keypoints, modality)
