@@ -117,6 +117,24 @@ def test_synth_refuses_settings_that_leave_no_tracklet(tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".short*"))
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"ids": 1}, r"ids = 1 is out of range: it must be \[2, 9999\]"),
+        ({"cameras": 1}, r"cameras = 1 is out of range: it must be >= 2"),
+        ({"short_fraction": float("nan")}, r"short_fraction = nan is out of range: it must be \[0, 1\] and finite"),
+        ({"ids": 4, "test_ids": 4}, r"need test_ids < ids, got ids=4, test_ids=4"),
+    ],
+)
+def test_synth_settings_checked_in_python_name_the_setting(tmp_path, setting, message):
+    # The same ranges as the run config's data.synthetic (one table), for callers without a run config.
+    from star.data.errors import SynthConfigError
+
+    with pytest.raises(SynthConfigError, match=message):
+        generate_synthetic(tmp_path / "d", SynthConfig(**setting))
+    assert not (tmp_path / "d").exists()
+
+
 def test_synth_refuses_frames_too_large_before_any_work(tmp_path, capsys):
     out = tmp_path / "huge"
     rc = main(["synth", "--out", str(out), "--height", "100000", "--width", "100000"])

@@ -12,20 +12,30 @@ every numeric field to have an entry).
 
 Ranges are declared here, per dataclass and field name, rather than on the fields, so a
 section's dataclass stays a plain list of settings; a new numeric field gets its line here.
+The synthetic generator's ranges are declared beside it (``star.data.synthetic.SYNTH_RANGES``),
+which checks them without a run config; ``Range`` and the per-section check are in
+``star.config_tree.ranges``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import star_ext.reference
 
 from ..config_tree import ConfigError
-from ..data.synthetic import SynthConfig
+from ..config_tree.ranges import (
+    AT_LEAST_1,
+    FRACTION_BELOW_1,
+    MAX_SEED,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    check_section_ranges,
+)
+from ..data.synthetic import SYNTH_RANGES, SynthConfig
 from ..losses.config import LossConfig
 from ..models.config import (
     BackboneConfig,
@@ -41,42 +51,6 @@ from .schema import DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig
 
 __all__ = ["CROSS_FIELD_RULES", "FIELD_RANGES", "Range", "check_ranges", "numeric_fields"]
 
-# Seeds feed numpy's and torch's generators, which take unsigned 32-bit (numpy) / 64-bit seeds.
-MAX_SEED = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class Range:
-    """``low <= value <= high`` (``<`` where the end is open); ``None`` = unbounded."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {_num(self.low)}" if self.low is not None else "finite"
-        if self.low is None:
-            return f"{'<' if self.high_open else '<='} {_num(self.high)}"
-        return f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-AT_LEAST_1 = Range(1)
-FRACTION_BELOW_1 = Range(0, 1, high_open=True)  # dropout, label smoothing, momentum
 # guided_gem_pool's supported exponents, and not below the model's clamp of learnable ones
 EXPONENTS = Range(
     max(MIN_EXPONENT, star_ext.reference.SUPPORTED_EXPONENTS[0]), star_ext.reference.SUPPORTED_EXPONENTS[1]
@@ -96,20 +70,7 @@ FIELD_RANGES: dict[type, dict[str, Range]] = {
         "eval_batch_size": AT_LEAST_1,
         "max_substituted_fraction": Range(0, 1),
     },
-    SynthConfig: {
-        "ids": Range(2, 9999),
-        "test_ids": AT_LEAST_1,
-        "tracklets": AT_LEAST_1,
-        "cameras": Range(2),
-        "min_frames": AT_LEAST_1,
-        "max_frames": AT_LEAST_1,
-        "short_fraction": Range(0, 1),
-        "height": Range(16),
-        "width": Range(8),
-        "group_size": AT_LEAST_1,
-        "jpeg_quality": Range(0, 100),
-        "seed": Range(0, MAX_SEED),
-    },
+    SynthConfig: SYNTH_RANGES,  # declared beside the generator, which checks them too
     BackboneConfig: {"last_stride": Range(1, 2)},
     StyleConfig: {"scale_range": POSITIVE, "mean": Range(0, 1), "std": POSITIVE},
     FrameCorrectionConfig: {
@@ -250,21 +211,11 @@ def check_ranges(config: Any, where: str = "") -> None:
     range, then for a loss weight the model cannot serve (``loss_terms``) and the first broken
     cross-field rule (``RunConfig`` only). ``where``
     prefixes the keys named (``"data.synthetic."``)."""
+    check_section_ranges(config, FIELD_RANGES.get(type(config), {}), where)
     for f in dataclasses.fields(config):
-        value, dotted = getattr(config, f.name), f"{where}{f.name}"
+        value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            check_ranges(value, dotted + ".")
-            continue
-        valid = FIELD_RANGES.get(type(config), {}).get(f.name, Range())
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                continue
-            if not math.isfinite(item) or item not in valid:
-                shown = f"{value!r}" if not isinstance(value, tuple) else f"{list(value)} (element {item!r})"
-                raise ConfigError(
-                    f"{dotted} = {shown} is out of range: it must be {valid}"
-                    + (" and finite" if str(valid) != "finite" else "")
-                )
+            check_ranges(value, f"{where}{f.name}.")
     if isinstance(config, RunConfig):
         check_loss_terms(config)
         for rule in CROSS_FIELD_RULES:

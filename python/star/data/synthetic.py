@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config_tree.ranges import AT_LEAST_1, MAX_SEED, Range, check_section_ranges
 from ..fileio import DATASET_LOCK_FILE, atomic_write, dataset_lock, write_bytes
 from .errors import SynthConfigError, SynthOutputError
 from .hitsz_vcm import MIN_FRAMES
@@ -41,6 +42,24 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MARKER = "synthetic.json"
+
+
+# The valid range of each numeric SynthConfig setting (star.config checks the run config's copy
+# with the same table); the rules across settings are in SynthConfig.validate.
+SYNTH_RANGES: dict[str, Range] = {
+    "ids": Range(2, 9999),  # the 4-digit HITSZ-VCM pid
+    "test_ids": AT_LEAST_1,
+    "tracklets": AT_LEAST_1,
+    "cameras": Range(2),
+    "min_frames": AT_LEAST_1,
+    "max_frames": AT_LEAST_1,
+    "short_fraction": Range(0, 1),
+    "height": Range(16),
+    "width": Range(8),
+    "group_size": AT_LEAST_1,
+    "jpeg_quality": Range(0, 100),
+    "seed": Range(0, MAX_SEED),
+}
 
 
 @dataclass(frozen=True)
@@ -63,24 +82,16 @@ class SynthConfig:
     def validate(self, *, memory: int | None = None) -> None:
         """Raise SynthConfigError for settings that cannot give a dataset; ``memory``: the bytes of
         memory to plan the frame rendering for (default: what the machine has available now)."""
-        n_test = self.num_test_ids
-        if self.ids < 2 or not 1 <= n_test < self.ids:
-            raise SynthConfigError(f"need ids >= 2 and 1 <= test_ids < ids, got ids={self.ids}, test_ids={n_test}")
-        if self.ids > 9999:
-            raise SynthConfigError("at most 9999 identities fit the 4-digit HITSZ-VCM pid")
-        if self.tracklets < 1 or self.cameras < 2:
-            raise SynthConfigError("need tracklets >= 1 and cameras >= 2")
-        if not 1 <= self.min_frames <= self.max_frames:
-            raise SynthConfigError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        check_section_ranges(self, SYNTH_RANGES, error=SynthConfigError)
+        if self.num_test_ids >= self.ids:
+            raise SynthConfigError(f"need test_ids < ids, got ids={self.ids}, test_ids={self.num_test_ids}")
+        if self.min_frames > self.max_frames:
+            raise SynthConfigError(f"need min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
         if self.max_frames < MIN_FRAMES:
             raise SynthConfigError(
                 f"max_frames={self.max_frames}: every tracklet would be shorter than the {MIN_FRAMES}-frame "
                 "minimum of the HITSZ-VCM reader and dropped; use max_frames >= 12"
             )
-        if not 0.0 <= self.short_fraction <= 1.0:
-            raise SynthConfigError(f"short_fraction must be in [0, 1], got {self.short_fraction}")
-        if self.height < 16 or self.width < 8:
-            raise SynthConfigError("frames must be at least 16 x 8 pixels")
         if max(self.height, self.width) > MAX_JPEG_SIDE:
             raise SynthConfigError(
                 f"frames of {self.height} x {self.width} pixels do not fit a JPEG "
