@@ -2,6 +2,7 @@
 
 - ``build.py``: ``dataclass_from_dict`` (the one check of keys and types), ``to_plain``,
   ``ConfigError`` and the ``require`` / ``require_choice`` checks.
+- ``ranges.py``: ``Range`` and ``check_section_ranges`` (numeric settings, one section at a time).
 - ``kinds.py``: the kind of every setting (``setting(Kind.X, default)`` on its field) and
   the queries of the key lists that depend on it (``keys_where``, ``key_matches``).
 """
