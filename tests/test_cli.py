@@ -613,3 +613,18 @@ def test_console_script_entry_point(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == f"error: config file not found: {missing}"
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_python_dash_m_star_cli_runs_the_command(tmp_path):
+    # the form torchrun launches (`torchrun ... -m star.cli train ...`)
+    missing = tmp_path / "nope.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "star.cli", "train", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and done.stderr.strip() == f"error: config file not found: {missing}"
