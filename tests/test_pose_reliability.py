@@ -20,6 +20,12 @@ from star.pose.testing import make_tiny_rtmpose, make_tiny_yolox
 FAST = dict(progress=False, threads=1, decode_threads=1)
 
 
+def pose_argv(listdata, out, *extra) -> list[str]:
+    """``star pose`` argv over the list dataset ``listdata`` into ``out``, ``extra`` appended (the
+    first 7 items name the dataset and the output folder: ``--merge`` reuses them)."""
+    return ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(out), *extra]
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
@@ -50,7 +56,7 @@ def test_a_file_that_is_not_onnx_is_one_error_naming_it(tmp_path, models, listda
     for kind, make in (("pose model", RTMPoseModel), ("detector model", YOLOXDetector)):
         with pytest.raises(PoseError, match=f"{kind} {models[bad]} is (empty|not a loadable ONNX model)"):
             make(models[bad])
-    argv = ["pose", "--dataset", "list", "--root", listdata.root, "--out", str(tmp_path / "kp"), "--quiet"]
+    argv = pose_argv(listdata, tmp_path / "kp", "--quiet")
     assert cli_main([*argv, "--model", models[bad]]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: pose model") and models[bad] in err and err.count("\n") == 1
@@ -109,22 +115,7 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, models, listd
         wait_for(lambda: any(shards.glob("*.npy")), proc, "the first run")
         with pytest.raises(OutputLockedError, match=f"{out} is in use by another run \\(star pose, pid {proc.pid} "):
             extract_keypoints(listdata, PoseOptions(out=out, model=models["pose"], batch=2, shard_size=4, **FAST))
-        argv = [
-            "pose",
-            "--dataset",
-            "list",
-            "--root",
-            listdata.root,
-            "--out",
-            str(out),
-            "--model",
-            models["pose"],
-            "--batch",
-            "2",
-            "--shard-size",
-            "4",
-            "--quiet",
-        ]
+        argv = pose_argv(listdata, out, "--model", models["pose"], "--batch", "2", "--shard-size", "4", "--quiet")
         assert cli_main(argv) == 1 and f"pid {proc.pid}" in capsys.readouterr().err
         assert cli_main([*argv[:7], "--merge", "--quiet"]) == 1 and "in use" in capsys.readouterr().err
     finally:
@@ -171,31 +162,22 @@ def test_parts_run_side_by_side_but_not_twice(tmp_path, models, listdata):
 
 
 def test_device_cuda_needs_the_cuda_provider(tmp_path, models, listdata, capsys):
-    argv = [
-        "pose",
-        "--dataset",
-        "list",
-        "--root",
-        listdata.root,
-        "--model",
-        models["pose"],
-        "--quiet",
-        "--threads",
-        "1",
-    ]
+    def argv(out, *extra):
+        return pose_argv(listdata, out, "--model", models["pose"], "--quiet", "--threads", "1", *extra)
+
     if "CUDAExecutionProvider" in ort.get_available_providers():  # the pose-gpu extra: --device cuda is honoured
         assert RTMPoseModel(models["pose"], "cuda").session.get_providers()[0] == "CUDAExecutionProvider"
     else:
         with pytest.raises(PoseError, match=r"--device cuda: .* no CUDA execution provider .*star-reid\[pose-gpu\]"):
             extract_keypoints(listdata, PoseOptions(out=tmp_path / "kp", model=models["pose"], device="cuda", **FAST))
-        assert cli_main([*argv, "--out", str(tmp_path / "kp"), "--device", "cuda:0"]) == 1
+        assert cli_main(argv(tmp_path / "kp", "--device", "cuda:0")) == 1
         assert "pose-gpu" in capsys.readouterr().err
         assert not (tmp_path / "kp").exists()
     with pytest.raises(PoseError, match="--device must be one of cpu, cuda, cuda:N or auto, got 'gpu'"):
         RTMPoseModel(models["pose"], "gpu")
     # auto: the GPU when onnxruntime has one, else the CPU -- same store
-    assert cli_main([*argv, "--out", str(tmp_path / "auto"), "--device", "auto"]) == 0
-    assert cli_main([*argv, "--out", str(tmp_path / "cpu")]) == 0
+    assert cli_main(argv(tmp_path / "auto", "--device", "auto")) == 0
+    assert cli_main(argv(tmp_path / "cpu")) == 0
     a = np.load(tmp_path / "auto" / "train.npy")
     np.testing.assert_allclose(a, np.load(tmp_path / "cpu" / "train.npy"), atol=1e-3)
 
@@ -225,19 +207,7 @@ def test_progress_is_plain_lines_when_not_on_a_terminal(tmp_path, models, listda
     with counting_progress(5, "pose", stream=io.StringIO()) as advance:
         assert advance.__self__.__class__ is PlainProgress  # a StringIO is no terminal
     # the CLI, its stderr captured (no terminal): no bar redraws, one closing line
-    argv = [
-        "pose",
-        "--dataset",
-        "list",
-        "--root",
-        listdata.root,
-        "--out",
-        str(tmp_path / "kp"),
-        "--model",
-        models["pose"],
-        "--threads",
-        "1",
-    ]
+    argv = pose_argv(listdata, tmp_path / "kp", "--model", models["pose"], "--threads", "1")
     assert cli_main(argv) == 0
     err = capsys.readouterr().err
     n = sum(len(ix) for ix in listdata.frame_index.values())
@@ -257,20 +227,7 @@ def test_more_workers_than_shards_is_said(tmp_path, models, listdata):
 @pytest.mark.parametrize("flag", ["--threads", "--decode-threads"])
 @pytest.mark.parametrize("value", ["-4", "0"])
 def test_non_positive_thread_counts_are_refused(tmp_path, models, listdata, capsys, flag, value):
-    argv = [
-        "pose",
-        "--dataset",
-        "list",
-        "--root",
-        listdata.root,
-        "--out",
-        str(tmp_path / "kp"),
-        "--quiet",
-        "--model",
-        models["pose"],
-        flag,
-        value,
-    ]
+    argv = pose_argv(listdata, tmp_path / "kp", "--quiet", "--model", models["pose"], flag, value)
     assert cli_main(argv) == 1
     err = capsys.readouterr().err
     name = flag[2:].replace("-", "_")
