@@ -28,34 +28,25 @@ from star.explain.figures import FIGURE_FILES
 from star.explain.probes import attention_received, keypoint_jacobian_squares, layer_attention
 from star.models import STAR
 from star.models.ops import FUSED
+from tiny_run import SYNTH as TINY_SYNTH
+from tiny_run import config
 
-SYNTH = {"ids": 8, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
-T = 4
+SYNTH = {**TINY_SYNTH, "ids": 8}
+T = 4  # tiny_run.config's model.seq_len
 
 
 def run_config(root: Path, out: Path, **model) -> RunConfig:
+    """tiny_run's run config on 8 identities: one epoch without warm-up on the CPU, evaluation
+    batches of 4 tracklets; ``model`` merged into the model settings."""
     return RunConfig.from_dict(
-        {
-            "output_dir": str(out),
-            "seed": 0,
-            "deterministic": True,
-            "data": {
-                "dataset": "synthetic",
-                "root": str(root),
-                "height": 32,
-                "width": 16,
-                "num_ids": 2,
-                "num_per_modality": 1,
-                "num_workers": 0,
-                "batches_per_epoch": 2,
-                "eval_batch_size": 4,
-                "synthetic": SYNTH,
-            },
-            "model": {"seq_len": T, "backbone": {"name": "resnet18", "pretrained": None}, **model},
-            "optim": {"epochs": 1, "warmup_epochs": 0, "milestones": [1], "lr": 0.01},
-            "train": {"device": "cpu", "eval_period": 0, "log_period": 1, "progress": False, "tensorboard": False},
-            "eval": {"visrank_queries": 0},
-        }
+        config(
+            root,
+            out,
+            data={"eval_batch_size": 4, "synthetic": SYNTH},
+            model=model,
+            optim={"epochs": 1, "warmup_epochs": 0},
+            train={"device": "cpu"},
+        )
     )
 
 
