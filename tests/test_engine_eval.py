@@ -43,6 +43,7 @@ from star.reports.rank_lists import (
     rank_list_size,
     similarity_labels,
 )
+from tiny_run import EVAL_SYNTH
 
 T, H, W = 4, 32, 16  # frames per tracklet, frame size: tiny
 
@@ -50,21 +51,7 @@ T, H, W = 4, 32, 16  # frames per tracklet, frame size: tiny
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "ds"
-    generate_synthetic(
-        root,
-        SynthConfig(
-            ids=8,
-            test_ids=4,
-            tracklets=2,
-            cameras=3,
-            min_frames=12,
-            max_frames=14,
-            short_fraction=0.0,
-            height=H,
-            width=W,
-            seed=3,
-        ),
-    )
+    generate_synthetic(root, SynthConfig(**EVAL_SYNTH))
     return load_dataset("synthetic", root, verbose=False)
 
 

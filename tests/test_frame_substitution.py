@@ -14,27 +14,14 @@ from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoi
 from star.data.substitution import FrameSubstitutions, TooManySubstitutedFramesError
 from star.engine import evaluate
 from star.models import build_model
+from tiny_run import EVAL_SYNTH
 
 T, H, W = 4, 32, 16
 
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
-    return generate_synthetic(
-        tmp_path_factory.mktemp("synth") / "ds",
-        SynthConfig(
-            ids=8,
-            test_ids=4,
-            tracklets=2,
-            cameras=3,
-            min_frames=12,
-            max_frames=14,
-            short_fraction=0.0,
-            height=H,
-            width=W,
-            seed=3,
-        ),
-    )
+    return generate_synthetic(tmp_path_factory.mktemp("synth") / "ds", SynthConfig(**EVAL_SYNTH))
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The tiny synthetic dataset and training run the end-to-end tests share (engine, CLI, export).
 
 32x16 frames, 12 identities of 2 tracklets on 2 cameras, 12-13 frames each: seconds to
-generate, enough for 2-identity batches of 4-frame tracklets. Tests that need another size
-build their own SynthConfig, explicitly.
+generate, enough for 2-identity batches of 4-frame tracklets; EVAL_SYNTH, the evaluation tests'
+set. Tests that need another size build their own SynthConfig, explicitly.
 """
 
 from __future__ import annotations
@@ -12,6 +12,21 @@ import os
 from pathlib import Path
 
 SYNTH = {"ids": 12, "tracklets": 2, "cameras": 2, "min_frames": 12, "max_frames": 13, "height": 32, "width": 16}
+
+# The evaluation tests' dataset (test_engine_eval.py, test_frame_substitution.py): 8 identities,
+# 4 of them in the test split, on 3 cameras, 12-14 frames a tracklet, no short tracklets.
+EVAL_SYNTH = {
+    "ids": 8,
+    "test_ids": 4,
+    "tracklets": 2,
+    "cameras": 3,
+    "min_frames": 12,
+    "max_frames": 14,
+    "short_fraction": 0.0,
+    "height": 32,
+    "width": 16,
+    "seed": 3,
+}
 
 
 def deep_update(base: dict, over: dict) -> dict:
