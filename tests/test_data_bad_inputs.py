@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +30,8 @@ from star.data import (
     open_keypoint_store,
     read_bupt,
 )
+from tiny_run import quick_train_argv
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.yaml"
 SYNTH = SynthConfig(ids=6, test_ids=3, tracklets=2, max_frames=13, height=32, width=16, seed=4)
 
 
@@ -168,21 +167,7 @@ def test_missing_frame_folders_fail_at_load(syn0, capsys):
 
 def test_training_stops_before_any_work_on_missing_frames(syn0, tmp_path, capsys):
     shutil.rmtree(syn0 / "0001" / "rgb")
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            f"data.root={syn0}",
-            f"output_dir={tmp_path / 'O'}",
-            "optim.epochs=1",
-            "optim.warmup_epochs=0",
-            "optim.milestones=[]",
-            "data.batches_per_epoch=2",
-            "data.num_ids=2",
-            "data.num_workers=0",
-        ]
-    )
+    rc = main(quick_train_argv(syn0, tmp_path / "O"))
     err = capsys.readouterr().err
     assert rc == 1 and "frames listed" in err and "unreadable frame" not in err
     assert not (tmp_path / "O" / "log.jsonl").exists()

@@ -14,7 +14,7 @@ from star.data import SynthConfig, generate_synthetic, load_dataset, open_keypoi
 from star.data.substitution import FrameSubstitutions, TooManySubstitutedFramesError
 from star.engine import evaluate
 from star.models import build_model
-from tiny_run import EVAL_SYNTH
+from tiny_run import EVAL_SYNTH, quick_train_argv
 
 T, H, W = 4, 32, 16
 
@@ -102,36 +102,21 @@ def test_counter_stops_early_once_the_whole_allowance_is_spent():
 def test_training_on_garbage_frames_stops_with_one_error(root, tmp_path, capsys):
     _garble(root)
     rc = main(
-        [
-            "train",
-            "--config",
-            str(_config_file()),
-            f"data.root={root}",
-            f"output_dir={tmp_path / 'O'}",
-            "optim.epochs=1",
-            "optim.warmup_epochs=0",
-            "optim.milestones=[]",
-            "data.batches_per_epoch=2",
-            "data.num_ids=2",
-            "data.num_workers=0",
+        quick_train_argv(
+            root,
+            tmp_path / "O",
             f"data.height={H}",
             f"data.width={W}",
             f"model.seq_len={T}",
             "train.progress=false",
             "train.tensorboard=false",
-        ]
+        )
     )
     err = capsys.readouterr().err
     assert rc == 1
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "error: epoch 1: " in error_lines[0] and "were substituted" in error_lines[0]
     assert not (tmp_path / "O" / "metrics.json").exists()
-
-
-def _config_file():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent.parent / "configs" / "synthetic.yaml"
 
 
 def test_dataset_items_carry_the_substitution_count(root):

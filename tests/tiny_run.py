@@ -64,6 +64,29 @@ def config(root: Path, out: Path, **over) -> dict:
     return deep_update(base, over)
 
 
+REPO_SYNTHETIC_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.yaml"
+
+
+def quick_train_argv(root: Path, out: Path, *overrides: str) -> list[str]:
+    """``star train`` argv: the repo's configs/synthetic.yaml on the dataset at ``root``, writing to
+    ``out``, cut to one epoch of 2 iterations of 2-identity batches without warm-up or loader
+    workers; ``overrides`` appended."""
+    return [
+        "train",
+        "--config",
+        str(REPO_SYNTHETIC_CONFIG),
+        f"data.root={root}",
+        f"output_dir={out}",
+        "optim.epochs=1",
+        "optim.warmup_epochs=0",
+        "optim.milestones=[]",
+        "data.batches_per_epoch=2",
+        "data.num_ids=2",
+        "data.num_workers=0",
+        *overrides,
+    ]
+
+
 def subprocess_env(**extra: str) -> dict:
     """The environment of a child process running star: one thread each for OpenMP and MKL
     (the machine's cores are shared), no inherited torch.distributed variables."""
