@@ -511,18 +511,15 @@ def test_eval_bad_device_is_one_error_line(run, capsys):
     assert_error(rc, err, "train.device", "'gpu0'")
 
 
+def train_cli(capsys, run, out, *overrides) -> tuple[int, str, str]:
+    """``cli``: ``star train`` on the module run's config and dataset into ``out``, ``overrides`` appended."""
+    return cli(capsys, "train", "--config", run["config"], f"output_dir={out}", f"data.root={run['root']}", *overrides)
+
+
 # Library settings errors are StarErrors (the CLI has no per-command exception lists): one line each.
 @pytest.mark.parametrize("device", ["gpu0", *([] if torch.cuda.is_available() else ["cuda"])])
 def test_train_bad_device_is_one_error_line(run, tmp_path, capsys, device):
-    rc, _, err = cli(
-        capsys,
-        "train",
-        "--config",
-        run["config"],
-        f"output_dir={tmp_path / 'out'}",
-        f"data.root={run['root']}",
-        f"train.device={device}",
-    )
+    rc, _, err = train_cli(capsys, run, tmp_path / "out", f"train.device={device}")
     assert_error(rc, err, "train.device", repr(device))
 
 
@@ -534,22 +531,14 @@ def test_train_bad_device_is_one_error_line(run, tmp_path, capsys, device):
     ],
 )
 def test_train_bad_weights_or_batch_size_is_one_error_line(run, tmp_path, capsys, overrides, names):
-    rc, _, err = cli(
-        capsys,
-        "train",
-        "--config",
-        run["config"],
-        f"output_dir={tmp_path / 'out'}",
-        f"data.root={run['root']}",
-        *overrides,
-    )
+    rc, _, err = train_cli(capsys, run, tmp_path / "out", *overrides)
     assert_error(rc, err, *names)
 
 
 def test_train_output_dir_that_is_a_file_is_one_error_line(run, tmp_path, capsys):
     out = tmp_path / "afile"
     out.write_text("x")
-    rc, _, err = cli(capsys, "train", "--config", run["config"], f"output_dir={out}", f"data.root={run['root']}")
+    rc, _, err = train_cli(capsys, run, out)
     assert_error(rc, err, "output_dir", out)
 
 
