@@ -824,13 +824,9 @@ def test_config_differences_ignores_resumable_settings():
         "optim": {"epochs": 10, "lr": 0.1},
         "model": {"seq_len": 12},
     }
-    b = {
-        "seed": 0,
-        "output_dir": "y",
-        "train": {"eval_period": 5},
-        "optim": {"epochs": 20, "lr": 0.2},
-        "model": {"seq_len": 6},
-    }
+    b = deep_update(
+        a, {"output_dir": "y", "train": {"eval_period": 5}, "optim": {"epochs": 20, "lr": 0.2}, "model": {"seq_len": 6}}
+    )
     assert config_differences(a, b) == ["model.seq_len: checkpoint 12, now 6", "optim.lr: checkpoint 0.1, now 0.2"]
 
 
