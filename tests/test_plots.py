@@ -76,22 +76,21 @@ def test_curves_are_drawn_where_the_data_say(tmp_path):
     assert rows[0.25] - rows[0.75] > 100
 
 
+def _random_features(g: torch.Generator, n: int, camera: int, prefix: str) -> Features:
+    """``n`` random unit embeddings of 3 identities (pid i % 3), all on camera and modality ``camera``."""
+    return Features(
+        torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=1),
+        np.arange(n) % 3,
+        np.full(n, camera, dtype=np.int64),
+        np.full(n, camera, dtype=np.int64),
+        [f"{prefix}{i}" for i in range(n)],
+    )
+
+
 def test_every_metrics_json_gets_a_cmc_png_beside_it(tmp_path):
     g = torch.Generator().manual_seed(0)
-    q = Features(
-        torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1),
-        np.arange(6) % 3,
-        np.zeros(6, dtype=np.int64),
-        np.zeros(6, dtype=np.int64),
-        [f"q{i}" for i in range(6)],
-    )
-    gal = Features(
-        torch.nn.functional.normalize(torch.randn(9, 8, generator=g), dim=1),
-        np.arange(9) % 3,
-        np.ones(9, dtype=np.int64),
-        np.ones(9, dtype=np.int64),
-        [f"g{i}" for i in range(9)],
-    )
+    q = _random_features(g, 6, 0, "q")
+    gal = _random_features(g, 9, 1, "g")
     result = evaluate_features(q, gal, protocol="hitsz-vcm", dataset="synthetic")
     written = write_metrics(result, tmp_path / "eval" / "metrics.json")
     png = tmp_path / "eval" / CMC_PLOT_FILE
