@@ -23,6 +23,7 @@ from ..data.registry import DATASET_NAMES
 from ..data.synthetic import SynthConfig
 from ..losses.config import LossConfig
 from ..metrics.protocols import PROTOCOL_CHOICES
+from ..models.compiled import DEFAULT_BACKEND
 from ..models.config import ModelConfig
 
 
@@ -86,7 +87,7 @@ class TrainConfig:
     compile: bool = setting(Kind.NUMERICS, False)
     # torch.compile's backend with train.compile: inductor (generated C++ / Triton code), or any
     # other registered backend, e.g. aot_eager (traces without generating code: quick to check)
-    compile_backend: str = setting(Kind.NUMERICS, "inductor")
+    compile_backend: str = setting(Kind.NUMERICS, DEFAULT_BACKEND)
     # evaluate every N epochs and after the last one; 0 = only after the last
     eval_period: int = setting(Kind.OUTPUT, 10)
     checkpoint_period: int = setting(Kind.OUTPUT, 1)  # write last.pt every N epochs (always after the last one)

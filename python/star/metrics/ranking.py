@@ -38,7 +38,7 @@ from .errors import MetricsInputError
 
 __all__ = ["RankingResult", "evaluate_ranking"]
 
-# Default working-memory budget of one chunk (sorted row copy + bookkeeping).
+# Default working-memory budget of one chunk (sorted row copy + bookkeeping; re-ranking's row blocks too).
 CHUNK_BUDGET_BYTES = 256 * 2**20
 _BYTES_PER_ELEMENT = 16  # sorted value (<= 8 B) + headroom for per-item arrays
 _TILE = 64  # columns per tile when copying a strided block on CPU

@@ -32,10 +32,10 @@ import torch
 
 from .distance import feature_pair, matmul_nt
 from .errors import MetricsInputError
+from .ranking import CHUNK_BUDGET_BYTES
 
 __all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_dist"]
 
-_CHUNK_BUDGET_BYTES = 256 * 2**20
 # (query entry, gallery entry) pairs per Jaccard batch: 2**22 pairs take about 160 MiB (40 B each)
 PAIR_BUDGET = 2**22
 
@@ -150,7 +150,7 @@ def _column_max(d: torch.Tensor) -> torch.Tensor:
 
 def _rows_per_block(bytes_per_row: int, chunk_size: int | None) -> int:
     """The caller's chunk_size, else as many rows as fit the memory budget."""
-    return chunk_size or max(1, _CHUNK_BUDGET_BYTES // bytes_per_row)
+    return chunk_size or max(1, CHUNK_BUDGET_BYTES // bytes_per_row)
 
 
 def _reciprocal(nbrs: torch.Tensor, chunk_size: int | None) -> torch.Tensor:

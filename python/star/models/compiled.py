@@ -11,7 +11,7 @@ from torch import nn
 from ..config_tree import ConfigError
 from .star import STAR
 
-DEFAULT_BACKEND = "inductor"
+DEFAULT_BACKEND = "inductor"  # train.compile_backend's default
 
 
 class CompiledNetwork(nn.Module):
