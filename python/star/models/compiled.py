@@ -33,9 +33,11 @@ class CompiledNetwork(nn.Module):
         self, network: STAR, run: nn.Module | None = None, mode: str | None = None, backend: str = DEFAULT_BACKEND
     ):
         super().__init__()
-        known = torch._dynamo.list_backends(exclude_tags=())
-        if backend not in known:
-            raise ConfigError(f"train.compile_backend: unknown backend {backend!r}; choose one of {', '.join(known)}")
+        if backend not in torch._dynamo.list_backends(exclude_tags=()):  # debug ones included
+            raise ConfigError(
+                f"train.compile_backend: unknown backend {backend!r}; choose one of "
+                f"{', '.join(torch._dynamo.list_backends())} or a debug backend such as aot_eager or eager"
+            )
         self.network = network
         # Kept out of the submodules: the compiled module shares network's parameters, and
         # registering it would list them twice in state_dict().
