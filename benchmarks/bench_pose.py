@@ -142,49 +142,21 @@ def test_rtmlib_pose_only(benchmark, setup):
     _report(benchmark, "rtmlib_pose_only", len(paths))
 
 
+def _bench_star_pose(benchmark, setup, name: str, **options) -> None:
+    """``extract_keypoints`` on the setup's frames with ``options`` (PoseOptions fields), timed."""
+    data, paths, pose_path, _, root = setup
+    settings = PoseOptions(out=root / f"kp_{name}", model=pose_path, batch=32, force=True, progress=False, **options)
+    benchmark.pedantic(lambda: extract_keypoints(data, settings), rounds=ROUNDS, iterations=1)
+    _report(benchmark, name, len(paths))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_star_pose(benchmark, setup, workers):
-    data, paths, pose_path, _, root = setup
-    out = root / f"kp_w{workers}"
-
-    def run() -> None:
-        extract_keypoints(
-            data,
-            PoseOptions(
-                out=out,
-                model=pose_path,
-                batch=32,
-                workers=workers,
-                shard_size=SHARD,
-                force=True,
-                progress=False,
-            ),
-        )
-
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    _report(benchmark, f"star_pose_w{workers}", len(paths))
+    _bench_star_pose(benchmark, setup, f"star_pose_w{workers}", workers=workers, shard_size=SHARD)
 
 
 def test_star_pose_yolox(benchmark, setup):
-    data, paths, pose_path, det_path, root = setup
-    out = root / "kp_det"
-
-    def run() -> None:
-        extract_keypoints(
-            data,
-            PoseOptions(
-                out=out,
-                model=pose_path,
-                detector="yolox",
-                det_model=det_path,
-                batch=32,
-                force=True,
-                progress=False,
-            ),
-        )
-
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    _report(benchmark, "star_pose_yolox", len(paths))
+    _bench_star_pose(benchmark, setup, "star_pose_yolox", detector="yolox", det_model=setup[3])
 
 
 # ----------------------------------------------------------------------------- compute-realistic models
