@@ -105,7 +105,7 @@ def _scaled_logs_with_zeros(x: torch.Tensor, p: torch.Tensor, floor: float) -> t
     # [B, P, 1, C]; logic, not a where on bools (onnxruntime's Where has no bool kernel)
     vanished = (positive & all_zero) | (~positive & zero.any(dim=2, keepdim=True))
     vanished = vanished & ~torch.isnan(x).any(dim=1, keepdim=True).unsqueeze(1)
-    scaled = torch.where(zero & (p > 0) & ~vanished, -math.inf, p * log_x)
+    scaled = torch.where(zero & positive & ~vanished, -math.inf, p * log_x)
     return scaled, vanished.squeeze(2)
 
 
