@@ -34,7 +34,7 @@ from ..reports.metrics_file import METRICS_FILE, write_metrics
 from ..reports.rank_lists import write_rank_lists
 from .feature_extraction import extract_features
 
-__all__ = ["EvalResult", "evaluate", "evaluate_features", "extraction_settings"]
+__all__ = ["EvalResult", "eval_loader_settings", "evaluate", "evaluate_features", "extraction_settings"]
 
 
 @dataclass
@@ -141,18 +141,23 @@ def evaluate_features(
     )
 
 
-def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool = False) -> dict[str, Any]:
-    """The ``extract_features`` options of a run's evaluation: ``seq_len`` frames per tracklet at
-    the data size, the eval batch size and loader workers, float16 autocast on CUDA with ``train.amp``."""
+def eval_loader_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The ``star.data.eval_loader`` options of a run's evaluation: ``seq_len`` frames per tracklet
+    at the data size, the eval batch size and loader workers."""
     return dict(
         num_frames=cfg.model.seq_len,
         height=cfg.data.height,
         width=cfg.data.width,
         batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
-        device=device,
-        amp=cfg.train.amp and device.type == "cuda",
-        progress=progress,
+    )
+
+
+def extraction_settings(cfg: RunConfig, device: torch.device, *, progress: bool = False) -> dict[str, Any]:
+    """The ``extract_features`` options of a run's evaluation: the loader's
+    (:func:`eval_loader_settings`) and float16 autocast on CUDA with ``train.amp``."""
+    return dict(
+        **eval_loader_settings(cfg), device=device, amp=cfg.train.amp and device.type == "cuda", progress=progress
     )
 
 

@@ -32,6 +32,7 @@ from ..data.skeleton import COCO17_KEYPOINTS
 from ..data.synthetic import dataset_read_lock
 from ..data.tracklet import INFRARED, VISIBLE, Tracklet
 from ..data.transforms import normalize_frames
+from ..engine.evaluator import eval_loader_settings
 from ..engine.inference import load_trained_model
 from ..fileio import atomic_write_text
 from ..models import STAR
@@ -305,16 +306,7 @@ def explain_model(
         for section in ("attention", "saliency", "pooling", "correction"):
             result.absent.setdefault(section, f"no {modality} tracklets in the split")
         return result
-    loader = eval_loader(
-        tracklets,
-        keypoints,
-        num_frames=cfg.model.seq_len,
-        batch_size=cfg.data.eval_batch_size,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        num_workers=cfg.data.num_workers,
-        pin_memory=False,
-    )
+    loader = eval_loader(tracklets, keypoints, **eval_loader_settings(cfg), pin_memory=False)
     wanted = _spread(len(tracklets), saliency_tracklets) if "saliency" not in result.absent else []
     probes = []
     for batch in loader:
